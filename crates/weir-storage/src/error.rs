@@ -1,0 +1,34 @@
+//! Storage errors: I/O, corruption, a full disk and a poisoned log are different outcomes.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The disk (or quota) is full; nothing already stored was harmed.
+    #[error("storage full writing {path}")]
+    StorageFull { path: PathBuf },
+    /// Bytes on disk that do not decode: which file and where.
+    #[error("corrupt data in {path} at byte {position}: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        position: u64,
+        reason: String,
+    },
+    /// An earlier sync failed; the log refuses writes until it is reopened (fail-stop).
+    #[error("log poisoned by an earlier failed sync; reopen to recover")]
+    Poisoned,
+    /// A batch larger than the configured maximum.
+    #[error("batch of {length} bytes exceeds the maximum of {limit}")]
+    BatchTooLarge { length: usize, limit: usize },
+    #[error("metadata store: {0}")]
+    Meta(String),
+}
