@@ -1,1 +1,47 @@
-//! placeholder
+//! Weir's core: the [`Broker`]. It knows no socket; every front end (native protocol, HTTP,
+//! RESP) is a thin adapter over this one API, and a Rust program can embed it directly on a
+//! data directory, like SQLite for queues.
+//!
+//! - [`Broker`] owns topics and subscriptions. `publish` routes a batch to partitions and
+//!   resolves with a [`Confirm`] once it is durable under the topic's [`FsyncPolicy`].
+//! - Each partition has one writer thread doing group commit over `weir-storage`'s log.
+//! - `subscribe` returns a [`Consumer`] of a `stream` or `queue` subscription; deliveries come
+//!   from `Consumer::next`, and go back through `ack` / `nack`.
+//! - Time comes from a [`Clock`]; [`Broker::tick`] runs the timers.
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use weir_core::{Broker, BrokerConfig, Message, SubscribeOptions};
+//! let dir = tempfile::tempdir().unwrap();
+//! let broker = Broker::open(BrokerConfig::new(dir.path())).await.unwrap();
+//! let confirm = broker.publish_messages("orders", None, &[Message::new("order 1 created")]).await.unwrap();
+//! assert_eq!(confirm.ranges[0].base_offset, 0);
+//! let consumer = broker.subscribe("orders", "notifier", SubscribeOptions::default()).await.unwrap();
+//! let deliveries = consumer.next(10).await.unwrap();
+//! assert_eq!(&deliveries[0].record.value[..], b"order 1 created");
+//! consumer.ack(&[deliveries[0].id()]).unwrap();
+//! broker.shutdown().await;
+//! # });
+//! ```
+
+mod broker;
+mod catalog;
+pub mod clock;
+pub mod config;
+pub mod error;
+mod partition;
+mod subscription;
+mod topic;
+
+pub use broker::{Broker, Confirm, Message, PartitionInfo, PublishedRange, TopicInfo};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{
+    BrokerConfig, Durability, FsyncPolicy, StartPosition, SubscribeOptions, SubscriptionKind,
+    TopicConfig,
+};
+pub use error::{Error, Result};
+pub use subscription::{
+    AckState, Consumer, ConsumerId, Delivery, GroupInfo, GroupPartitionInfo, MessageId,
+};
+pub use topic::partition_for_key;
+pub use weir_batch::{Batch, BatchBuilder, Record};

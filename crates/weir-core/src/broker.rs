@@ -1,0 +1,618 @@
+//! The [`Broker`]: the one API every front end (and every embedding program) talks to.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+use weir_batch::{Batch, BatchBuilder, Record};
+use weir_storage::MetaStore;
+
+use crate::catalog::{Catalog, SubscriptionRecord, valid_name};
+use crate::config::{
+    BrokerConfig, Durability, FsyncPolicy, StartPosition, SubscribeOptions, TopicConfig,
+};
+use crate::error::{Error, Result};
+use crate::partition::Confirmed;
+use crate::subscription::{Consumer, GroupInfo, Subscription, read_records};
+use crate::topic::Topic;
+
+/// A message to publish, for callers that do not build batches themselves.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Message {
+    pub key: Option<Bytes>,
+    pub headers: Vec<(String, Bytes)>,
+    pub value: Bytes,
+    /// Defaults to the broker's clock.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl Message {
+    pub fn new(value: impl Into<Bytes>) -> Message {
+        Message {
+            value: value.into(),
+            ..Message::default()
+        }
+    }
+
+    pub fn with_key(mut self, key: impl Into<Bytes>) -> Message {
+        self.key = Some(key.into());
+        self
+    }
+
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<Bytes>) -> Message {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+}
+
+/// Offsets a published batch received in one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishedRange {
+    pub partition: u32,
+    pub base_offset: u64,
+    pub last_offset: u64,
+}
+
+/// The answer to a publish: where the messages are and what survives what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Confirm {
+    pub ranges: Vec<PublishedRange>,
+    /// The weakest durability among the partitions written.
+    pub durability: Durability,
+}
+
+impl From<Vec<Confirmed>> for Confirm {
+    fn from(confirms: Vec<Confirmed>) -> Confirm {
+        let durability = if confirms
+            .iter()
+            .all(|confirm| confirm.durability == Durability::Fsynced)
+        {
+            Durability::Fsynced
+        } else {
+            Durability::Os
+        };
+        Confirm {
+            ranges: confirms
+                .into_iter()
+                .map(|confirm| PublishedRange {
+                    partition: confirm.partition,
+                    base_offset: confirm.base_offset,
+                    last_offset: confirm.last_offset,
+                })
+                .collect(),
+            durability,
+        }
+    }
+}
+
+/// One partition as shown to operators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub partition: u32,
+    pub start_offset: u64,
+    /// One past the last visible offset.
+    pub end_offset: u64,
+}
+
+/// A topic as shown to operators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub name: String,
+    pub config: TopicConfig,
+    pub partitions: Vec<PartitionInfo>,
+}
+
+/// When background work last ran, in clock milliseconds.
+#[derive(Default)]
+struct Timers {
+    positions_saved_ms: i64,
+    retention_ms: i64,
+    interval_synced_ms: HashMap<String, i64>,
+}
+
+/// Unacked progress is saved this often; after a crash, at most this much of consumers'
+/// acknowledgements is forgotten (and those messages are delivered again).
+const SAVE_POSITIONS_MS: i64 = 100;
+const RETENTION_MS: i64 = 1_000;
+
+struct Inner {
+    config: BrokerConfig,
+    catalog: Catalog,
+    topics: RwLock<HashMap<String, Arc<Topic>>>,
+    subscriptions: RwLock<BTreeMap<(String, String), Arc<Subscription>>>,
+    /// Serialises creating and deleting topics and subscriptions, which touch the catalog,
+    /// directories and the maps together. A tokio mutex: holders await partition shutdown.
+    admin: tokio::sync::Mutex<()>,
+    timers: Mutex<Timers>,
+    next_consumer: AtomicU64,
+    closed: AtomicBool,
+}
+
+/// The broker. Cheap to clone; all clones share one broker.
+///
+/// Must be opened inside a tokio runtime: it runs a background timer task.
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Broker {
+    /// Opens the broker on `config.data_dir`, recovering topics and subscriptions.
+    pub async fn open(config: BrokerConfig) -> Result<Broker> {
+        let topics_dir = config.data_dir.join("topics");
+        std::fs::create_dir_all(&topics_dir).map_err(|error| {
+            Error::Storage(format!("cannot create {}: {error}", topics_dir.display()))
+        })?;
+        let meta = MetaStore::open(&config.data_dir.join("meta.redb"))?;
+        let catalog = Catalog::new(meta);
+        let mut topics = HashMap::new();
+        for (name, topic_config) in catalog.topics()? {
+            let topic = Topic::open(&topics_dir, &name, topic_config, &config.clock)?;
+            topics.insert(name, Arc::new(topic));
+        }
+        let mut subscriptions = BTreeMap::new();
+        for record in catalog.subscriptions()? {
+            let Some(topic) = topics.get(&record.topic) else {
+                tracing::warn!(topic = %record.topic, group = %record.group, "subscription of a missing topic ignored");
+                continue;
+            };
+            let key = (record.topic.clone(), record.group.clone());
+            let subscription = Subscription::open(topic.clone(), record, &catalog)?;
+            subscriptions.insert(key, Arc::new(subscription));
+        }
+        tracing::info!(
+            data_dir = %config.data_dir.display(),
+            topics = topics.len(),
+            subscriptions = subscriptions.len(),
+            "broker opened"
+        );
+        let tick_interval = config.tick_interval;
+        let broker = Broker {
+            inner: Arc::new(Inner {
+                config,
+                catalog,
+                topics: RwLock::new(topics),
+                subscriptions: RwLock::new(subscriptions),
+                admin: tokio::sync::Mutex::new(()),
+                timers: Mutex::new(Timers::default()),
+                next_consumer: AtomicU64::new(1),
+                closed: AtomicBool::new(false),
+            }),
+        };
+        let weak = Arc::downgrade(&broker.inner);
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(tick_interval);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                if inner.closed.load(Ordering::Acquire) {
+                    break;
+                }
+                Broker { inner }.tick().await;
+            }
+        });
+        Ok(broker)
+    }
+
+    pub fn config(&self) -> &BrokerConfig {
+        &self.inner.config
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            Err(Error::ShuttingDown)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn find_topic(&self, name: &str) -> Result<Arc<Topic>> {
+        read(&self.inner.topics)
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownTopic(name.to_owned()))
+    }
+
+    /// The topic, created with the default config if allowed.
+    async fn topic_or_create(&self, name: &str) -> Result<Arc<Topic>> {
+        match self.find_topic(name) {
+            Err(Error::UnknownTopic(_)) if self.inner.config.auto_create_topics => {
+                match self
+                    .create_topic(name, self.inner.config.default_topic.clone())
+                    .await
+                {
+                    Ok(_) | Err(Error::TopicExists(_)) => self.find_topic(name),
+                    Err(error) => Err(error),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Creates a topic. Fails with `TopicExists` if there is one by that name.
+    pub async fn create_topic(&self, name: &str, config: TopicConfig) -> Result<TopicInfo> {
+        self.check_open()?;
+        valid_name("topic", name)?;
+        if let FsyncPolicy::IntervalMs(0) = config.fsync {
+            return Err(Error::InvalidArgument(
+                "an fsync interval must be at least 1 ms".into(),
+            ));
+        }
+        let _admin = self.inner.admin.lock().await;
+        if self.find_topic(name).is_ok() {
+            return Err(Error::TopicExists(name.to_owned()));
+        }
+        let topics_dir = self.inner.config.data_dir.join("topics");
+        let topic = Topic::open(&topics_dir, name, config, &self.inner.config.clock)?;
+        if let Err(error) = self.inner.catalog.save_topic(name, &topic.config) {
+            topic.close().await;
+            return Err(error);
+        }
+        let topic = Arc::new(topic);
+        write(&self.inner.topics).insert(name.to_owned(), topic.clone());
+        tracing::info!(
+            topic = name,
+            partitions = topic.partitions.len(),
+            "topic created"
+        );
+        Ok(describe(&topic))
+    }
+
+    /// Deletes a topic, its data and its subscriptions. Their consumers get an error.
+    pub async fn delete_topic(&self, name: &str) -> Result<()> {
+        self.check_open()?;
+        let _admin = self.inner.admin.lock().await;
+        let topic = write(&self.inner.topics)
+            .remove(name)
+            .ok_or_else(|| Error::UnknownTopic(name.to_owned()))?;
+        let removed: Vec<Arc<Subscription>> = {
+            let mut subscriptions = write(&self.inner.subscriptions);
+            let keys: Vec<_> = subscriptions
+                .keys()
+                .filter(|(topic_name, _)| topic_name == name)
+                .cloned()
+                .collect();
+            keys.iter()
+                .filter_map(|key| subscriptions.remove(key))
+                .collect()
+        };
+        for subscription in removed {
+            subscription.close();
+        }
+        topic.close().await;
+        self.inner.catalog.delete_topic(name)?;
+        if let Err(error) = std::fs::remove_dir_all(&topic.dir) {
+            tracing::warn!(topic = name, %error, "could not remove the topic's directory");
+        }
+        tracing::info!(topic = name, "topic deleted");
+        Ok(())
+    }
+
+    pub fn topics(&self) -> Vec<TopicInfo> {
+        let mut topics: Vec<TopicInfo> = read(&self.inner.topics)
+            .values()
+            .map(|topic| describe(topic))
+            .collect();
+        topics.sort_by(|left, right| left.name.cmp(&right.name));
+        topics
+    }
+
+    pub fn topic(&self, name: &str) -> Result<TopicInfo> {
+        Ok(describe(&*self.find_topic(name)?))
+    }
+
+    /// Publishes one encoded batch (see `weir-batch`) to `partition`, or routed by key.
+    /// Resolves once every part is durable under the topic's fsync policy.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        batch: Bytes,
+    ) -> Result<Confirm> {
+        self.check_open()?;
+        let batch = Batch::parse(batch, self.inner.config.max_batch_bytes)?;
+        let topic = self.topic_or_create(topic).await?;
+        Ok(topic.publish(partition, batch).await?.into())
+    }
+
+    /// Publishes messages as one batch.
+    pub async fn publish_messages(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        messages: &[Message],
+    ) -> Result<Confirm> {
+        if messages.is_empty() {
+            return Err(Error::InvalidArgument("nothing to publish".into()));
+        }
+        let now_ms = self.inner.config.clock.now_ms();
+        let mut builder = BatchBuilder::new();
+        for message in messages {
+            let headers: Vec<(&str, &[u8])> = message
+                .headers
+                .iter()
+                .map(|(name, value)| (name.as_str(), &value[..]))
+                .collect();
+            builder.push(
+                message.timestamp_ms.unwrap_or(now_ms),
+                message.key.as_deref(),
+                &headers,
+                &message.value,
+            );
+        }
+        self.publish(topic, partition, builder.finish()).await
+    }
+
+    /// Attaches a consumer to the subscription `group` on `topic`, creating it (with
+    /// `options.kind`, `start` and `ack_timeout`) if it does not exist.
+    pub async fn subscribe(
+        &self,
+        topic: &str,
+        group: &str,
+        options: SubscribeOptions,
+    ) -> Result<Consumer> {
+        self.check_open()?;
+        valid_name("subscription", group)?;
+        let topic = self.topic_or_create(topic).await?;
+        let key = (topic.name.clone(), group.to_owned());
+        let existing = read(&self.inner.subscriptions).get(&key).cloned();
+        let subscription = match existing {
+            Some(subscription) => subscription,
+            None => {
+                let _admin = self.inner.admin.lock().await;
+                let again = read(&self.inner.subscriptions).get(&key).cloned();
+                match again {
+                    Some(subscription) => subscription,
+                    None => self.create_subscription(topic, group, &options)?,
+                }
+            }
+        };
+        if subscription.kind() != options.kind {
+            return Err(Error::InvalidArgument(format!(
+                "subscription '{group}' on '{}' is a {:?} subscription, not {:?}",
+                subscription.record.topic,
+                subscription.kind(),
+                options.kind
+            )));
+        }
+        let id = self.inner.next_consumer.fetch_add(1, Ordering::Relaxed);
+        Ok(Consumer::attach(
+            subscription,
+            id,
+            options.prefetch,
+            self.inner.config.clock.clone(),
+        ))
+    }
+
+    /// Called with the admin lock held.
+    fn create_subscription(
+        &self,
+        topic: Arc<Topic>,
+        group: &str,
+        options: &SubscribeOptions,
+    ) -> Result<Arc<Subscription>> {
+        let ack_timeout = options
+            .ack_timeout
+            .unwrap_or(self.inner.config.default_ack_timeout);
+        let record = SubscriptionRecord {
+            topic: topic.name.clone(),
+            group: group.to_owned(),
+            kind: options.kind,
+            start: options.start,
+            ack_timeout_ms: ack_timeout.as_millis().max(1) as u64,
+        };
+        let subscription = Subscription::open(topic, record.clone(), &self.inner.catalog)?;
+        self.inner.catalog.save_subscription(&record)?;
+        // Pin the resolved start (e.g. "latest") now, so a restart does not move it.
+        self.inner
+            .catalog
+            .save_positions(&subscription.take_dirty_positions())?;
+        let subscription = Arc::new(subscription);
+        write(&self.inner.subscriptions).insert(
+            (record.topic.clone(), record.group.clone()),
+            subscription.clone(),
+        );
+        tracing::info!(topic = %record.topic, group, kind = ?record.kind, "subscription created");
+        Ok(subscription)
+    }
+
+    fn find_subscription(&self, topic: &str, group: &str) -> Result<Arc<Subscription>> {
+        read(&self.inner.subscriptions)
+            .get(&(topic.to_owned(), group.to_owned()))
+            .cloned()
+            .ok_or_else(|| Error::NoSuchSubscription {
+                topic: topic.to_owned(),
+                group: group.to_owned(),
+            })
+    }
+
+    /// Subscriptions, of one topic or all.
+    pub fn groups(&self, topic: Option<&str>) -> Vec<GroupInfo> {
+        read(&self.inner.subscriptions)
+            .iter()
+            .filter(|((topic_name, _), _)| topic.is_none_or(|wanted| wanted == topic_name))
+            .map(|(_, subscription)| subscription.info())
+            .collect()
+    }
+
+    pub fn group(&self, topic: &str, group: &str) -> Result<GroupInfo> {
+        Ok(self.find_subscription(topic, group)?.info())
+    }
+
+    /// Moves a subscription to `to` while it runs (replay, or skip ahead).
+    pub fn reset_group(&self, topic: &str, group: &str, to: StartPosition) -> Result<()> {
+        let subscription = self.find_subscription(topic, group)?;
+        subscription.reset(to)?;
+        self.inner
+            .catalog
+            .save_positions(&subscription.take_dirty_positions())
+    }
+
+    /// Deletes a subscription; its consumers get an error.
+    pub async fn delete_group(&self, topic: &str, group: &str) -> Result<()> {
+        let _admin = self.inner.admin.lock().await;
+        let subscription = write(&self.inner.subscriptions)
+            .remove(&(topic.to_owned(), group.to_owned()))
+            .ok_or_else(|| Error::NoSuchSubscription {
+                topic: topic.to_owned(),
+                group: group.to_owned(),
+            })?;
+        subscription.close();
+        self.inner.catalog.delete_subscription(topic, group)
+    }
+
+    /// Reads up to `max` messages of one partition from `offset` (browsing; no delivery state).
+    pub fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max: usize,
+    ) -> Result<Vec<Record>> {
+        let topic = self.find_topic(topic)?;
+        read_records(&topic.partition(partition)?.reader, offset, max)
+    }
+
+    /// The first offset of each partition at or after `timestamp_ms` (end offset if none).
+    pub fn offsets_for_time(&self, topic: &str, timestamp_ms: i64) -> Result<Vec<u64>> {
+        let topic = self.find_topic(topic)?;
+        topic
+            .partitions
+            .iter()
+            .map(|partition| {
+                crate::subscription::resolve_start(
+                    &partition.reader,
+                    StartPosition::Timestamp(timestamp_ms),
+                )
+            })
+            .collect()
+    }
+
+    /// Runs the timers once: ack timeouts and redeliveries, interval syncs, saving consumer
+    /// progress, retention. The background task calls this every `tick_interval`; tests with a
+    /// manual clock call it after moving the clock.
+    pub async fn tick(&self) {
+        let now_ms = self.inner.config.clock.now_ms();
+        let subscriptions: Vec<Arc<Subscription>> =
+            read(&self.inner.subscriptions).values().cloned().collect();
+        for subscription in &subscriptions {
+            subscription.tick(now_ms);
+        }
+        let topics: Vec<Arc<Topic>> = read(&self.inner.topics).values().cloned().collect();
+        let (save_positions, run_retention) = {
+            let mut timers = lock(&self.inner.timers);
+            for topic in &topics {
+                if let FsyncPolicy::IntervalMs(interval_ms) = topic.config.fsync {
+                    let last = timers
+                        .interval_synced_ms
+                        .entry(topic.name.clone())
+                        .or_insert(0);
+                    if now_ms - *last >= i64::from(interval_ms) {
+                        *last = now_ms;
+                        for partition in &topic.partitions {
+                            partition.sync_if_needed();
+                        }
+                    }
+                }
+            }
+            let save = now_ms - timers.positions_saved_ms >= SAVE_POSITIONS_MS;
+            if save {
+                timers.positions_saved_ms = now_ms;
+            }
+            let retention = now_ms - timers.retention_ms >= RETENTION_MS;
+            if retention {
+                timers.retention_ms = now_ms;
+            }
+            (save, retention)
+        };
+        if save_positions {
+            self.save_positions(&subscriptions);
+        }
+        if run_retention {
+            for topic in &topics {
+                if topic.config.retention_ms.is_none() && topic.config.retention_bytes.is_none() {
+                    continue;
+                }
+                for partition in &topic.partitions {
+                    match partition.enforce_retention(now_ms).await {
+                        Ok(report) if report.segments_deleted > 0 => tracing::info!(
+                            topic = %topic.name,
+                            partition = partition.id,
+                            segments = report.segments_deleted,
+                            bytes = report.bytes_deleted,
+                            start_offset = report.new_start_offset,
+                            "retention deleted segments"
+                        ),
+                        Ok(_) => {}
+                        Err(error) => {
+                            tracing::warn!(topic = %topic.name, %error, "retention failed")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn save_positions(&self, subscriptions: &[Arc<Subscription>]) {
+        let ops: Vec<_> = subscriptions
+            .iter()
+            .flat_map(|subscription| subscription.take_dirty_positions())
+            .collect();
+        if let Err(error) = self.inner.catalog.save_positions(&ops) {
+            tracing::error!(%error, "saving consumer positions failed");
+        }
+    }
+
+    /// Stops accepting work, ends consumers' waits, saves their progress, and commits every
+    /// queued publish before returning.
+    pub async fn shutdown(&self) {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let subscriptions: Vec<Arc<Subscription>> =
+            read(&self.inner.subscriptions).values().cloned().collect();
+        for subscription in &subscriptions {
+            subscription.close();
+        }
+        self.save_positions(&subscriptions);
+        let topics: Vec<Arc<Topic>> = read(&self.inner.topics).values().cloned().collect();
+        for topic in topics {
+            topic.close().await;
+        }
+        tracing::info!("broker stopped");
+    }
+}
+
+fn describe(topic: &Topic) -> TopicInfo {
+    TopicInfo {
+        name: topic.name.clone(),
+        config: topic.config.clone(),
+        partitions: topic
+            .partitions
+            .iter()
+            .map(|partition| PartitionInfo {
+                partition: partition.id,
+                start_offset: partition.reader.start_offset(),
+                end_offset: partition.reader.end_offset(),
+            })
+            .collect(),
+    }
+}

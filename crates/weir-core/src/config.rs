@@ -1,0 +1,150 @@
+//! Configuration of the broker, its topics and subscriptions. Plain data with serde, so the
+//! binary can read it from TOML and the catalog can persist it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::{Clock, SystemClock};
+
+/// When a publish is confirmed, and what survives what.
+///
+/// - `Always`: confirm after fdatasync (group commit: one sync serves every batch queued
+///   meanwhile). A confirmed message survives a process crash and a power loss.
+/// - `IntervalMs(n)`: confirm after the write reaches the OS; fdatasync at most `n` ms later.
+///   Survives a process crash; a power loss may lose the last `n` ms of confirms.
+/// - `Os`: confirm after the write reaches the OS page cache; never forced. Survives a process
+///   crash; a power loss may lose whatever the kernel had not written back yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncPolicy {
+    #[default]
+    Always,
+    IntervalMs(u32),
+    Os,
+}
+
+/// What the confirm of a publish promises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// In the OS page cache: survives a process crash.
+    Os,
+    /// fdatasync'd: survives a power loss.
+    Fsynced,
+}
+
+/// A topic's layout and retention.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TopicConfig {
+    pub partitions: u32,
+    pub fsync: FsyncPolicy,
+    /// Delete closed segments older than this.
+    pub retention_ms: Option<u64>,
+    /// Keep each partition under about this many bytes (whole closed segments are deleted).
+    pub retention_bytes: Option<u64>,
+    pub segment_bytes: u64,
+}
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        TopicConfig {
+            partitions: 1,
+            fsync: FsyncPolicy::Always,
+            retention_ms: None,
+            retention_bytes: None,
+            segment_bytes: 256 << 20,
+        }
+    }
+}
+
+/// The two kinds of subscription (consumer group).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubscriptionKind {
+    /// Kafka semantics: a committed offset per partition, partitions shared among consumers.
+    Stream,
+    /// RabbitMQ semantics: per-message ack, competing consumers, redelivery.
+    Queue,
+}
+
+/// Where a new subscription starts, or where a reset moves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartPosition {
+    Earliest,
+    Latest,
+    Offset(u64),
+    /// The first message at or after this time (ms since the epoch).
+    Timestamp(i64),
+}
+
+/// Options of one `subscribe` call. `kind`, `start` and `ack_timeout` apply when the call
+/// creates the subscription; joining an existing one keeps its settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribeOptions {
+    pub kind: SubscriptionKind,
+    pub start: StartPosition,
+    /// Most unacked deliveries this consumer holds at once (queue subscriptions).
+    pub prefetch: u32,
+    /// Unacked deliveries are redelivered after this long (queue subscriptions).
+    pub ack_timeout: Option<Duration>,
+}
+
+impl Default for SubscribeOptions {
+    fn default() -> Self {
+        SubscribeOptions {
+            kind: SubscriptionKind::Queue,
+            start: StartPosition::Earliest,
+            prefetch: 1000,
+            ack_timeout: None,
+        }
+    }
+}
+
+/// The whole broker's settings.
+#[derive(Clone)]
+pub struct BrokerConfig {
+    pub data_dir: PathBuf,
+    /// Create a topic with `default_topic` on the first publish or subscribe that names it.
+    pub auto_create_topics: bool,
+    pub default_topic: TopicConfig,
+    /// Used when a queue subscription is created without its own.
+    pub default_ack_timeout: Duration,
+    /// Largest batch a publish may carry.
+    pub max_batch_bytes: usize,
+    /// How often timers run (ack timeouts, delayed requeue, retention, ack-state flush).
+    pub tick_interval: Duration,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl BrokerConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> BrokerConfig {
+        BrokerConfig {
+            data_dir: data_dir.into(),
+            auto_create_topics: true,
+            default_topic: TopicConfig::default(),
+            default_ack_timeout: Duration::from_secs(30),
+            max_batch_bytes: 8 << 20,
+            tick_interval: Duration::from_millis(10),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl std::fmt::Debug for BrokerConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("BrokerConfig")
+            .field("data_dir", &self.data_dir)
+            .field("auto_create_topics", &self.auto_create_topics)
+            .field("default_topic", &self.default_topic)
+            .field("default_ack_timeout", &self.default_ack_timeout)
+            .field("max_batch_bytes", &self.max_batch_bytes)
+            .field("tick_interval", &self.tick_interval)
+            .finish_non_exhaustive()
+    }
+}

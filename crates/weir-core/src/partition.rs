@@ -1,0 +1,258 @@
+//! One partition: its log's single writer thread (group commit) and a reader for everyone else.
+//!
+//! Publishers hand batches to the writer over a bounded channel and await a confirm. The writer
+//! drains every command queued so far, appends each batch, then flushes or syncs once for all of
+//! them (one write and at most one fdatasync for many publishers), and only then completes their
+//! confirms. A std thread, not a tokio task: the log is a synchronous library whose sync blocks
+//! for a disk round trip, and a dedicated thread keeps that off the async workers.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use tokio::sync::{Notify, mpsc, oneshot};
+use weir_batch::Batch;
+use weir_storage::{LogConfig, LogReader, PartitionLog, RetentionReport};
+
+use crate::clock::Clock;
+use crate::config::{Durability, FsyncPolicy, TopicConfig};
+use crate::error::{Error, Result};
+
+/// Commands queued to one partition's writer. Bounded so publishers feel back-pressure instead
+/// of queueing unbounded memory in front of a slow disk.
+const COMMAND_QUEUE: usize = 4096;
+/// Stop draining the queue after this many bytes, so one group commit stays bounded.
+const GROUP_COMMIT_BYTES: usize = 16 << 20;
+
+/// Where a batch landed and what its confirm promises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Confirmed {
+    pub partition: u32,
+    pub base_offset: u64,
+    pub last_offset: u64,
+    pub durability: Durability,
+}
+
+enum Command {
+    Append {
+        batch: Batch,
+        reply: oneshot::Sender<Result<Confirmed>>,
+    },
+    /// Force unsynced data to disk (the `interval` policy's timer).
+    Sync,
+    Retention {
+        now_ms: i64,
+        reply: oneshot::Sender<Result<RetentionReport>>,
+    },
+    /// Commit what is queued before it, then exit.
+    Stop { done: oneshot::Sender<()> },
+}
+
+pub(crate) struct Partition {
+    pub id: u32,
+    pub reader: LogReader,
+    commands: mpsc::Sender<Command>,
+    /// Set by the writer when it flushed without syncing; cleared by a sync.
+    unsynced: Arc<AtomicBool>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Partition {
+    /// Opens the partition's log in `dir` and starts its writer. `visible` is notified each
+    /// time new batches become readable.
+    pub fn open(
+        dir: &Path,
+        id: u32,
+        topic_name: &str,
+        config: &TopicConfig,
+        visible: Arc<Notify>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Partition> {
+        let log_config = LogConfig {
+            segment_bytes_max: config.segment_bytes,
+            retention_age: config.retention_ms.map(std::time::Duration::from_millis),
+            retention_bytes: config.retention_bytes,
+            ..LogConfig::default()
+        };
+        let (log, report) = PartitionLog::open_path(dir, log_config)?;
+        if report.truncated_bytes > 0 {
+            tracing::warn!(
+                topic = topic_name,
+                partition = id,
+                truncated_bytes = report.truncated_bytes,
+                from_offset = ?report.truncated_from_offset,
+                "recovery cut a damaged log tail"
+            );
+        }
+        let reader = log.reader();
+        let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
+        let unsynced = Arc::new(AtomicBool::new(false));
+        let writer = Writer {
+            log,
+            partition: id,
+            policy: config.fsync,
+            visible,
+            clock,
+            unsynced: unsynced.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("weir-writer-{topic_name}-{id}"))
+            .spawn(move || writer.run(receiver))
+            .map_err(|error| Error::Storage(format!("cannot start writer thread: {error}")))?;
+        Ok(Partition {
+            id,
+            reader,
+            commands,
+            unsynced,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Appends `batch`; resolves once it is durable under the topic's fsync policy.
+    pub async fn append(&self, batch: Batch) -> Result<Confirmed> {
+        let (reply, confirm) = oneshot::channel();
+        self.commands
+            .send(Command::Append { batch, reply })
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
+        confirm.await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// Asks the writer to sync if it holds unsynced data (for `interval` topics).
+    pub fn sync_if_needed(&self) {
+        if self.unsynced.load(Ordering::Relaxed) {
+            // A full queue means the writer is busy and will get there; dropping is fine.
+            let _ = self.commands.try_send(Command::Sync);
+        }
+    }
+
+    pub async fn enforce_retention(&self, now_ms: i64) -> Result<RetentionReport> {
+        let (reply, report) = oneshot::channel();
+        self.commands
+            .send(Command::Retention { now_ms, reply })
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
+        report.await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// Stops the writer after it has committed everything queued before this call, and waits
+    /// for it. Later appends fail with `ShuttingDown`.
+    pub async fn close(&self) {
+        // Clones of our sender may outlive this call (publishers mid-send), so the writer
+        // cannot wait for the channel to close: tell it to stop instead.
+        let (done, stopped) = oneshot::channel();
+        if self.commands.send(Command::Stop { done }).await.is_ok() {
+            let _ = stopped.await;
+        }
+        let thread = self
+            .thread
+            .lock()
+            .expect("partition thread lock is never poisoned: no code panics while holding it")
+            .take();
+        if let Some(thread) = thread {
+            // The writer has replied to Stop and is returning: this join does not block long.
+            let _ = thread.join();
+        }
+    }
+}
+
+struct Writer {
+    log: PartitionLog,
+    partition: u32,
+    policy: FsyncPolicy,
+    visible: Arc<Notify>,
+    clock: Arc<dyn Clock>,
+    unsynced: Arc<AtomicBool>,
+}
+
+impl Writer {
+    fn run(mut self, mut receiver: mpsc::Receiver<Command>) {
+        let mut confirms: Vec<(Result<Confirmed>, oneshot::Sender<Result<Confirmed>>)> = Vec::new();
+        while let Some(first) = receiver.blocking_recv() {
+            let mut sync_requested = false;
+            let mut stop = None;
+            let mut queued_bytes = 0;
+            let mut next = Some(first);
+            while let Some(command) = next.take() {
+                match command {
+                    Command::Append { batch, reply } => {
+                        queued_bytes += batch.len();
+                        let now_ms = self.clock.now_ms();
+                        let result = self
+                            .log
+                            .append(&batch, now_ms)
+                            .map(|appended| Confirmed {
+                                partition: self.partition,
+                                base_offset: appended.base_offset,
+                                last_offset: appended.last_offset,
+                                durability: Durability::Os,
+                            })
+                            .map_err(Error::from);
+                        confirms.push((result, reply));
+                    }
+                    Command::Sync => sync_requested = true,
+                    Command::Stop { done } => {
+                        stop = Some(done);
+                        break;
+                    }
+                    Command::Retention { now_ms, reply } => {
+                        let _ = reply.send(self.log.enforce_retention(now_ms).map_err(Error::from));
+                    }
+                }
+                if queued_bytes < GROUP_COMMIT_BYTES {
+                    next = receiver.try_recv().ok();
+                }
+            }
+            let must_sync = sync_requested || stop.is_some() || self.policy == FsyncPolicy::Always;
+            self.commit(&mut confirms, must_sync);
+            if let Some(done) = stop {
+                let _ = done.send(());
+                return;
+            }
+        }
+        // Every sender dropped: the partition is gone. Make what was written durable.
+        if let Err(error) = self.log.sync() {
+            tracing::error!(partition = self.partition, %error, "final sync failed");
+        }
+    }
+
+    /// Flushes or syncs everything appended since the last commit, then completes confirms.
+    fn commit(
+        &mut self,
+        confirms: &mut Vec<(Result<Confirmed>, oneshot::Sender<Result<Confirmed>>)>,
+        sync: bool,
+    ) {
+        let appended = confirms.iter().any(|(result, _)| result.is_ok());
+        let outcome = if sync {
+            self.log.sync().map(|()| Durability::Fsynced)
+        } else if appended {
+            self.log.flush().map(|()| Durability::Os)
+        } else {
+            Ok(Durability::Os)
+        };
+        match outcome {
+            Ok(durability) => {
+                self.unsynced
+                    .store(durability == Durability::Os && appended, Ordering::Relaxed);
+                for (result, reply) in confirms.drain(..) {
+                    let _ = reply.send(result.map(|confirmed| Confirmed {
+                        durability,
+                        ..confirmed
+                    }));
+                }
+            }
+            Err(error) => {
+                tracing::error!(partition = self.partition, %error, "log commit failed");
+                let error = Error::from(error);
+                for (result, reply) in confirms.drain(..) {
+                    let _ = reply.send(result.and(Err(error.clone())));
+                }
+            }
+        }
+        if appended {
+            self.visible.notify_waiters();
+        }
+    }
+}

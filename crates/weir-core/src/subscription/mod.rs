@@ -1,0 +1,372 @@
+//! Subscriptions (consumer groups) and their consumers.
+//!
+//! A [`Subscription`] holds the delivery state of one group on one topic behind one mutex:
+//! - `stream` ([`stream::StreamState`]): committed offsets, partitions shared among consumers;
+//! - `queue` ([`queue::QueueState`]): per-message acks, competing consumers, redelivery.
+//!
+//! Decisions (what to deliver next, what an ack or a timeout changes) are plain methods on that
+//! state; the only I/O under the lock is reading the partition log, which is served from the
+//! page cache and never waits for the writer.
+
+mod ack_state;
+mod queue;
+mod stream;
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use weir_batch::Record;
+use weir_storage::{LogReader, MetaOp};
+
+pub use ack_state::AckState;
+
+use crate::catalog::{Catalog, SubscriptionRecord};
+use crate::clock::Clock;
+use crate::config::{StartPosition, SubscriptionKind};
+use crate::error::{Error, Result};
+use crate::topic::Topic;
+
+/// Identifies a consumer within the broker's lifetime.
+pub type ConsumerId = u64;
+
+/// Names one message of a topic: the handle for acks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageId {
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// One message handed to a consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub partition: u32,
+    /// 1 on the first delivery, more on redeliveries.
+    pub delivery_count: u32,
+    pub record: Record,
+}
+
+impl Delivery {
+    pub fn id(&self) -> MessageId {
+        MessageId {
+            partition: self.partition,
+            offset: self.record.offset,
+        }
+    }
+}
+
+/// One partition's progress as shown to operators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupPartitionInfo {
+    pub partition: u32,
+    /// Stream: the committed offset (next to read). Queue: the ack floor.
+    pub committed: u64,
+    pub end_offset: u64,
+    pub in_flight: u32,
+    /// Messages not yet acknowledged (or, for streams, not yet committed).
+    pub backlog: u64,
+}
+
+/// A subscription as shown to operators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupInfo {
+    pub topic: String,
+    pub group: String,
+    pub kind: SubscriptionKind,
+    pub consumers: u32,
+    pub ack_timeout_ms: u64,
+    pub partitions: Vec<GroupPartitionInfo>,
+    pub backlog: u64,
+}
+
+enum State {
+    Stream(stream::StreamState),
+    Queue(queue::QueueState),
+}
+
+pub(crate) struct Subscription {
+    pub topic: Arc<Topic>,
+    pub record: SubscriptionRecord,
+    state: Mutex<State>,
+    /// Woken when this subscription has something new for its consumers: redeliveries,
+    /// freed credit, a rebalance, a reset, or closing.
+    notify: Notify,
+    closed: AtomicBool,
+}
+
+/// Most bytes read from a log in one go while filling a fetch.
+const READ_BYTES: usize = 1 << 20;
+
+/// Reads up to `max` records at offsets `>= from`; fewer at the end of the visible log.
+pub(crate) fn read_records(reader: &LogReader, from: u64, max: usize) -> Result<Vec<Record>> {
+    let mut records = Vec::new();
+    let mut next = from;
+    while records.len() < max {
+        let batches = reader.read(next, READ_BYTES)?;
+        if batches.is_empty() {
+            break;
+        }
+        for batch in batches {
+            for record in batch.records() {
+                let record = record?;
+                if record.offset >= next && records.len() < max {
+                    next = record.offset + 1;
+                    records.push(record);
+                }
+            }
+            next = next.max(batch.next_offset());
+        }
+    }
+    Ok(records)
+}
+
+/// The offset of `position` in one partition.
+pub(crate) fn resolve_start(reader: &LogReader, position: StartPosition) -> Result<u64> {
+    let start = reader.start_offset();
+    let end = reader.end_offset();
+    Ok(match position {
+        StartPosition::Earliest => start,
+        StartPosition::Latest => end,
+        StartPosition::Offset(offset) => offset.clamp(start, end),
+        StartPosition::Timestamp(timestamp_ms) => reader
+            .offset_for_timestamp(timestamp_ms)?
+            .map_or(end, |offset| offset.clamp(start, end)),
+    })
+}
+
+impl Subscription {
+    /// Loads or creates the delivery state of `record` on `topic`.
+    pub fn open(topic: Arc<Topic>, record: SubscriptionRecord, catalog: &Catalog) -> Result<Self> {
+        let state = match record.kind {
+            SubscriptionKind::Stream => {
+                State::Stream(stream::StreamState::open(&topic, &record, catalog)?)
+            }
+            SubscriptionKind::Queue => {
+                State::Queue(queue::QueueState::open(&topic, &record, catalog)?)
+            }
+        };
+        Ok(Subscription {
+            topic,
+            record,
+            state: Mutex::new(state),
+            notify: Notify::new(),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock is a bug in pure state code; keep serving with the
+        // state as it is rather than cascading the panic into every consumer.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn kind(&self) -> SubscriptionKind {
+        self.record.kind
+    }
+
+    fn join(&self, consumer: ConsumerId, prefetch: u32) {
+        match &mut *self.state() {
+            State::Stream(stream) => stream.join(consumer),
+            State::Queue(queue) => queue.join(consumer, prefetch),
+        }
+        self.notify.notify_waiters();
+    }
+
+    fn release(&self, consumer: ConsumerId, now_ms: i64) {
+        match &mut *self.state() {
+            State::Stream(stream) => stream.leave(consumer),
+            State::Queue(queue) => queue.leave(consumer, now_ms),
+        }
+        self.notify.notify_waiters();
+    }
+
+    fn fetch(&self, consumer: ConsumerId, max: usize, now_ms: i64) -> Result<Vec<Delivery>> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::ShuttingDown);
+        }
+        let topic = &self.topic;
+        match &mut *self.state() {
+            State::Stream(stream) => stream.fetch(topic, consumer, max),
+            State::Queue(queue) => {
+                queue.fetch(topic, consumer, max, now_ms, self.record.ack_timeout_ms)
+            }
+        }
+    }
+
+    fn ack(&self, consumer: ConsumerId, ids: &[MessageId]) -> Result<()> {
+        let freed = match &mut *self.state() {
+            State::Stream(stream) => {
+                stream.commit(&self.topic, ids)?;
+                false
+            }
+            State::Queue(queue) => queue.ack(&self.topic, consumer, ids)?,
+        };
+        if freed {
+            self.notify.notify_waiters();
+        }
+        Ok(())
+    }
+
+    fn nack(&self, ids: &[MessageId], requeue: bool, delay: Duration, now_ms: i64) -> Result<()> {
+        match &mut *self.state() {
+            State::Stream(stream) => stream.rewind(&self.topic, ids, requeue)?,
+            State::Queue(queue) => queue.nack(&self.topic, ids, requeue, delay, now_ms)?,
+        }
+        self.notify.notify_waiters();
+        Ok(())
+    }
+
+    /// Moves every partition to `to`.
+    pub fn reset(&self, to: StartPosition) -> Result<()> {
+        match &mut *self.state() {
+            State::Stream(stream) => stream.reset(&self.topic, to)?,
+            State::Queue(queue) => queue.reset(&self.topic, to)?,
+        }
+        self.notify.notify_waiters();
+        Ok(())
+    }
+
+    /// Runs timers: ack timeouts and due redeliveries; keeps floors above retention.
+    pub fn tick(&self, now_ms: i64) {
+        let wake = match &mut *self.state() {
+            State::Stream(stream) => stream.tick(&self.topic),
+            State::Queue(queue) => queue.tick(&self.topic, now_ms),
+        };
+        if wake {
+            self.notify.notify_waiters();
+        }
+    }
+
+    /// Catalog writes for whatever changed since the last call.
+    pub fn take_dirty_positions(&self) -> Vec<MetaOp> {
+        let record = &self.record;
+        match &mut *self.state() {
+            State::Stream(stream) => stream.take_dirty(&record.topic, &record.group),
+            State::Queue(queue) => queue.take_dirty(&record.topic, &record.group),
+        }
+    }
+
+    pub fn info(&self) -> GroupInfo {
+        let partitions = match &*self.state() {
+            State::Stream(stream) => stream.info(&self.topic),
+            State::Queue(queue) => queue.info(&self.topic),
+        };
+        let consumers = match &*self.state() {
+            State::Stream(stream) => stream.consumer_count(),
+            State::Queue(queue) => queue.consumer_count(),
+        };
+        GroupInfo {
+            topic: self.record.topic.clone(),
+            group: self.record.group.clone(),
+            kind: self.record.kind,
+            consumers,
+            ack_timeout_ms: self.record.ack_timeout_ms,
+            backlog: partitions.iter().map(|partition| partition.backlog).sum(),
+            partitions,
+        }
+    }
+
+    /// Ends every consumer's wait with an error (topic deleted, broker shutting down).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+}
+
+/// A consumer attached to a subscription. Dropping it releases its unacked deliveries for
+/// redelivery to other consumers (and, for streams, its partitions).
+pub struct Consumer {
+    subscription: Arc<Subscription>,
+    id: ConsumerId,
+    clock: Arc<dyn Clock>,
+}
+
+impl Consumer {
+    pub(crate) fn attach(
+        subscription: Arc<Subscription>,
+        id: ConsumerId,
+        prefetch: u32,
+        clock: Arc<dyn Clock>,
+    ) -> Consumer {
+        subscription.join(id, prefetch.max(1));
+        Consumer {
+            subscription,
+            id,
+            clock,
+        }
+    }
+
+    pub fn id(&self) -> ConsumerId {
+        self.id
+    }
+    pub fn topic(&self) -> &str {
+        &self.subscription.record.topic
+    }
+    pub fn group(&self) -> &str {
+        &self.subscription.record.group
+    }
+    pub fn kind(&self) -> SubscriptionKind {
+        self.subscription.kind()
+    }
+
+    /// Up to `max` deliveries available now; empty if none (or no credit left).
+    pub fn try_next(&self, max: usize) -> Result<Vec<Delivery>> {
+        self.subscription.fetch(self.id, max, self.clock.now_ms())
+    }
+
+    /// Waits until at least one delivery is available, then returns up to `max`.
+    pub async fn next(&self, max: usize) -> Result<Vec<Delivery>> {
+        loop {
+            let data = self.subscription.topic.data.notified();
+            let own = self.subscription.notify.notified();
+            tokio::pin!(data);
+            tokio::pin!(own);
+            // Register interest before looking, so a wake-up between look and wait is kept.
+            data.as_mut().enable();
+            own.as_mut().enable();
+            let deliveries = self.try_next(max)?;
+            if !deliveries.is_empty() {
+                return Ok(deliveries);
+            }
+            tokio::select! {
+                () = data => {}
+                () = own => {}
+            }
+        }
+    }
+
+    /// Acknowledges deliveries. Queue: each message is done. Stream: commits the partition
+    /// up to and including the highest offset given.
+    pub fn ack(&self, ids: &[MessageId]) -> Result<()> {
+        self.subscription.ack(self.id, ids)
+    }
+
+    /// Gives deliveries back. Queue: `requeue` redelivers after `delay` (to any consumer),
+    /// otherwise the message is discarded as rejected. Stream: `requeue` rewinds the partition
+    /// to the message, so it and everything after it is delivered again.
+    pub fn nack(&self, ids: &[MessageId], requeue: bool, delay: Duration) -> Result<()> {
+        self.subscription
+            .nack(ids, requeue, delay, self.clock.now_ms())
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.subscription.release(self.id, self.clock.now_ms());
+    }
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Consumer")
+            .field("id", &self.id)
+            .field("topic", &self.topic())
+            .field("group", &self.group())
+            .finish()
+    }
+}

@@ -1,0 +1,162 @@
+//! A topic: a named set of partitions and the routing of a published batch to them.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use tokio::sync::Notify;
+use weir_batch::{Batch, BatchBuilder};
+
+use crate::clock::Clock;
+use crate::config::TopicConfig;
+use crate::error::{Error, Result};
+use crate::partition::{Confirmed, Partition};
+
+pub(crate) struct Topic {
+    pub name: String,
+    pub config: TopicConfig,
+    pub partitions: Vec<Partition>,
+    pub dir: PathBuf,
+    /// Notified whenever any partition makes new batches visible.
+    pub data: Arc<Notify>,
+    /// Picks the partition of a batch without keys.
+    round_robin: AtomicU32,
+}
+
+/// The partition of a keyed message: CRC32C of the key bytes modulo the partition count.
+/// Stable across versions and languages (documented in docs/protocol.md), so a client can
+/// compute it too.
+pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
+    crc32c::crc32c(key) % partitions.max(1)
+}
+
+impl Topic {
+    pub fn open(
+        root: &Path,
+        name: &str,
+        config: TopicConfig,
+        clock: &Arc<dyn Clock>,
+    ) -> Result<Topic> {
+        if config.partitions == 0 || config.partitions > 4096 {
+            return Err(Error::InvalidArgument(format!(
+                "a topic has 1 to 4096 partitions, not {}",
+                config.partitions
+            )));
+        }
+        let dir = root.join(name);
+        let data = Arc::new(Notify::new());
+        let partitions = (0..config.partitions)
+            .map(|id| {
+                Partition::open(
+                    &dir.join(id.to_string()),
+                    id,
+                    name,
+                    &config,
+                    data.clone(),
+                    clock.clone(),
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Topic {
+            name: name.to_owned(),
+            config,
+            partitions,
+            dir,
+            data,
+            round_robin: AtomicU32::new(0),
+        })
+    }
+
+    pub fn partition(&self, id: u32) -> Result<&Partition> {
+        self.partitions.get(id as usize).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "topic '{}' has {} partitions; there is no partition {id}",
+                self.name,
+                self.partitions.len()
+            ))
+        })
+    }
+
+    /// Appends `batch` to `partition`, or routes it: by key hash when records carry keys,
+    /// otherwise the whole batch to the next partition in turn. Splitting re-encodes only when
+    /// one batch's keys land in several partitions.
+    pub async fn publish(&self, partition: Option<u32>, batch: Batch) -> Result<Vec<Confirmed>> {
+        let count = self.partitions.len() as u32;
+        if let Some(partition) = partition {
+            return Ok(vec![self.partition(partition)?.append(batch).await?]);
+        }
+        if count == 1 {
+            return Ok(vec![self.partitions[0].append(batch).await?]);
+        }
+        let default = self.round_robin.fetch_add(1, Ordering::Relaxed) % count;
+        let targets: Vec<u32> = batch
+            .records()
+            .map(|record| {
+                record.map(|record| {
+                    record
+                        .key
+                        .map_or(default, |key| partition_for_key(&key, count))
+                })
+            })
+            .collect::<std::result::Result<_, _>>()?;
+        if targets.iter().all(|&target| target == targets[0]) {
+            return Ok(vec![
+                self.partitions[targets[0] as usize].append(batch).await?,
+            ]);
+        }
+        let mut builders: Vec<Option<BatchBuilder>> = (0..count).map(|_| None).collect();
+        for (record, &target) in batch.records().zip(&targets) {
+            let record = record?;
+            let headers: Vec<(&str, &[u8])> = record
+                .headers
+                .iter()
+                .map(|(name, value)| (name.as_str(), &value[..]))
+                .collect();
+            builders[target as usize]
+                .get_or_insert_with(BatchBuilder::new)
+                .push(
+                    record.timestamp_ms,
+                    record.key.as_deref(),
+                    &headers,
+                    &record.value,
+                );
+        }
+        let mut appends = Vec::new();
+        for (target, builder) in builders.iter_mut().enumerate() {
+            if let Some(builder) = builder {
+                let part = Batch::parse(builder.finish(), usize::MAX)?;
+                appends.push(self.partitions[target].append(part));
+            }
+        }
+        let mut confirms = Vec::with_capacity(appends.len());
+        for append in appends {
+            confirms.push(append.await?);
+        }
+        Ok(confirms)
+    }
+
+    pub async fn close(&self) {
+        for partition in &self.partitions {
+            partition.close().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_hash_is_stable() {
+        // Pinned: clients in other languages compute the same partition.
+        assert_eq!(
+            crc32c::crc32c(b"order-1"),
+            partition_for_key(b"order-1", u32::MAX)
+        );
+        assert_eq!(partition_for_key(b"order-1", 1), 0);
+        let spread: std::collections::BTreeSet<u32> = (0..100)
+            .map(|key| partition_for_key(format!("key-{key}").as_bytes(), 4))
+            .collect();
+        assert_eq!(spread.len(), 4);
+    }
+}
