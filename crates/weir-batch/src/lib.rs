@@ -361,7 +361,8 @@ impl Records {
         for _ in 0..header_count {
             let name_len = read_varint(&mut body).ok_or_else(|| bad("bad header name length"))?;
             let name = take(&mut body, name_len).ok_or_else(|| bad("header name past end"))?;
-            let name = String::from_utf8(name.to_vec()).map_err(|_| bad("header name not UTF-8"))?;
+            let name =
+                String::from_utf8(name.to_vec()).map_err(|_| bad("header name not UTF-8"))?;
             let value_len = read_varint(&mut body).ok_or_else(|| bad("bad header value length"))?;
             let value = take(&mut body, value_len).ok_or_else(|| bad("header value past end"))?;
             headers.push((name, value));
@@ -477,7 +478,10 @@ impl BatchBuilder {
         self.max_timestamp_ms = self.max_timestamp_ms.max(timestamp_ms);
         let body = &mut self.scratch;
         body.clear();
-        put_varint(body, zigzag(timestamp_ms.wrapping_sub(self.first_timestamp_ms)));
+        put_varint(
+            body,
+            zigzag(timestamp_ms.wrapping_sub(self.first_timestamp_ms)),
+        );
         match key {
             None => put_varint(body, 0),
             Some(key) => {
@@ -593,7 +597,10 @@ mod tests {
         (
             0i64..4_000_000_000_000,
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..8)),
-            proptest::collection::vec(("[a-z]{0,4}", proptest::collection::vec(any::<u8>(), 0..4)), 0..3),
+            proptest::collection::vec(
+                ("[a-z]{0,4}", proptest::collection::vec(any::<u8>(), 0..4)),
+                0..3,
+            ),
             proptest::collection::vec(any::<u8>(), 0..64),
         )
     }
@@ -656,7 +663,11 @@ mod tests {
     fn several_batches_split_in_order() {
         let mut first = build(&[(1, None, vec![], b"a".to_vec())]).to_vec();
         Batch::set_base_offset(&mut first, 0);
-        let mut second = build(&[(2, None, vec![], b"b".to_vec()), (3, None, vec![], b"c".to_vec())]).to_vec();
+        let mut second = build(&[
+            (2, None, vec![], b"b".to_vec()),
+            (3, None, vec![], b"c".to_vec()),
+        ])
+        .to_vec();
         Batch::set_base_offset(&mut second, 1);
         first.extend_from_slice(&second);
         let batches = Batch::parse_many(first.into(), 1 << 20).unwrap();
