@@ -1,0 +1,399 @@
+//! The wire contract's numbers, as data: frame kinds and public error codes.
+//!
+//! NEVER REUSE A RETIRED NUMBER. A kind or an error code, once released, means the same thing
+//! forever: an old client talking to a new server (or the reverse) must never read one
+//! operation as another. To retire an entry, delete its row and add its number to the matching
+//! `RETIRED_*` list below; the tests refuse a row that reuses a retired number, and the frozen
+//! tables at the end of this file refuse a renumbering.
+//!
+//! Three tables, each written once and expanded by a small macro into an enum with `code()`,
+//! `name()`, `from_code()` and `from_name()`, so that no second list can drift from the first:
+//!
+//! - [`RequestKind`] — the command table: each client→server frame kind with its dotted name
+//!   (`"topic.create"`, `"message.publish"`), used in logs, metrics and the console.
+//!   Codes `0x01..=0x7f`.
+//! - [`ResponseKind`] — each server→client frame kind. Codes `0x80..=0xff`, so that a dump of a
+//!   frame tells its direction by its kind byte alone.
+//! - [`ErrorCode`] — the public error codes every front end reports (native, HTTP, RESP):
+//!   numeric code, `snake_case` name and default message, like NATS `server/errors.json`.
+//!
+//! This module owns numbers and names only; what each frame carries lives in `request.rs` and
+//! `response.rs`.
+
+/// Expands one table of `code => Variant, "name"` rows into a kind enum.
+macro_rules! kind_table {
+    (
+        $(#[$enum_meta:meta])*
+        pub enum $enum_name:ident {
+            $( $(#[$meta:meta])* $code:literal => $variant:ident, $name:literal; )*
+        }
+    ) => {
+        $(#[$enum_meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[repr(u8)]
+        pub enum $enum_name {
+            $( $(#[$meta])* $variant = $code, )*
+        }
+
+        impl $enum_name {
+            /// Every entry of the table, in table order.
+            pub const ALL: &'static [$enum_name] = &[$($enum_name::$variant,)*];
+
+            /// The kind byte on the wire.
+            pub const fn code(self) -> u8 {
+                self as u8
+            }
+
+            /// The dotted name used in logs, metrics and the console.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $($enum_name::$variant => $name,)*
+                }
+            }
+
+            /// The entry with this kind byte, if there is one.
+            pub const fn from_code(code: u8) -> Option<$enum_name> {
+                match code {
+                    $($code => Some($enum_name::$variant),)*
+                    _ => None,
+                }
+            }
+
+            /// The entry with this dotted name, if there is one.
+            pub fn from_name(name: &str) -> Option<$enum_name> {
+                $enum_name::ALL.iter().copied().find(|kind| kind.name() == name)
+            }
+        }
+
+        impl std::fmt::Display for $enum_name {
+            fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str(self.name())
+            }
+        }
+    };
+}
+
+kind_table! {
+    /// The command table: every request a client may send, by kind byte and dotted name.
+    ///
+    /// Numbers are grouped by area with room to grow: `0x0_` session, `0x1_` topics,
+    /// `0x2_` messages in, `0x3_` consuming, `0x4_` groups.
+    pub enum RequestKind {
+        /// [`crate::Request::Hello`]: the mandatory first request of a connection.
+        0x01 => Hello, "session.hello";
+        /// [`crate::Request::Ping`]: liveness check, answered with `Pong`.
+        0x02 => Ping, "session.ping";
+        /// [`crate::Request::CreateTopic`].
+        0x10 => CreateTopic, "topic.create";
+        /// [`crate::Request::DeleteTopic`].
+        0x11 => DeleteTopic, "topic.delete";
+        /// [`crate::Request::ListTopics`].
+        0x12 => ListTopics, "topic.list";
+        /// [`crate::Request::DescribeTopic`].
+        0x13 => DescribeTopic, "topic.describe";
+        /// [`crate::Request::Publish`]: one record batch to one topic.
+        0x20 => Publish, "message.publish";
+        /// [`crate::Request::Subscribe`]: join a group; deliveries follow as `Deliver` pushes.
+        0x30 => Subscribe, "consumer.subscribe";
+        /// [`crate::Request::Unsubscribe`].
+        0x31 => Unsubscribe, "consumer.unsubscribe";
+        /// [`crate::Request::Ack`].
+        0x32 => Ack, "message.ack";
+        /// [`crate::Request::Nack`].
+        0x33 => Nack, "message.nack";
+        /// [`crate::Request::ListGroups`].
+        0x40 => ListGroups, "group.list";
+        /// [`crate::Request::DescribeGroup`].
+        0x41 => DescribeGroup, "group.describe";
+        /// [`crate::Request::ResetGroup`]: move a group's position (replay).
+        0x42 => ResetGroup, "group.reset";
+    }
+}
+
+kind_table! {
+    /// Every frame the server may send, by kind byte and name. Always `0x80` or above.
+    pub enum ResponseKind {
+        /// [`crate::Response::HelloOk`]: the handshake succeeded.
+        0x80 => HelloOk, "session.hello_ok";
+        /// [`crate::Response::Pong`]: the answer to a ping.
+        0x81 => Pong, "session.pong";
+        /// [`crate::Response::Ok`]: success with nothing to report.
+        0x82 => Ok, "ok";
+        /// [`crate::Response::Error`]: the request failed; carries an [`ErrorCode`].
+        0x83 => Error, "error";
+        /// [`crate::Response::Topic`]: one topic's description.
+        0x90 => Topic, "topic.info";
+        /// [`crate::Response::Topics`]: a list of topic descriptions.
+        0x91 => Topics, "topic.infos";
+        /// [`crate::Response::Published`]: the publish confirm, with offsets and durability.
+        0xa0 => Published, "message.published";
+        /// [`crate::Response::Subscribed`]: the new subscription's id.
+        0xb0 => Subscribed, "consumer.subscribed";
+        /// [`crate::Response::Deliver`]: server push of messages, correlation id 0.
+        0xb1 => Deliver, "consumer.deliver";
+        /// [`crate::Response::Groups`]: a list of group descriptions.
+        0xc0 => Groups, "group.infos";
+    }
+}
+
+/// Request kind bytes that were used once and must never be given to another request.
+pub const RETIRED_REQUEST_CODES: &[u8] = &[];
+/// Response kind bytes that were used once and must never be given to another response.
+pub const RETIRED_RESPONSE_CODES: &[u8] = &[];
+/// Error codes that were used once and must never be given to another error.
+pub const RETIRED_ERROR_CODES: &[u16] = &[];
+
+/// Expands the error table into [`ErrorCode`].
+macro_rules! error_table {
+    ( $( $(#[$meta:meta])* $code:literal => $variant:ident, $name:literal, $message:literal; )* ) => {
+        /// A public error code: stable across releases and across front ends.
+        ///
+        /// The native protocol carries the number ([`crate::Response::Error`]); HTTP and RESP
+        /// carry the name. The wire carries a raw `u16`, not this enum, so that a client can
+        /// still report a code newer than itself.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[repr(u16)]
+        #[non_exhaustive]
+        pub enum ErrorCode {
+            $( $(#[$meta])* $variant = $code, )*
+        }
+
+        impl ErrorCode {
+            /// Every code of the table, in table order.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            /// The number on the wire.
+            pub const fn code(self) -> u16 {
+                self as u16
+            }
+
+            /// The `snake_case` name, as HTTP and RESP report it.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $name,)*
+                }
+            }
+
+            /// The message to show when the server has nothing more specific to say.
+            pub const fn default_message(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $message,)*
+                }
+            }
+
+            /// The entry with this number, if this build knows it.
+            pub const fn from_code(code: u16) -> Option<ErrorCode> {
+                match code {
+                    $($code => Some(ErrorCode::$variant),)*
+                    _ => None,
+                }
+            }
+
+            /// The entry with this `snake_case` name, if this build knows it.
+            pub fn from_name(name: &str) -> Option<ErrorCode> {
+                ErrorCode::ALL.iter().copied().find(|code| code.name() == name)
+            }
+        }
+    };
+}
+
+error_table! {
+    // 1–99: the session and the protocol itself.
+    /// A frame or payload could not be decoded (the message says where and why).
+    1 => MalformedFrame, "malformed_frame", "the frame could not be decoded";
+    /// No protocol version is supported by both sides; the connection closes.
+    2 => UnsupportedVersion, "unsupported_version", "no protocol version in common";
+    /// The request kind is unknown to this server (a newer client, or garbage).
+    3 => UnsupportedRequest, "unsupported_request", "this server does not know that request";
+    /// A request other than `session.hello` arrived before the handshake.
+    4 => HandshakeRequired, "handshake_required", "the first request must be session.hello";
+    /// A field holds a value the operation cannot accept (bad name, zero partitions, …).
+    5 => InvalidArgument, "invalid_argument", "invalid argument";
+    /// The named object does not exist (when no more specific code applies).
+    6 => NotFound, "not_found", "not found";
+    /// The credentials are missing or do not allow this operation.
+    7 => Unauthorised, "unauthorised", "not authorised";
+    /// A rate or size quota was exceeded; retry later.
+    8 => Quota, "quota", "quota exceeded";
+    /// The broker is shutting down and accepts no new work.
+    9 => ShuttingDown, "shutting_down", "the broker is shutting down";
+    /// A bug or an unexpected failure inside the broker; the message says more.
+    10 => Internal, "internal", "internal error";
+    // 100–199: topics and publishing.
+    /// The topic does not exist.
+    100 => UnknownTopic, "unknown_topic", "unknown topic";
+    /// A topic with this name already exists.
+    101 => TopicExists, "topic_exists", "the topic already exists";
+    /// The message, batch or frame is larger than the broker accepts.
+    102 => PayloadTooLarge, "payload_too_large", "payload too large";
+    /// No binding routes the message anywhere and the publisher asked to be told.
+    103 => Unroutable, "unroutable", "the message matches no binding";
+    /// The message was already published (idempotent producer or dedup window).
+    104 => Duplicate, "duplicate", "duplicate message";
+    /// The topic or subscription holds as much backlog as it is allowed to.
+    105 => BacklogFull, "backlog_full", "the backlog is full";
+    // 200–299: consuming.
+    /// The subscription id or the group is unknown on this connection or topic.
+    200 => NoSuchSubscription, "no_such_subscription", "no such subscription";
+    // 300–399: storage.
+    /// The disk is full; nothing already stored is harmed. Retry when space returns.
+    300 => StorageFull, "storage_full", "storage full";
+    /// An fsync failed; the partition refuses writes until the broker restarts and recovers.
+    301 => StoragePoisoned, "storage_poisoned", "storage failed; writes refused until restart";
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn request_kinds_are_unique_below_0x80_and_never_retired() {
+        let mut codes = HashSet::new();
+        let mut names = HashSet::new();
+        for kind in RequestKind::ALL {
+            assert!(kind.code() != 0 && kind.code() < 0x80, "{kind}");
+            assert!(
+                codes.insert(kind.code()),
+                "duplicate code {:#04x}",
+                kind.code()
+            );
+            assert!(names.insert(kind.name()), "duplicate name {kind}");
+            assert!(
+                !RETIRED_REQUEST_CODES.contains(&kind.code()),
+                "{kind} reuses a retired code"
+            );
+            assert_eq!(RequestKind::from_code(kind.code()), Some(*kind));
+            assert_eq!(RequestKind::from_name(kind.name()), Some(*kind));
+            assert!(is_dotted(kind.name()), "{kind} is not area.verb");
+        }
+    }
+
+    #[test]
+    fn response_kinds_are_unique_from_0x80_and_never_retired() {
+        let mut codes = HashSet::new();
+        let mut names = HashSet::new();
+        for kind in ResponseKind::ALL {
+            assert!(kind.code() >= 0x80, "{kind}");
+            assert!(codes.insert(kind.code()));
+            assert!(names.insert(kind.name()));
+            assert!(!RETIRED_RESPONSE_CODES.contains(&kind.code()));
+            assert_eq!(ResponseKind::from_code(kind.code()), Some(*kind));
+            assert_eq!(ResponseKind::from_name(kind.name()), Some(*kind));
+        }
+    }
+
+    #[test]
+    fn error_codes_are_unique_snake_case_and_never_retired() {
+        let mut codes = HashSet::new();
+        let mut names = HashSet::new();
+        for code in ErrorCode::ALL {
+            assert!(code.code() != 0, "0 is not an error");
+            assert!(codes.insert(code.code()));
+            assert!(names.insert(code.name()));
+            assert!(!RETIRED_ERROR_CODES.contains(&code.code()));
+            assert!(
+                code.name()
+                    .bytes()
+                    .all(|byte| byte.is_ascii_lowercase() || byte == b'_'),
+                "{code} is not snake_case"
+            );
+            assert!(!code.default_message().is_empty());
+            assert_eq!(ErrorCode::from_code(code.code()), Some(*code));
+            assert_eq!(ErrorCode::from_name(code.name()), Some(*code));
+        }
+        assert_eq!(ErrorCode::from_code(0), None);
+        assert_eq!(ErrorCode::from_name("no_such_code"), None);
+    }
+
+    fn is_dotted(name: &str) -> bool {
+        let mut parts = name.split('.');
+        let valid = |part: &str| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|byte| byte.is_ascii_lowercase() || byte == b'_')
+        };
+        matches!((parts.next(), parts.next(), parts.next()), (Some(area), Some(verb), None) if valid(area) && valid(verb))
+    }
+
+    /// Goal: a released number never changes meaning. Method: the table as released, written
+    /// out by hand; a renumbering or rename fails here. Append rows when adding entries; a
+    /// row is only ever deleted together with adding its number to `RETIRED_*`.
+    #[test]
+    fn released_numbers_keep_their_meaning() {
+        let requests: &[(u8, &str)] = &[
+            (0x01, "session.hello"),
+            (0x02, "session.ping"),
+            (0x10, "topic.create"),
+            (0x11, "topic.delete"),
+            (0x12, "topic.list"),
+            (0x13, "topic.describe"),
+            (0x20, "message.publish"),
+            (0x30, "consumer.subscribe"),
+            (0x31, "consumer.unsubscribe"),
+            (0x32, "message.ack"),
+            (0x33, "message.nack"),
+            (0x40, "group.list"),
+            (0x41, "group.describe"),
+            (0x42, "group.reset"),
+        ];
+        for (code, name) in requests {
+            assert_eq!(
+                RequestKind::from_code(*code).map(RequestKind::name),
+                Some(*name)
+            );
+        }
+        let responses: &[(u8, &str)] = &[
+            (0x80, "session.hello_ok"),
+            (0x81, "session.pong"),
+            (0x82, "ok"),
+            (0x83, "error"),
+            (0x90, "topic.info"),
+            (0x91, "topic.infos"),
+            (0xa0, "message.published"),
+            (0xb0, "consumer.subscribed"),
+            (0xb1, "consumer.deliver"),
+            (0xc0, "group.infos"),
+        ];
+        for (code, name) in responses {
+            assert_eq!(
+                ResponseKind::from_code(*code).map(ResponseKind::name),
+                Some(*name)
+            );
+        }
+        let errors: &[(u16, &str)] = &[
+            (1, "malformed_frame"),
+            (2, "unsupported_version"),
+            (3, "unsupported_request"),
+            (4, "handshake_required"),
+            (5, "invalid_argument"),
+            (6, "not_found"),
+            (7, "unauthorised"),
+            (8, "quota"),
+            (9, "shutting_down"),
+            (10, "internal"),
+            (100, "unknown_topic"),
+            (101, "topic_exists"),
+            (102, "payload_too_large"),
+            (103, "unroutable"),
+            (104, "duplicate"),
+            (105, "backlog_full"),
+            (200, "no_such_subscription"),
+            (300, "storage_full"),
+            (301, "storage_poisoned"),
+        ];
+        for (code, name) in errors {
+            assert_eq!(
+                ErrorCode::from_code(*code).map(ErrorCode::name),
+                Some(*name)
+            );
+        }
+    }
+}
