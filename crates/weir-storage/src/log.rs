@@ -673,21 +673,31 @@ impl PartitionLog {
             // Readers stop finding the segments first; readers already holding them keep reading
             // through their open handles.
             self.shared.replace(segments[deleted..].to_vec());
-            self.closed_bytes -= bytes_deleted;
-            let directory = self.shared.directory.as_ref();
-            for segment in &segments[..deleted] {
-                // The log file goes first: an index without its segment is removed on open, a
-                // segment without its index would be rebuilt.
-                directory.remove(&segment.name)?;
-                recovery::remove_if_exists(
-                    directory,
-                    &file_name(segment.base_offset, INDEX_SUFFIX),
-                )?;
-                recovery::remove_if_exists(
-                    directory,
-                    &file_name(segment.base_offset, TIME_INDEX_SUFFIX),
-                )?;
+            let directory = Arc::clone(&self.shared.directory);
+            for (removed, segment) in segments[..deleted].iter().enumerate() {
+                // Oldest first, the log file before its indexes: whatever a failure leaves is a
+                // contiguous log (an index without its segment is removed on open).
+                if let Err(error) = directory.remove(&segment.name) {
+                    // Put back what is still on disk, or the next pass would delete newer
+                    // segments and leave a hole in the offsets.
+                    self.shared.replace(segments[removed..].to_vec());
+                    let gone: u64 = segments[..removed]
+                        .iter()
+                        .map(|segment| segment.visible_len())
+                        .sum();
+                    self.closed_bytes -= gone;
+                    return Err(error);
+                }
+                for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+                    if let Err(error) = recovery::remove_if_exists(
+                        directory.as_ref(),
+                        &file_name(segment.base_offset, suffix),
+                    ) {
+                        tracing::warn!(%error, "could not remove an index file; the next open removes it");
+                    }
+                }
             }
+            self.closed_bytes -= bytes_deleted;
             directory.sync()?;
             tracing::debug!(
                 segments = deleted,

@@ -179,9 +179,12 @@ pub(crate) fn recover(directory: &dyn Directory, config: &LogConfig) -> Result<R
             "cutting a torn or corrupt tail"
         );
         tail_file.truncate(scan.valid_len)?;
-        tail_file.sync_data()?;
         cut_bytes += file_len - scan.valid_len;
     }
+    // What recovery serves must be durable: a previous run may have flushed without syncing,
+    // and a sync after this open, finding nothing of its own to write, would otherwise confirm
+    // bytes that only the page cache holds. This also makes a cut durable.
+    tail_file.sync_data()?;
     if cut_bytes > 0 || tail_position < last {
         report.truncated_bytes = cut_bytes;
         report.truncated_from_offset = Some(scan.next_offset);
