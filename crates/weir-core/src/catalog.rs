@@ -7,10 +7,12 @@
 use serde::{Deserialize, Serialize};
 use weir_storage::{MetaOp, MetaStore};
 
-use crate::config::{StartPosition, SubscriptionKind, TopicConfig};
+use crate::config::{QueueSettings, StartPosition, SubscriptionKind, TopicConfig};
 use crate::error::{Error, Result};
+use crate::exchange::Exchange;
 
 const TOPICS: &str = "topics";
+const EXCHANGES: &str = "exchanges";
 const SUBSCRIPTIONS: &str = "subscriptions";
 /// Per partition of a subscription: the stream's committed offset or the queue's ack state.
 const POSITIONS: &str = "positions";
@@ -23,6 +25,18 @@ pub struct SubscriptionRecord {
     pub kind: SubscriptionKind,
     pub start: StartPosition,
     pub ack_timeout_ms: u64,
+    #[serde(default)]
+    pub queue: QueueSettings,
+}
+
+impl SubscriptionRecord {
+    /// Where this subscription's dead letters go.
+    pub fn dead_letter_topic(&self) -> String {
+        self.queue
+            .dead_letter_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}.{}.dlq", self.topic, self.group))
+    }
 }
 
 /// Names of topics and subscriptions: 1 to 200 of `A-Z a-z 0-9 . _ -`, so they are safe as
@@ -116,6 +130,32 @@ impl Catalog {
             }
         }
         Ok(self.meta.write(&ops, true)?)
+    }
+
+    pub fn exchanges(&self) -> Result<Vec<Exchange>> {
+        self.meta
+            .scan(EXCHANGES, b"")?
+            .into_iter()
+            .map(|(_, value)| decode("exchange", &value))
+            .collect()
+    }
+
+    /// Saves an exchange with its bindings (one record, so bindings change atomically).
+    pub fn save_exchange(&self, exchange: &Exchange) -> Result<()> {
+        let op = MetaOp::Put {
+            table: EXCHANGES,
+            key: exchange.name.as_bytes().to_vec(),
+            value: encode(exchange),
+        };
+        Ok(self.meta.write(&[op], true)?)
+    }
+
+    pub fn delete_exchange(&self, name: &str) -> Result<()> {
+        let op = MetaOp::Delete {
+            table: EXCHANGES,
+            key: name.as_bytes().to_vec(),
+        };
+        Ok(self.meta.write(&[op], true)?)
     }
 
     pub fn subscriptions(&self) -> Result<Vec<SubscriptionRecord>> {

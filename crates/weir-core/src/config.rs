@@ -82,6 +82,34 @@ pub enum StartPosition {
     Timestamp(i64),
 }
 
+/// What a queue subscription does when its backlog reaches `max_backlog`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Overflow {
+    /// Publishes to the topic fail with `BacklogFull` until consumers catch up.
+    #[default]
+    RejectPublish,
+    /// The oldest waiting messages are moved to the dead-letter topic.
+    DeadLetterOldest,
+}
+
+/// Delivery guarantees of a queue subscription, set when it is created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct QueueSettings {
+    /// After this many deliveries without an ack, a message is dead-lettered.
+    pub max_deliveries: Option<u32>,
+    /// Where dead letters go; default `<topic>.<subscription>.dlq`.
+    pub dead_letter_topic: Option<String>,
+    /// Messages older than this (by publish time) are dead-lettered instead of delivered.
+    pub message_ttl_ms: Option<u64>,
+    /// Never two messages with the same key in flight: per-key order with many consumers.
+    pub ordered_by_key: bool,
+    /// Most messages waiting (not yet acked) before `overflow` applies.
+    pub max_backlog: Option<u64>,
+    pub overflow: Overflow,
+}
+
 /// Options of one `subscribe` call. `kind`, `start` and `ack_timeout` apply when the call
 /// creates the subscription; joining an existing one keeps its settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +120,8 @@ pub struct SubscribeOptions {
     pub prefetch: u32,
     /// Unacked deliveries are redelivered after this long (queue subscriptions).
     pub ack_timeout: Option<Duration>,
+    /// Queue subscriptions only.
+    pub queue: QueueSettings,
 }
 
 impl Default for SubscribeOptions {
@@ -101,6 +131,7 @@ impl Default for SubscribeOptions {
             start: StartPosition::Earliest,
             prefetch: 1000,
             ack_timeout: None,
+            queue: QueueSettings::default(),
         }
     }
 }

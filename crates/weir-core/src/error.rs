@@ -12,6 +12,17 @@ pub enum Error {
     UnknownTopic(String),
     #[error("topic '{0}' already exists")]
     TopicExists(String),
+    #[error("unknown exchange '{0}'")]
+    UnknownExchange(String),
+    #[error("exchange '{0}' already exists")]
+    ExchangeExists(String),
+    #[error("no binding of exchange '{exchange}' matches routing key '{routing_key}'")]
+    Unroutable {
+        exchange: String,
+        routing_key: String,
+    },
+    #[error("backlog of subscription '{group}' on '{topic}' is full; consumers must catch up")]
+    BacklogFull { topic: String, group: String },
     #[error("no subscription '{group}' on topic '{topic}'")]
     NoSuchSubscription { topic: String, group: String },
     #[error("invalid argument: {0}")]

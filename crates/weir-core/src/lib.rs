@@ -29,19 +29,25 @@ mod catalog;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod exchange;
 mod partition;
 mod subscription;
 mod topic;
 
-pub use broker::{Broker, Confirm, Message, PartitionInfo, PublishedRange, TopicInfo};
+pub use broker::{
+    Broker, Confirm, DLQ_GROUP, DLQ_HEADER_PREFIX, DeadLetterQueueInfo, Message, PartitionInfo,
+    PublishedRange, RoutedConfirm, TopicInfo,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
-    BrokerConfig, Durability, FsyncPolicy, StartPosition, SubscribeOptions, SubscriptionKind,
-    TopicConfig,
+    BrokerConfig, Durability, FsyncPolicy, Overflow, QueueSettings, StartPosition,
+    SubscribeOptions, SubscriptionKind, TopicConfig,
 };
 pub use error::{Error, Result};
+pub use exchange::{Binding, Exchange, ExchangeKind};
 pub use subscription::{
-    AckState, Consumer, ConsumerId, Delivery, GroupInfo, GroupPartitionInfo, MessageId,
+    AckState, Consumer, ConsumerId, DeadLetter, DeadLetterReason, Delivery, GroupInfo,
+    GroupPartitionInfo, MessageId,
 };
 pub use topic::partition_for_key;
 pub use weir_batch::{Batch, BatchBuilder, Record};

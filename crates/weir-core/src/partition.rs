@@ -35,6 +35,15 @@ pub struct Confirmed {
     pub durability: Durability,
 }
 
+/// A queued batch's confirm.
+pub struct PendingConfirm(oneshot::Receiver<Result<Confirmed>>);
+
+impl PendingConfirm {
+    pub async fn wait(self) -> Result<Confirmed> {
+        self.0.await.map_err(|_| Error::ShuttingDown)?
+    }
+}
+
 enum Command {
     Append {
         batch: Batch,
@@ -110,14 +119,16 @@ impl Partition {
         })
     }
 
-    /// Appends `batch`; resolves once it is durable under the topic's fsync policy.
-    pub async fn append(&self, batch: Batch) -> Result<Confirmed> {
+    /// Queues `batch` for the writer. Waits only for room in the queue; the returned
+    /// [`PendingConfirm`] resolves once the batch is durable under the topic's fsync policy.
+    /// Submitting several batches before waiting lets one group commit serve them all.
+    pub async fn submit(&self, batch: Batch) -> Result<PendingConfirm> {
         let (reply, confirm) = oneshot::channel();
         self.commands
             .send(Command::Append { batch, reply })
             .await
             .map_err(|_| Error::ShuttingDown)?;
-        confirm.await.map_err(|_| Error::ShuttingDown)?
+        Ok(PendingConfirm(confirm))
     }
 
     /// Asks the writer to sync if it holds unsynced data (for `interval` topics).

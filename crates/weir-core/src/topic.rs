@@ -10,7 +10,7 @@ use weir_batch::{Batch, BatchBuilder};
 use crate::clock::Clock;
 use crate::config::TopicConfig;
 use crate::error::{Error, Result};
-use crate::partition::{Confirmed, Partition};
+use crate::partition::{Confirmed, Partition, PendingConfirm};
 
 pub(crate) struct Topic {
     pub name: String,
@@ -28,6 +28,48 @@ pub(crate) struct Topic {
 /// compute it too.
 pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
     crc32c::crc32c(key) % partitions.max(1)
+}
+
+/// Splits `batch` into one batch per distinct value of `groups` (one entry per record), in
+/// group order. Records keep their order within each part.
+pub(crate) fn split_batch(
+    batch: &Batch,
+    groups: &[u32],
+    group_count: u32,
+) -> Result<Vec<(u32, Batch)>> {
+    let mut builders: Vec<Option<BatchBuilder>> = (0..group_count).map(|_| None).collect();
+    for (record, &group) in batch.records().zip(groups) {
+        let record = record?;
+        let headers: Vec<(&str, &[u8])> = record
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), &value[..]))
+            .collect();
+        builders[group as usize]
+            .get_or_insert_with(BatchBuilder::new)
+            .push(
+                record.timestamp_ms,
+                record.key.as_deref(),
+                &headers,
+                &record.value,
+            );
+    }
+    let mut parts = Vec::new();
+    for (group, builder) in builders.iter_mut().enumerate() {
+        if let Some(builder) = builder {
+            parts.push((group as u32, Batch::parse(builder.finish(), usize::MAX)?));
+        }
+    }
+    Ok(parts)
+}
+
+/// Waits for every pending confirm.
+pub(crate) async fn wait_all(pending: Vec<PendingConfirm>) -> Result<Vec<Confirmed>> {
+    let mut confirms = Vec::with_capacity(pending.len());
+    for confirm in pending {
+        confirms.push(confirm.wait().await?);
+    }
+    Ok(confirms)
 }
 
 impl Topic {
@@ -77,16 +119,20 @@ impl Topic {
         })
     }
 
-    /// Appends `batch` to `partition`, or routes it: by key hash when records carry keys,
+    /// Queues `batch` for `partition`, or routes it: by key hash when records carry keys,
     /// otherwise the whole batch to the next partition in turn. Splitting re-encodes only when
     /// one batch's keys land in several partitions.
-    pub async fn publish(&self, partition: Option<u32>, batch: Batch) -> Result<Vec<Confirmed>> {
+    pub async fn submit(
+        &self,
+        partition: Option<u32>,
+        batch: Batch,
+    ) -> Result<Vec<PendingConfirm>> {
         let count = self.partitions.len() as u32;
         if let Some(partition) = partition {
-            return Ok(vec![self.partition(partition)?.append(batch).await?]);
+            return Ok(vec![self.partition(partition)?.submit(batch).await?]);
         }
         if count == 1 {
-            return Ok(vec![self.partitions[0].append(batch).await?]);
+            return Ok(vec![self.partitions[0].submit(batch).await?]);
         }
         let default = self.round_robin.fetch_add(1, Ordering::Relaxed) % count;
         let targets: Vec<u32> = batch
@@ -101,38 +147,14 @@ impl Topic {
             .collect::<std::result::Result<_, _>>()?;
         if targets.iter().all(|&target| target == targets[0]) {
             return Ok(vec![
-                self.partitions[targets[0] as usize].append(batch).await?,
+                self.partitions[targets[0] as usize].submit(batch).await?,
             ]);
         }
-        let mut builders: Vec<Option<BatchBuilder>> = (0..count).map(|_| None).collect();
-        for (record, &target) in batch.records().zip(&targets) {
-            let record = record?;
-            let headers: Vec<(&str, &[u8])> = record
-                .headers
-                .iter()
-                .map(|(name, value)| (name.as_str(), &value[..]))
-                .collect();
-            builders[target as usize]
-                .get_or_insert_with(BatchBuilder::new)
-                .push(
-                    record.timestamp_ms,
-                    record.key.as_deref(),
-                    &headers,
-                    &record.value,
-                );
+        let mut pending = Vec::new();
+        for (target, part) in split_batch(&batch, &targets, count)? {
+            pending.push(self.partitions[target as usize].submit(part).await?);
         }
-        let mut appends = Vec::new();
-        for (target, builder) in builders.iter_mut().enumerate() {
-            if let Some(builder) = builder {
-                let part = Batch::parse(builder.finish(), usize::MAX)?;
-                appends.push(self.partitions[target].append(part));
-            }
-        }
-        let mut confirms = Vec::with_capacity(appends.len());
-        for append in appends {
-            confirms.push(append.await?);
-        }
-        Ok(confirms)
+        Ok(pending)
     }
 
     pub async fn close(&self) {

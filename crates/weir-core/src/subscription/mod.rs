@@ -22,6 +22,7 @@ use weir_batch::Record;
 use weir_storage::{LogReader, MetaOp};
 
 pub use ack_state::AckState;
+pub use queue::{DeadLetter, DeadLetterReason};
 
 use crate::catalog::{Catalog, SubscriptionRecord};
 use crate::clock::Clock;
@@ -197,13 +198,13 @@ impl Subscription {
         }
     }
 
-    fn ack(&self, consumer: ConsumerId, ids: &[MessageId]) -> Result<()> {
+    pub fn ack(&self, ids: &[MessageId]) -> Result<()> {
         let freed = match &mut *self.state() {
             State::Stream(stream) => {
                 stream.commit(&self.topic, ids)?;
                 false
             }
-            State::Queue(queue) => queue.ack(&self.topic, consumer, ids)?,
+            State::Queue(queue) => queue.ack(&self.topic, ids)?,
         };
         if freed {
             self.notify.notify_waiters();
@@ -211,13 +212,74 @@ impl Subscription {
         Ok(())
     }
 
-    fn nack(&self, ids: &[MessageId], requeue: bool, delay: Duration, now_ms: i64) -> Result<()> {
+    fn nack(
+        &self,
+        ids: &[MessageId],
+        requeue: bool,
+        delay: Duration,
+        error: Option<&str>,
+        now_ms: i64,
+    ) -> Result<()> {
         match &mut *self.state() {
             State::Stream(stream) => stream.rewind(&self.topic, ids, requeue)?,
-            State::Queue(queue) => queue.nack(&self.topic, ids, requeue, delay, now_ms)?,
+            State::Queue(queue) => queue.nack(&self.topic, ids, requeue, delay, error, now_ms)?,
         }
         self.notify.notify_waiters();
         Ok(())
+    }
+
+    fn release_messages(&self, ids: &[MessageId], now_ms: i64) -> Result<()> {
+        match &mut *self.state() {
+            State::Stream(stream) => stream.rewind(&self.topic, ids, true)?,
+            State::Queue(queue) => queue.release(&self.topic, ids, now_ms)?,
+        }
+        self.notify.notify_waiters();
+        Ok(())
+    }
+
+    /// Removes messages from a queue subscription, delivered or not (operator action).
+    pub fn discard(&self, ids: &[MessageId]) -> Result<()> {
+        match &mut *self.state() {
+            State::Stream(_) => Err(Error::InvalidArgument(
+                "messages can be discarded only from queue subscriptions".into(),
+            )),
+            State::Queue(queue) => queue.discard(&self.topic, ids),
+        }
+    }
+
+    /// Dead letters ready to be stored in the dead-letter topic (queue subscriptions).
+    pub fn take_dead_letters(&self) -> Vec<DeadLetter> {
+        match &mut *self.state() {
+            State::Stream(_) => Vec::new(),
+            State::Queue(queue) => queue.take_dead_letters(),
+        }
+    }
+
+    /// The dead-letter topic stored `letters` durably (`Ok`), or could not (`Err`: retry).
+    pub fn dead_letters_done(&self, letters: Vec<DeadLetter>, stored: bool) {
+        if let State::Queue(queue) = &mut *self.state() {
+            if stored {
+                queue.dead_letters_stored(&letters);
+            } else {
+                queue.dead_letters_failed(letters);
+            }
+        }
+    }
+
+    /// Messages not yet acked; `None` for stream subscriptions.
+    pub fn backlog(&self) -> Option<u64> {
+        match &*self.state() {
+            State::Stream(_) => None,
+            State::Queue(queue) => Some(queue.backlog(&self.topic)),
+        }
+    }
+
+    /// Unacked messages from the start, for browsing (queue subscriptions).
+    pub fn pending(&self, max: usize) -> Result<Vec<Delivery>> {
+        match &*self.state() {
+            State::Stream(_) => Ok(Vec::new()),
+            State::Queue(queue) => queue.pending(&self.topic, max),
+        }
     }
 
     /// Moves every partition to `to`.
@@ -342,15 +404,35 @@ impl Consumer {
     /// Acknowledges deliveries. Queue: each message is done. Stream: commits the partition
     /// up to and including the highest offset given.
     pub fn ack(&self, ids: &[MessageId]) -> Result<()> {
-        self.subscription.ack(self.id, ids)
+        self.subscription.ack(ids)
     }
 
-    /// Gives deliveries back. Queue: `requeue` redelivers after `delay` (to any consumer),
-    /// otherwise the message is discarded as rejected. Stream: `requeue` rewinds the partition
-    /// to the message, so it and everything after it is delivered again.
+    /// Gives deliveries back as failed. Queue: `requeue` redelivers after `delay` (to any
+    /// consumer) until `max_deliveries` is reached; without `requeue` the message is rejected
+    /// and dead-lettered at once. Stream: `requeue` rewinds the partition to the message, so it
+    /// and everything after it is delivered again; without, it is skipped.
     pub fn nack(&self, ids: &[MessageId], requeue: bool, delay: Duration) -> Result<()> {
         self.subscription
-            .nack(ids, requeue, delay, self.clock.now_ms())
+            .nack(ids, requeue, delay, None, self.clock.now_ms())
+    }
+
+    /// `nack` that records why processing failed; the text travels with the message if it is
+    /// dead-lettered.
+    pub fn nack_with_error(
+        &self,
+        ids: &[MessageId],
+        requeue: bool,
+        delay: Duration,
+        error: &str,
+    ) -> Result<()> {
+        self.subscription
+            .nack(ids, requeue, delay, Some(error), self.clock.now_ms())
+    }
+
+    /// Gives deliveries back because this consumer is stopping, not because they failed: they
+    /// are redelivered now and the delivery does not count towards `max_deliveries`.
+    pub fn release(&self, ids: &[MessageId]) -> Result<()> {
+        self.subscription.release_messages(ids, self.clock.now_ms())
     }
 }
 

@@ -1,16 +1,21 @@
 //! Queue subscriptions: RabbitMQ's competing consumers. Every message goes to one consumer at a
-//! time; it stays in flight until acked, nacked, timed out or its consumer leaves, and is then
-//! redelivered to any consumer with credit.
+//! time; it stays in flight until acked, nacked, released, timed out or its consumer leaves,
+//! and is then redelivered to any consumer with credit — or dead-lettered.
 //!
-//! Per partition: an [`AckState`] (what is done), the next never-delivered offset, the
-//! in-flight deliveries with their deadlines, and the redeliveries waiting for their time.
-//! Invariants: an offset is in at most one of {acked, in flight, waiting for redelivery};
-//! everything in flight or waiting is below `next_fresh`; a consumer's credit use equals the
-//! number of in-flight entries naming it.
+//! Per partition: an [`AckState`] (what is done), the next never-delivered offset, in-flight
+//! deliveries with their deadlines, redeliveries waiting for their time, delivery history, and
+//! for `ordered_by_key` the key locks and the messages deferred behind them.
+//!
+//! Invariants: an offset is in at most one of {acked, in flight, waiting for redelivery,
+//! deferred, being dead-lettered}; all of those except acked are below `next_fresh`; a
+//! consumer's credit use equals the number of in-flight entries naming it; with
+//! `ordered_by_key`, a key is locked by exactly the one offset that is in flight or waiting
+//! for redelivery with it, so no two messages of a key are ever in flight together.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use weir_batch::Record;
 use weir_storage::MetaOp;
@@ -19,17 +24,62 @@ use super::{
     AckState, ConsumerId, Delivery, GroupPartitionInfo, MessageId, read_records, resolve_start,
 };
 use crate::catalog::{Catalog, SubscriptionRecord};
-use crate::config::StartPosition;
+use crate::config::{Overflow, QueueSettings, StartPosition};
 use crate::error::Result;
 use crate::topic::Topic;
+
+/// Most messages held back behind busy keys per partition; past it, fresh reading pauses.
+const DEFERRED_MAX: usize = 10_000;
+
+/// Why a message was dead-lettered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadLetterReason {
+    MaxDeliveries,
+    Rejected,
+    Expired,
+    Overflow,
+}
+
+impl DeadLetterReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterReason::MaxDeliveries => "max_deliveries",
+            DeadLetterReason::Rejected => "rejected",
+            DeadLetterReason::Expired => "expired",
+            DeadLetterReason::Overflow => "overflow",
+        }
+    }
+}
+
+/// A message on its way to the dead-letter topic. It is acked in the queue only once the
+/// dead-letter topic has durably stored it, so a crash in between loses nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub partition: u32,
+    pub offset: u64,
+    pub reason: DeadLetterReason,
+    pub error: Option<String>,
+    pub delivery_count: u32,
+    pub first_delivery_ms: Option<i64>,
+    pub last_delivery_ms: Option<i64>,
+}
+
+/// The delivery history of a message delivered and not yet acked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct DeliveryRecord {
+    count: u32,
+    first_ms: i64,
+    last_ms: i64,
+    #[serde(default)]
+    last_error: Option<String>,
+}
 
 /// What survives a restart of one partition's queue state. In-flight deliveries are not kept:
 /// after a restart they are simply unacked, and are delivered again.
 #[derive(Debug, Serialize, Deserialize)]
 struct StoredPosition {
     acks: AckState,
-    /// Delivery counts of messages delivered but not acked.
-    delivery_counts: Vec<(u64, u32)>,
+    deliveries: Vec<(u64, DeliveryRecord)>,
 }
 
 struct InFlight {
@@ -37,43 +87,153 @@ struct InFlight {
     deadline_ms: i64,
 }
 
+#[derive(Default)]
 struct QueuePartition {
     acks: AckState,
-    /// Lowest offset never delivered.
+    /// Lowest offset never looked at.
     next_fresh: u64,
     in_flight: BTreeMap<u64, InFlight>,
     /// (ready at ms, offset) of messages waiting to be delivered again.
     redeliver: BTreeSet<(i64, u64)>,
-    delivery_counts: HashMap<u64, u32>,
+    deliveries: HashMap<u64, DeliveryRecord>,
+    /// Ordered by key: messages never delivered because their key was busy, with their key.
+    deferred: BTreeMap<u64, Bytes>,
+    /// Ordered by key: key → the offset holding it; and back.
+    key_holders: HashMap<Bytes, u64>,
+    held_keys: HashMap<u64, Bytes>,
+    /// Handed to the dead-letter outbox, not yet stored there.
+    dead_lettering: BTreeSet<u64>,
     dirty: bool,
 }
 
+/// The context of handing out messages from one partition in one fetch.
+struct Fetch {
+    partition: u32,
+    consumer: ConsumerId,
+    now_ms: i64,
+    deadline_ms: i64,
+    ordered_by_key: bool,
+}
+
+/// What to do with a message about to be delivered.
+enum Decision {
+    Deliver,
+    Skip,
+    Defer(Bytes),
+    DeadLetter(DeadLetterReason),
+}
+
 impl QueuePartition {
-    /// Puts `record` in flight with `consumer` and counts the delivery.
-    fn hand_out(
-        &mut self,
-        record: Record,
-        partition: u32,
-        consumer: ConsumerId,
-        deadline_ms: i64,
-        deliveries: &mut Vec<Delivery>,
-    ) {
-        let delivery_count = self.delivery_counts.entry(record.offset).or_insert(0);
-        *delivery_count += 1;
-        let delivery_count = *delivery_count;
+    fn decide(&self, record: &Record, now_ms: i64, settings: &QueueSettings) -> Decision {
+        let offset = record.offset;
+        if self.acks.is_acked(offset) || self.dead_lettering.contains(&offset) {
+            return Decision::Skip;
+        }
+        if let Some(ttl_ms) = settings.message_ttl_ms
+            && now_ms.saturating_sub(record.timestamp_ms) > ttl_ms as i64
+        {
+            return Decision::DeadLetter(DeadLetterReason::Expired);
+        }
+        if let Some(max) = settings.max_deliveries
+            && self
+                .deliveries
+                .get(&offset)
+                .is_some_and(|history| history.count >= max)
+        {
+            return Decision::DeadLetter(DeadLetterReason::MaxDeliveries);
+        }
+        if settings.ordered_by_key
+            && let Some(key) = &record.key
+            && self
+                .key_holders
+                .get(key)
+                .is_some_and(|&holder| holder != offset)
+        {
+            return Decision::Defer(key.clone());
+        }
+        Decision::Deliver
+    }
+
+    /// Puts `record` in flight with `fetch.consumer` and counts the delivery.
+    fn hand_out(&mut self, record: Record, fetch: &Fetch, deliveries: &mut Vec<Delivery>) {
+        let offset = record.offset;
+        let history = self.deliveries.entry(offset).or_insert(DeliveryRecord {
+            count: 0,
+            first_ms: fetch.now_ms,
+            last_ms: fetch.now_ms,
+            last_error: None,
+        });
+        history.count += 1;
+        history.last_ms = fetch.now_ms;
+        let delivery_count = history.count;
+        if fetch.ordered_by_key
+            && let Some(key) = &record.key
+        {
+            self.key_holders.insert(key.clone(), offset);
+            self.held_keys.insert(offset, key.clone());
+        }
         self.in_flight.insert(
-            record.offset,
+            offset,
             InFlight {
-                consumer,
-                deadline_ms,
+                consumer: fetch.consumer,
+                deadline_ms: fetch.deadline_ms,
             },
         );
         self.dirty = true;
         deliveries.push(Delivery {
-            partition,
+            partition: fetch.partition,
             delivery_count,
             record,
         });
+    }
+
+    fn unlock_key(&mut self, offset: u64) {
+        if let Some(key) = self.held_keys.remove(&offset)
+            && self.key_holders.get(&key) == Some(&offset)
+        {
+            self.key_holders.remove(&key);
+        }
+    }
+
+    /// Starts moving `offset` to the dead-letter topic.
+    fn dead_letter(
+        &mut self,
+        partition: u32,
+        offset: u64,
+        reason: DeadLetterReason,
+        error: Option<String>,
+        outbox: &mut Vec<DeadLetter>,
+    ) {
+        self.unlock_key(offset);
+        self.deferred.remove(&offset);
+        let history = self.deliveries.get(&offset);
+        outbox.push(DeadLetter {
+            partition,
+            offset,
+            reason,
+            error: error.or_else(|| history.and_then(|history| history.last_error.clone())),
+            delivery_count: history.map_or(0, |history| history.count),
+            first_delivery_ms: history.map(|history| history.first_ms),
+            last_delivery_ms: history.map(|history| history.last_ms),
+        });
+        self.dead_lettering.insert(offset);
+    }
+
+    /// Marks `offset` done.
+    fn complete(&mut self, offset: u64) {
+        self.unlock_key(offset);
+        self.deliveries.remove(&offset);
+        self.dead_lettering.remove(&offset);
+        if self.acks.ack(offset) {
+            self.dirty = true;
+        }
+    }
+
+    fn backlog(&self, end_offset: u64) -> u64 {
+        let floor = self.acks.floor();
+        end_offset
+            .saturating_sub(floor)
+            .saturating_sub(self.acks.acked_between_floor_and(end_offset))
     }
 }
 
@@ -85,6 +245,8 @@ struct ConsumerSlot {
 pub(super) struct QueueState {
     partitions: Vec<QueuePartition>,
     consumers: HashMap<ConsumerId, ConsumerSlot>,
+    settings: QueueSettings,
+    outbox: Vec<DeadLetter>,
     rotation: usize,
 }
 
@@ -95,8 +257,8 @@ impl QueueState {
             let stored: Option<StoredPosition> =
                 catalog.position(&record.topic, &record.group, partition.id)?;
             let dirty = stored.is_none();
-            let (mut acks, delivery_counts) = match stored {
-                Some(stored) => (stored.acks, stored.delivery_counts.into_iter().collect()),
+            let (mut acks, deliveries) = match stored {
+                Some(stored) => (stored.acks, stored.deliveries.into_iter().collect()),
                 None => (
                     AckState::new(resolve_start(&partition.reader, record.start)?),
                     HashMap::new(),
@@ -106,15 +268,16 @@ impl QueueState {
             partitions.push(QueuePartition {
                 next_fresh: acks.floor(),
                 acks,
-                in_flight: BTreeMap::new(),
-                redeliver: BTreeSet::new(),
-                delivery_counts,
+                deliveries,
                 dirty,
+                ..QueuePartition::default()
             });
         }
         Ok(QueueState {
             partitions,
             consumers: HashMap::new(),
+            settings: record.queue.clone(),
+            outbox: Vec::new(),
             rotation: 0,
         })
     }
@@ -133,7 +296,8 @@ impl QueueState {
         );
     }
 
-    /// The consumer is gone: its in-flight messages are redelivered now.
+    /// The consumer is gone: its in-flight messages are released (redelivered now, and the
+    /// delivery does not count as a failure).
     pub fn leave(&mut self, consumer: ConsumerId, now_ms: i64) {
         self.consumers.remove(&consumer);
         for partition in &mut self.partitions {
@@ -145,6 +309,7 @@ impl QueueState {
                 .collect();
             for offset in held {
                 partition.in_flight.remove(&offset);
+                uncount_delivery(partition, offset);
                 partition.redeliver.insert((now_ms, offset));
             }
         }
@@ -167,6 +332,8 @@ impl QueueState {
             return Ok(deliveries);
         }
         let deadline_ms = now_ms.saturating_add(ack_timeout_ms as i64);
+        let settings = &self.settings;
+        let ordered = settings.ordered_by_key;
         let count = self.partitions.len();
         self.rotation = self.rotation.wrapping_add(1);
         for step in 0..count {
@@ -176,6 +343,29 @@ impl QueueState {
             let index = (self.rotation + step) % count;
             let partition = &mut self.partitions[index];
             let reader = &topic.partitions[index].reader;
+            let partition_id = index as u32;
+            let fetch = Fetch {
+                partition: partition_id,
+                consumer,
+                now_ms,
+                deadline_ms,
+                ordered_by_key: ordered,
+            };
+            let take = |partition: &mut QueuePartition,
+                        record: Record,
+                        deliveries: &mut Vec<Delivery>,
+                        outbox: &mut Vec<DeadLetter>| {
+                match partition.decide(&record, now_ms, settings) {
+                    Decision::Deliver => partition.hand_out(record, &fetch, deliveries),
+                    Decision::Skip => {}
+                    Decision::Defer(key) => {
+                        partition.deferred.insert(record.offset, key);
+                    }
+                    Decision::DeadLetter(reason) => {
+                        partition.dead_letter(partition_id, record.offset, reason, None, outbox);
+                    }
+                }
+            };
             // Redeliveries first: they have waited longest.
             while deliveries.len() < want {
                 let Some(&(ready_ms, offset)) = partition.redeliver.first() else {
@@ -185,28 +375,43 @@ impl QueueState {
                     break;
                 }
                 partition.redeliver.pop_first();
-                if partition.acks.is_acked(offset) {
-                    continue;
-                }
                 match read_records(reader, offset, 1)?.pop() {
                     Some(record) if record.offset == offset => {
-                        partition.hand_out(
-                            record,
-                            index as u32,
-                            consumer,
-                            deadline_ms,
-                            &mut deliveries,
-                        );
+                        take(partition, record, &mut deliveries, &mut self.outbox);
                     }
                     // Retention deleted it while it waited: nothing left to deliver.
-                    _ => {
-                        partition.delivery_counts.remove(&offset);
-                        partition.acks.ack(offset);
-                        partition.dirty = true;
+                    _ => partition.complete(offset),
+                }
+            }
+            // Then messages deferred behind keys that are free now, oldest first.
+            if ordered && deliveries.len() < want {
+                let free: Vec<u64> = partition
+                    .deferred
+                    .iter()
+                    .filter(|(_, key)| !partition.key_holders.contains_key(*key))
+                    .map(|(&offset, _)| offset)
+                    .collect();
+                for offset in free {
+                    if deliveries.len() >= want {
+                        break;
+                    }
+                    // A key can appear twice in `free`; the first delivery locks it again.
+                    let Some(key) = partition.deferred.get(&offset) else {
+                        continue;
+                    };
+                    if partition.key_holders.contains_key(key) {
+                        continue;
+                    }
+                    partition.deferred.remove(&offset);
+                    match read_records(reader, offset, 1)?.pop() {
+                        Some(record) if record.offset == offset => {
+                            take(partition, record, &mut deliveries, &mut self.outbox);
+                        }
+                        _ => partition.complete(offset),
                     }
                 }
             }
-            while deliveries.len() < want {
+            while deliveries.len() < want && partition.deferred.len() < DEFERRED_MAX {
                 partition.next_fresh = partition.acks.next_unacked(partition.next_fresh);
                 let records = read_records(reader, partition.next_fresh, want - deliveries.len())?;
                 if records.is_empty() {
@@ -214,16 +419,7 @@ impl QueueState {
                 }
                 for record in records {
                     partition.next_fresh = record.offset + 1;
-                    // Acked above the floor before a restart: skip.
-                    if !partition.acks.is_acked(record.offset) {
-                        partition.hand_out(
-                            record,
-                            index as u32,
-                            consumer,
-                            deadline_ms,
-                            &mut deliveries,
-                        );
-                    }
+                    take(partition, record, &mut deliveries, &mut self.outbox);
                 }
             }
         }
@@ -239,54 +435,114 @@ impl QueueState {
         }
     }
 
+    /// Takes `offset` out of flight, returning credit to its holder. False if not in flight.
+    fn take_in_flight(&mut self, index: usize, offset: u64) -> bool {
+        match self.partitions[index].in_flight.remove(&offset) {
+            Some(in_flight) => {
+                self.release_credit(in_flight.consumer);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Marks messages done. Returns whether credit was freed (a consumer may fetch again).
     /// Acks for offsets never delivered are ignored.
-    pub fn ack(&mut self, topic: &Topic, _consumer: ConsumerId, ids: &[MessageId]) -> Result<bool> {
+    pub fn ack(&mut self, topic: &Topic, ids: &[MessageId]) -> Result<bool> {
         let mut freed = false;
         for id in ids {
             let index = topic.partition(id.partition)?.id as usize;
-            let partition = &mut self.partitions[index];
-            if id.offset >= partition.next_fresh {
+            if id.offset >= self.partitions[index].next_fresh
+                || self.partitions[index].deferred.contains_key(&id.offset)
+            {
                 continue;
             }
             // A late ack from a consumer whose delivery timed out still counts: the work is done.
-            if let Some(in_flight) = partition.in_flight.remove(&id.offset) {
-                let holder = in_flight.consumer;
-                self.release_credit(holder);
-                freed = true;
-            }
-            let partition = &mut self.partitions[index];
-            partition.delivery_counts.remove(&id.offset);
-            if partition.acks.ack(id.offset) {
-                partition.dirty = true;
-            }
+            freed |= self.take_in_flight(index, id.offset);
+            // A copy waiting in `redeliver` is skipped when it comes up: it is acked now.
+            self.partitions[index].complete(id.offset);
         }
         Ok(freed)
     }
 
-    /// Returns in-flight messages: requeued after `delay`, or discarded (rejected).
+    /// Removes messages whether or not they were delivered (an operator's action, such as
+    /// redriving dead letters): they count as done.
+    pub fn discard(&mut self, topic: &Topic, ids: &[MessageId]) -> Result<()> {
+        for id in ids {
+            let index = topic.partition(id.partition)?.id as usize;
+            if id.offset >= topic.partitions[index].reader.end_offset() {
+                continue;
+            }
+            self.take_in_flight(index, id.offset);
+            let partition = &mut self.partitions[index];
+            partition.deferred.remove(&id.offset);
+            partition.complete(id.offset);
+        }
+        Ok(())
+    }
+
+    /// Returns in-flight messages. `requeue`: delivered again after `delay`, unless they
+    /// reached `max_deliveries` (then dead-lettered). Otherwise rejected: dead-lettered now.
     pub fn nack(
         &mut self,
         topic: &Topic,
         ids: &[MessageId],
         requeue: bool,
         delay: Duration,
+        error: Option<&str>,
         now_ms: i64,
     ) -> Result<()> {
         let ready_ms = now_ms.saturating_add(delay.as_millis() as i64);
         for id in ids {
             let index = topic.partition(id.partition)?.id as usize;
-            let Some(in_flight) = self.partitions[index].in_flight.remove(&id.offset) else {
+            if !self.take_in_flight(index, id.offset) {
                 continue;
-            };
-            self.release_credit(in_flight.consumer);
+            }
+            let max_deliveries = self.settings.max_deliveries;
             let partition = &mut self.partitions[index];
-            if requeue {
-                partition.redeliver.insert((ready_ms, id.offset));
-            } else {
-                partition.delivery_counts.remove(&id.offset);
-                partition.acks.ack(id.offset);
+            if let (Some(error), Some(history)) = (error, partition.deliveries.get_mut(&id.offset))
+            {
+                history.last_error = Some(error.to_owned());
                 partition.dirty = true;
+            }
+            let exhausted = max_deliveries.is_some_and(|max| {
+                partition
+                    .deliveries
+                    .get(&id.offset)
+                    .is_some_and(|history| history.count >= max)
+            });
+            let reason = if !requeue {
+                Some(DeadLetterReason::Rejected)
+            } else if exhausted {
+                Some(DeadLetterReason::MaxDeliveries)
+            } else {
+                None
+            };
+            match reason {
+                Some(reason) => partition.dead_letter(
+                    id.partition,
+                    id.offset,
+                    reason,
+                    error.map(str::to_owned),
+                    &mut self.outbox,
+                ),
+                None => {
+                    partition.redeliver.insert((ready_ms, id.offset));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives in-flight messages back without counting the delivery as a failure (a consumer
+    /// shutting down): they are delivered again now.
+    pub fn release(&mut self, topic: &Topic, ids: &[MessageId], now_ms: i64) -> Result<()> {
+        for id in ids {
+            let index = topic.partition(id.partition)?.id as usize;
+            if self.take_in_flight(index, id.offset) {
+                let partition = &mut self.partitions[index];
+                uncount_delivery(partition, id.offset);
+                partition.redeliver.insert((now_ms, id.offset));
             }
         }
         Ok(())
@@ -295,12 +551,15 @@ impl QueueState {
     pub fn reset(&mut self, topic: &Topic, to: StartPosition) -> Result<()> {
         for (index, partition) in self.partitions.iter_mut().enumerate() {
             let offset = resolve_start(&topic.partitions[index].reader, to)?;
-            partition.acks.reset(offset);
-            partition.next_fresh = offset;
-            partition.in_flight.clear();
-            partition.redeliver.clear();
-            partition.delivery_counts.clear();
-            partition.dirty = true;
+            let dead_lettering = std::mem::take(&mut partition.dead_lettering);
+            *partition = QueuePartition {
+                acks: AckState::new(offset),
+                next_fresh: offset,
+                // Dead letters on their way out finish their trip; the ack is then a no-op.
+                dead_lettering,
+                dirty: true,
+                ..QueuePartition::default()
+            };
         }
         for slot in self.consumers.values_mut() {
             slot.in_flight = 0;
@@ -308,11 +567,12 @@ impl QueueState {
         Ok(())
     }
 
-    /// Ack timeouts and due redeliveries; follows retention. Returns whether consumers should
-    /// look again.
+    /// Ack timeouts, due redeliveries, backlog overflow; follows retention. Returns whether
+    /// consumers should look again.
     pub fn tick(&mut self, topic: &Topic, now_ms: i64) -> bool {
         let mut wake = false;
         let mut expired_holders = Vec::new();
+        let max_deliveries = self.settings.max_deliveries;
         for (index, partition) in self.partitions.iter_mut().enumerate() {
             let expired: Vec<(u64, ConsumerId)> = partition
                 .in_flight
@@ -322,22 +582,47 @@ impl QueueState {
                 .collect();
             for (offset, consumer) in expired {
                 partition.in_flight.remove(&offset);
-                partition.redeliver.insert((now_ms, offset));
                 expired_holders.push(consumer);
+                let exhausted = max_deliveries.is_some_and(|max| {
+                    partition
+                        .deliveries
+                        .get(&offset)
+                        .is_some_and(|history| history.count >= max)
+                });
+                if exhausted {
+                    partition.dead_letter(
+                        index as u32,
+                        offset,
+                        DeadLetterReason::MaxDeliveries,
+                        Some("ack timeout".into()),
+                        &mut self.outbox,
+                    );
+                } else {
+                    partition.redeliver.insert((now_ms, offset));
+                }
             }
             wake |= partition
                 .redeliver
                 .first()
                 .is_some_and(|&(ready_ms, _)| ready_ms <= now_ms);
-            let start = topic.partitions[index].reader.start_offset();
+            let reader = &topic.partitions[index].reader;
+            let start = reader.start_offset();
             if partition.acks.floor() < start {
                 partition.acks.raise_floor(start);
                 partition.next_fresh = partition.next_fresh.max(start);
                 partition.in_flight.retain(|&offset, _| offset >= start);
                 partition.redeliver.retain(|&(_, offset)| offset >= start);
-                partition
-                    .delivery_counts
-                    .retain(|&offset, _| offset >= start);
+                partition.deliveries.retain(|&offset, _| offset >= start);
+                partition.deferred.retain(|&offset, _| offset >= start);
+                let released: Vec<u64> = partition
+                    .held_keys
+                    .keys()
+                    .copied()
+                    .filter(|&offset| offset < start)
+                    .collect();
+                for offset in released {
+                    partition.unlock_key(offset);
+                }
                 partition.dirty = true;
                 wake = true;
             }
@@ -345,7 +630,113 @@ impl QueueState {
         for consumer in expired_holders {
             self.release_credit(consumer);
         }
+        if self.settings.overflow == Overflow::DeadLetterOldest
+            && let Some(max_backlog) = self.settings.max_backlog
+        {
+            wake |= self.dead_letter_overflow(topic, max_backlog);
+        }
         wake
+    }
+
+    /// Moves the oldest waiting messages (never those in flight) to the dead-letter topic
+    /// until the backlog is back at `max_backlog`.
+    fn dead_letter_overflow(&mut self, topic: &Topic, max_backlog: u64) -> bool {
+        let backlog = self.backlog(topic);
+        let leaving: u64 = self
+            .partitions
+            .iter()
+            .map(|partition| partition.dead_lettering.len() as u64)
+            .sum();
+        let mut excess = backlog.saturating_sub(max_backlog + leaving);
+        let mut moved = false;
+        for (index, partition) in self.partitions.iter_mut().enumerate() {
+            let end = topic.partitions[index].reader.end_offset();
+            let mut offset = partition.acks.floor();
+            while excess > 0 && offset < end {
+                offset = partition.acks.next_unacked(offset);
+                if offset >= end {
+                    break;
+                }
+                if !partition.in_flight.contains_key(&offset)
+                    && !partition.dead_lettering.contains(&offset)
+                {
+                    partition
+                        .redeliver
+                        .retain(|&(_, waiting)| waiting != offset);
+                    partition.dead_letter(
+                        index as u32,
+                        offset,
+                        DeadLetterReason::Overflow,
+                        None,
+                        &mut self.outbox,
+                    );
+                    partition.next_fresh = partition.next_fresh.max(offset + 1);
+                    excess -= 1;
+                    moved = true;
+                }
+                offset += 1;
+            }
+        }
+        moved
+    }
+
+    /// Messages published and not yet acked (including in flight).
+    pub fn backlog(&self, topic: &Topic) -> u64 {
+        self.partitions
+            .iter()
+            .enumerate()
+            .map(|(index, partition)| {
+                partition.backlog(topic.partitions[index].reader.end_offset())
+            })
+            .sum()
+    }
+
+    pub fn take_dead_letters(&mut self) -> Vec<DeadLetter> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// The dead-letter topic stored `letters`: they are done here.
+    pub fn dead_letters_stored(&mut self, letters: &[DeadLetter]) {
+        for letter in letters {
+            if let Some(partition) = self.partitions.get_mut(letter.partition as usize) {
+                partition.complete(letter.offset);
+            }
+        }
+    }
+
+    /// Storing `letters` failed: try again later.
+    pub fn dead_letters_failed(&mut self, letters: Vec<DeadLetter>) {
+        self.outbox.extend(letters);
+    }
+
+    /// Unacked messages from the start of the queue, up to `max` (for browsing a DLQ).
+    pub fn pending(&self, topic: &Topic, max: usize) -> Result<Vec<Delivery>> {
+        let mut pending = Vec::new();
+        for (index, partition) in self.partitions.iter().enumerate() {
+            let reader = &topic.partitions[index].reader;
+            let mut offset = partition.acks.floor();
+            while pending.len() < max {
+                offset = partition.acks.next_unacked(offset);
+                let records = read_records(reader, offset, max - pending.len())?;
+                if records.is_empty() {
+                    break;
+                }
+                for record in records {
+                    offset = record.offset + 1;
+                    if !partition.acks.is_acked(record.offset) {
+                        pending.push(Delivery {
+                            partition: index as u32,
+                            delivery_count: partition
+                                .deliveries
+                                .get(&record.offset)
+                                .map_or(0, |history| history.count),
+                            record,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(pending)
     }
 
     pub fn take_dirty(&mut self, topic: &str, group: &str) -> Vec<MetaOp> {
@@ -354,10 +745,10 @@ impl QueueState {
             if std::mem::take(&mut partition.dirty) {
                 let stored = StoredPosition {
                     acks: partition.acks.clone(),
-                    delivery_counts: partition
-                        .delivery_counts
+                    deliveries: partition
+                        .deliveries
                         .iter()
-                        .map(|(&offset, &count)| (offset, count))
+                        .map(|(&offset, history)| (offset, history.clone()))
                         .collect(),
                 };
                 ops.push(Catalog::position_op(topic, group, index as u32, &stored));
@@ -372,17 +763,25 @@ impl QueueState {
             .enumerate()
             .map(|(index, partition)| {
                 let end_offset = topic.partitions[index].reader.end_offset();
-                let floor = partition.acks.floor();
                 GroupPartitionInfo {
                     partition: index as u32,
-                    committed: floor,
+                    committed: partition.acks.floor(),
                     end_offset,
                     in_flight: partition.in_flight.len() as u32,
-                    backlog: end_offset
-                        .saturating_sub(floor)
-                        .saturating_sub(partition.acks.acked_between_floor_and(end_offset)),
+                    backlog: partition.backlog(end_offset),
                 }
             })
             .collect()
+    }
+}
+
+/// A released delivery does not count: undo its increment.
+fn uncount_delivery(partition: &mut QueuePartition, offset: u64) {
+    if let Some(history) = partition.deliveries.get_mut(&offset) {
+        history.count = history.count.saturating_sub(1);
+        if history.count == 0 {
+            partition.deliveries.remove(&offset);
+        }
+        partition.dirty = true;
     }
 }

@@ -1,4 +1,11 @@
 //! The [`Broker`]: the one API every front end (and every embedding program) talks to.
+//! Topics, publishing and subscriptions live here; exchanges in [`exchanges`].
+
+mod dead_letters;
+mod exchanges;
+
+pub use dead_letters::{DLQ_GROUP, DLQ_HEADER_PREFIX, DeadLetterQueueInfo};
+pub use exchanges::RoutedConfirm;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,9 +20,10 @@ use crate::config::{
     BrokerConfig, Durability, FsyncPolicy, StartPosition, SubscribeOptions, TopicConfig,
 };
 use crate::error::{Error, Result};
+use crate::exchange::Exchange;
 use crate::partition::Confirmed;
 use crate::subscription::{Consumer, GroupInfo, Subscription, read_records};
-use crate::topic::Topic;
+use crate::topic::{Topic, wait_all};
 
 /// A message to publish, for callers that do not build batches themselves.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -125,6 +133,9 @@ struct Inner {
     /// directories and the maps together. A tokio mutex: holders await partition shutdown.
     admin: tokio::sync::Mutex<()>,
     timers: Mutex<Timers>,
+    exchanges: RwLock<BTreeMap<String, Arc<Exchange>>>,
+    /// Messages an exchange dropped because nothing matched (and no alternate, not mandatory).
+    unroutable_dropped: AtomicU64,
     next_consumer: AtomicU64,
     closed: AtomicBool,
 }
@@ -183,6 +194,11 @@ impl Broker {
             subscriptions = subscriptions.len(),
             "broker opened"
         );
+        let exchanges = catalog
+            .exchanges()?
+            .into_iter()
+            .map(|exchange| (exchange.name.clone(), Arc::new(exchange)))
+            .collect();
         let tick_interval = config.tick_interval;
         let broker = Broker {
             inner: Arc::new(Inner {
@@ -192,6 +208,8 @@ impl Broker {
                 subscriptions: RwLock::new(subscriptions),
                 admin: tokio::sync::Mutex::new(()),
                 timers: Mutex::new(Timers::default()),
+                exchanges: RwLock::new(exchanges),
+                unroutable_dropped: AtomicU64::new(0),
                 next_consumer: AtomicU64::new(1),
                 closed: AtomicBool::new(false),
             }),
@@ -330,7 +348,9 @@ impl Broker {
         self.check_open()?;
         let batch = Batch::parse(batch, self.inner.config.max_batch_bytes)?;
         let topic = self.topic_or_create(topic).await?;
-        Ok(topic.publish(partition, batch).await?.into())
+        self.check_backlog(&topic.name, u64::from(batch.record_count()))?;
+        let pending = topic.submit(partition, batch).await?;
+        Ok(wait_all(pending).await?.into())
     }
 
     /// Publishes messages as one batch.
@@ -418,6 +438,7 @@ impl Broker {
             kind: options.kind,
             start: options.start,
             ack_timeout_ms: ack_timeout.as_millis().max(1) as u64,
+            queue: options.queue.clone(),
         };
         let subscription = Subscription::open(topic, record.clone(), &self.inner.catalog)?;
         self.inner.catalog.save_subscription(&record)?;
@@ -515,6 +536,7 @@ impl Broker {
             read(&self.inner.subscriptions).values().cloned().collect();
         for subscription in &subscriptions {
             subscription.tick(now_ms);
+            self.store_dead_letters(subscription).await;
         }
         let topics: Vec<Arc<Topic>> = read(&self.inner.topics).values().cloned().collect();
         let (save_positions, run_retention) = {

@@ -1,0 +1,257 @@
+//! Dead letters: storing them in their dead-letter topic, and the operations on a DLQ —
+//! list, browse, redrive, purge.
+//!
+//! A dead-letter topic is an ordinary topic. The broker keeps one internal queue subscription
+//! on it, [`DLQ_GROUP`], whose unacked messages are "what is in the DLQ": redrive and purge ack
+//! them there, so the log stays append-only and other subscriptions on the DLQ are unaffected.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use weir_batch::BatchBuilder;
+
+use super::{Broker, read};
+use crate::config::{StartPosition, SubscribeOptions, SubscriptionKind};
+use crate::error::{Error, Result};
+use crate::subscription::{DeadLetter, Delivery, MessageId, Subscription, read_records};
+use crate::topic::wait_all;
+
+/// The internal subscription that tracks what is still in a dead-letter topic.
+pub const DLQ_GROUP: &str = "weir-dlq";
+/// Prefix of the headers a dead letter carries.
+pub const DLQ_HEADER_PREFIX: &str = "weir.dlq.";
+
+/// A dead-letter topic as shown to operators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterQueueInfo {
+    pub topic: String,
+    /// Dead letters not yet redriven or purged.
+    pub pending: u64,
+}
+
+impl Broker {
+    /// Stores a subscription's pending dead letters in its dead-letter topic, then acks them
+    /// in the subscription. Runs on the timer.
+    pub(super) async fn store_dead_letters(&self, subscription: &Arc<Subscription>) {
+        let letters = subscription.take_dead_letters();
+        if letters.is_empty() {
+            return;
+        }
+        let result = self.append_dead_letters(subscription, &letters).await;
+        if let Err(error) = &result {
+            tracing::warn!(
+                topic = %subscription.record.topic,
+                group = %subscription.record.group,
+                %error,
+                "storing dead letters failed; will retry"
+            );
+        }
+        subscription.dead_letters_done(letters, result.is_ok());
+    }
+
+    async fn append_dead_letters(
+        &self,
+        subscription: &Subscription,
+        letters: &[DeadLetter],
+    ) -> Result<()> {
+        let record = &subscription.record;
+        let mut builder = BatchBuilder::new();
+        for letter in letters {
+            let partition = subscription.topic.partition(letter.partition)?;
+            let Some(original) = read_records(&partition.reader, letter.offset, 1)?
+                .pop()
+                .filter(|original| original.offset == letter.offset)
+            else {
+                continue; // Deleted by retention meanwhile: nothing to keep.
+            };
+            let optional =
+                |value: Option<i64>| value.map(|value| value.to_string()).unwrap_or_default();
+            let facts = [
+                ("reason", letter.reason.as_str().to_owned()),
+                ("error", letter.error.clone().unwrap_or_default()),
+                ("topic", record.topic.clone()),
+                ("subscription", record.group.clone()),
+                ("partition", letter.partition.to_string()),
+                ("offset", letter.offset.to_string()),
+                ("delivery_count", letter.delivery_count.to_string()),
+                ("first_delivery_ms", optional(letter.first_delivery_ms)),
+                ("last_delivery_ms", optional(letter.last_delivery_ms)),
+            ];
+            let names: Vec<String> = facts
+                .iter()
+                .map(|(name, _)| format!("{DLQ_HEADER_PREFIX}{name}"))
+                .collect();
+            let mut headers: Vec<(&str, &[u8])> = original
+                .headers
+                .iter()
+                .filter(|(name, _)| !name.starts_with(DLQ_HEADER_PREFIX))
+                .map(|(name, value)| (name.as_str(), &value[..]))
+                .collect();
+            headers.extend(
+                names
+                    .iter()
+                    .zip(&facts)
+                    .map(|(name, (_, value))| (name.as_str(), value.as_bytes())),
+            );
+            builder.push(
+                original.timestamp_ms,
+                original.key.as_deref(),
+                &headers,
+                &original.value,
+            );
+        }
+        if builder.is_empty() {
+            return Ok(());
+        }
+        let dead_letter_topic = self.dead_letter_topic(&record.dead_letter_topic()).await?;
+        let batch = weir_batch::Batch::parse(builder.finish(), usize::MAX)?;
+        wait_all(dead_letter_topic.topic.submit(None, batch).await?).await?;
+        Ok(())
+    }
+
+    /// The dead-letter topic `name` with its tracking subscription, created if needed (even
+    /// when topics are not auto-created: a dead letter must never be lost for want of a topic).
+    async fn dead_letter_topic(&self, name: &str) -> Result<Arc<Subscription>> {
+        if let Ok(subscription) = self.find_subscription(name, DLQ_GROUP) {
+            return Ok(subscription);
+        }
+        if self.find_topic(name).is_err() {
+            match self
+                .create_topic(name, self.inner.config.default_topic.clone())
+                .await
+            {
+                Ok(_) | Err(Error::TopicExists(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        let options = SubscribeOptions {
+            kind: SubscriptionKind::Queue,
+            start: StartPosition::Earliest,
+            ..SubscribeOptions::default()
+        };
+        // Creating the subscription through a consumer that leaves at once: nothing else
+        // attaches to the internal group.
+        drop(self.subscribe(name, DLQ_GROUP, options).await?);
+        self.find_subscription(name, DLQ_GROUP)
+    }
+
+    /// Dead-letter topics and how many dead letters each still holds.
+    pub fn dead_letter_queues(&self) -> Vec<DeadLetterQueueInfo> {
+        read(&self.inner.subscriptions)
+            .iter()
+            .filter(|((_, group), _)| group == DLQ_GROUP)
+            .map(|((topic, _), subscription)| DeadLetterQueueInfo {
+                topic: topic.clone(),
+                pending: subscription.backlog().unwrap_or(0),
+            })
+            .collect()
+    }
+
+    fn dlq(&self, topic: &str) -> Result<Arc<Subscription>> {
+        self.find_subscription(topic, DLQ_GROUP)
+            .map_err(|_| Error::InvalidArgument(format!("'{topic}' is not a dead-letter topic")))
+    }
+
+    /// Up to `max` dead letters still in `dlq_topic`, oldest first.
+    pub fn dead_letters(&self, dlq_topic: &str, max: usize) -> Result<Vec<Delivery>> {
+        self.dlq(dlq_topic)?.pending(max)
+    }
+
+    /// Publishes dead letters again — to `target`, or to the topic each came from — without
+    /// their `weir.dlq.*` headers, and removes them from the DLQ. `ids` selects some; `None`
+    /// takes all (up to `max`). Returns how many were redriven.
+    pub async fn redrive(
+        &self,
+        dlq_topic: &str,
+        target: Option<&str>,
+        ids: Option<&[MessageId]>,
+        max: usize,
+    ) -> Result<u64> {
+        let subscription = self.dlq(dlq_topic)?;
+        let letters: Vec<Delivery> = subscription
+            .pending(max)?
+            .into_iter()
+            .filter(|letter| ids.is_none_or(|ids| ids.contains(&letter.id())))
+            .collect();
+        let mut by_target: BTreeMap<String, (BatchBuilder, Vec<MessageId>)> = BTreeMap::new();
+        for letter in &letters {
+            let record = &letter.record;
+            let origin = record
+                .header(&format!("{DLQ_HEADER_PREFIX}topic"))
+                .and_then(|value| std::str::from_utf8(value).ok())
+                .map(str::to_owned);
+            let Some(destination) = target.map(str::to_owned).or(origin) else {
+                return Err(Error::InvalidArgument(format!(
+                    "dead letter at {}:{} does not say where it came from; give a target topic",
+                    letter.partition, record.offset
+                )));
+            };
+            let headers: Vec<(&str, &[u8])> = record
+                .headers
+                .iter()
+                .filter(|(name, _)| !name.starts_with(DLQ_HEADER_PREFIX))
+                .map(|(name, value)| (name.as_str(), &value[..]))
+                .collect();
+            let (builder, redriven) = by_target
+                .entry(destination)
+                .or_insert_with(|| (BatchBuilder::new(), Vec::new()));
+            builder.push(
+                record.timestamp_ms,
+                record.key.as_deref(),
+                &headers,
+                &record.value,
+            );
+            redriven.push(letter.id());
+        }
+        let mut count = 0;
+        for (destination, (mut builder, redriven)) in by_target {
+            let batch: Bytes = builder.finish();
+            self.publish(&destination, None, batch).await?;
+            subscription.discard(&redriven)?;
+            count += redriven.len() as u64;
+        }
+        self.inner
+            .catalog
+            .save_positions(&subscription.take_dirty_positions())?;
+        Ok(count)
+    }
+
+    /// Empties a DLQ: every dead letter in it now is dropped. Returns how many.
+    pub fn purge_dead_letters(&self, dlq_topic: &str) -> Result<u64> {
+        let subscription = self.dlq(dlq_topic)?;
+        let pending = subscription.backlog().unwrap_or(0);
+        subscription.reset(StartPosition::Latest)?;
+        self.inner
+            .catalog
+            .save_positions(&subscription.take_dirty_positions())?;
+        Ok(pending)
+    }
+
+    /// Refuses a publish of `incoming` messages to `topic` if a queue subscription with the
+    /// `reject-publish` overflow policy would exceed its `max_backlog`.
+    pub(super) fn check_backlog(&self, topic: &str, incoming: u64) -> Result<()> {
+        let subscriptions = read(&self.inner.subscriptions);
+        let on_topic = subscriptions
+            .range((topic.to_owned(), String::new())..)
+            .take_while(|((name, _), _)| name == topic);
+        for ((_, group), subscription) in on_topic {
+            let settings = &subscription.record.queue;
+            let Some(max_backlog) = settings.max_backlog else {
+                continue;
+            };
+            if settings.overflow != crate::config::Overflow::RejectPublish {
+                continue;
+            }
+            if let Some(backlog) = subscription.backlog()
+                && backlog + incoming > max_backlog
+            {
+                return Err(Error::BacklogFull {
+                    topic: topic.to_owned(),
+                    group: group.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}

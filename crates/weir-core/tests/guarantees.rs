@@ -1,0 +1,507 @@
+//! Routing, dead letters, back-pressure and per-key ordering through the public API, with a
+//! manual clock.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use weir_core::{
+    Binding, Broker, BrokerConfig, Error, ExchangeKind, ManualClock, Message, MessageId, Overflow,
+    QueueSettings, SubscribeOptions, SubscriptionKind,
+};
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    clock: Arc<ManualClock>,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        Fixture {
+            dir: tempfile::tempdir().expect("temp dir"),
+            clock: Arc::new(ManualClock::new(1_700_000_000_000)),
+        }
+    }
+
+    async fn open(&self) -> Broker {
+        let mut config = BrokerConfig::new(self.dir.path());
+        config.clock = self.clock.clone();
+        config.tick_interval = Duration::from_secs(3600);
+        Broker::open(config).await.expect("broker opens")
+    }
+}
+
+fn batch(values: &[&str]) -> bytes::Bytes {
+    let mut builder = weir_core::BatchBuilder::new();
+    for value in values {
+        builder.push(1_700_000_000_000, None, &[], value.as_bytes());
+    }
+    builder.finish()
+}
+
+fn queue_with(settings: QueueSettings, prefetch: u32) -> SubscribeOptions {
+    SubscribeOptions {
+        kind: SubscriptionKind::Queue,
+        prefetch,
+        ack_timeout: Some(Duration::from_secs(5)),
+        queue: settings,
+        ..SubscribeOptions::default()
+    }
+}
+
+fn binding(topic: &str, key: &str) -> Binding {
+    Binding {
+        topic: topic.into(),
+        key: key.into(),
+        headers: Vec::new(),
+        match_all: true,
+    }
+}
+
+/// The guide's example: VIP and normal orders go to different topics by a topic exchange.
+#[tokio::test]
+async fn a_topic_exchange_routes_orders_by_type() {
+    let fixture = Fixture::new();
+    let broker = fixture.open().await;
+    broker
+        .create_exchange("orders", ExchangeKind::Topic, None)
+        .await
+        .unwrap();
+    broker
+        .bind("orders", binding("vip-orders", "order.vip.*"))
+        .await
+        .unwrap();
+    broker
+        .bind("orders", binding("normal-orders", "order.normal.*"))
+        .await
+        .unwrap();
+    broker
+        .bind("orders", binding("audit", "order.#"))
+        .await
+        .unwrap();
+
+    let routed = broker
+        .publish_to_exchange("orders", "order.vip.created", batch(&["vip 1"]), true)
+        .await
+        .unwrap();
+    let targets: BTreeSet<&str> = routed
+        .targets
+        .iter()
+        .map(|(topic, _)| topic.as_str())
+        .collect();
+    assert_eq!(targets, BTreeSet::from(["vip-orders", "audit"]));
+    broker
+        .publish_to_exchange("orders", "order.normal.created", batch(&["normal 1"]), true)
+        .await
+        .unwrap();
+    assert_eq!(broker.read("vip-orders", 0, 0, 10).unwrap().len(), 1);
+    assert_eq!(broker.read("normal-orders", 0, 0, 10).unwrap().len(), 1);
+    assert_eq!(broker.read("audit", 0, 0, 10).unwrap().len(), 2);
+
+    // Unroutable: refused when mandatory, dropped and counted otherwise.
+    let refused = broker
+        .publish_to_exchange("orders", "invoice.created", batch(&["x"]), true)
+        .await;
+    assert!(matches!(refused, Err(Error::Unroutable { .. })));
+    let dropped = broker
+        .publish_to_exchange("orders", "invoice.created", batch(&["x", "y"]), false)
+        .await
+        .unwrap();
+    assert_eq!(dropped.dropped, 2);
+    assert_eq!(broker.unroutable_dropped(), 2);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_alternate_topic_catches_unroutable_messages_and_bindings_survive_restart() {
+    let fixture = Fixture::new();
+    {
+        let broker = fixture.open().await;
+        broker
+            .create_exchange("events", ExchangeKind::Direct, Some("unrouted".into()))
+            .await
+            .unwrap();
+        broker
+            .bind("events", binding("signups", "user.signup"))
+            .await
+            .unwrap();
+        broker.shutdown().await;
+    }
+    let broker = fixture.open().await;
+    assert_eq!(broker.exchange("events").unwrap().bindings.len(), 1);
+    broker
+        .publish_to_exchange("events", "user.deleted", batch(&["lost?"]), true)
+        .await
+        .unwrap();
+    assert_eq!(broker.read("unrouted", 0, 0, 10).unwrap().len(), 1);
+    broker.unbind("events", "signups", None).await.unwrap();
+    assert!(broker.exchange("events").unwrap().bindings.is_empty());
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn fanout_and_headers_exchanges_copy_to_each_match() {
+    let fixture = Fixture::new();
+    let broker = fixture.open().await;
+    broker
+        .create_exchange("all", ExchangeKind::Fanout, None)
+        .await
+        .unwrap();
+    for topic in ["email", "sms", "push"] {
+        broker.bind("all", binding(topic, "")).await.unwrap();
+    }
+    let routed = broker
+        .publish_to_exchange("all", "", batch(&["hi"]), true)
+        .await
+        .unwrap();
+    assert_eq!(routed.targets.len(), 3);
+
+    broker
+        .create_exchange("regions", ExchangeKind::Headers, None)
+        .await
+        .unwrap();
+    let eu = Binding {
+        topic: "eu".into(),
+        key: String::new(),
+        headers: vec![("region".into(), "eu".into())],
+        match_all: true,
+    };
+    broker.bind("regions", eu).await.unwrap();
+    let mut builder = weir_core::BatchBuilder::new();
+    builder.push(1, None, &[("region", b"eu")], b"for eu");
+    builder.push(1, None, &[("region", b"us")], b"for nobody");
+    let routed = broker
+        .publish_to_exchange("regions", "", builder.finish(), false)
+        .await
+        .unwrap();
+    assert_eq!(routed.dropped, 1);
+    let stored = broker.read("eu", 0, 0, 10).unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(&stored[0].value[..], b"for eu");
+    broker.shutdown().await;
+}
+
+/// A poison message: delivered exactly `max_deliveries` times, then dead-lettered with its
+/// history; then redriven and consumed.
+#[tokio::test]
+async fn a_poison_message_is_dead_lettered_after_max_deliveries_then_redriven() {
+    let fixture = Fixture::new();
+    let broker = fixture.open().await;
+    let settings = QueueSettings {
+        max_deliveries: Some(3),
+        ..QueueSettings::default()
+    };
+    broker
+        .publish_messages(
+            "payments",
+            None,
+            &[Message::new("poison")
+                .with_key("order-7")
+                .with_header("trace", "abc")],
+        )
+        .await
+        .unwrap();
+    let consumer = broker
+        .subscribe("payments", "charger", queue_with(settings, 10))
+        .await
+        .unwrap();
+    for attempt in 1..=3 {
+        let deliveries = consumer.try_next(10).unwrap();
+        assert_eq!(deliveries.len(), 1, "attempt {attempt}");
+        assert_eq!(deliveries[0].delivery_count, attempt);
+        consumer
+            .nack_with_error(&[deliveries[0].id()], true, Duration::ZERO, "card declined")
+            .unwrap();
+    }
+    assert!(
+        consumer.try_next(10).unwrap().is_empty(),
+        "no fourth delivery"
+    );
+    broker.tick().await;
+    let dead = broker.dead_letters("payments.charger.dlq", 10).unwrap();
+    assert_eq!(dead.len(), 1);
+    let record = &dead[0].record;
+    let header = |name: &str| {
+        std::str::from_utf8(record.header(&format!("weir.dlq.{name}")).unwrap())
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(header("reason"), "max_deliveries");
+    assert_eq!(header("error"), "card declined");
+    assert_eq!(header("topic"), "payments");
+    assert_eq!(header("partition"), "0");
+    assert_eq!(header("offset"), "0");
+    assert_eq!(header("delivery_count"), "3");
+    assert_eq!(header("first_delivery_ms"), "1700000000000");
+    assert_eq!(&record.value[..], b"poison");
+    assert_eq!(record.key.as_deref(), Some(&b"order-7"[..]));
+    assert_eq!(
+        record.header("trace").map(|value| &value[..]),
+        Some(&b"abc"[..])
+    );
+    assert_eq!(broker.group("payments", "charger").unwrap().backlog, 0);
+    assert_eq!(broker.dead_letter_queues()[0].pending, 1);
+
+    assert_eq!(
+        broker
+            .redrive("payments.charger.dlq", None, None, 100)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(
+        broker
+            .dead_letters("payments.charger.dlq", 10)
+            .unwrap()
+            .is_empty()
+    );
+    let again = consumer.try_next(10).unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(&again[0].record.value[..], b"poison");
+    assert!(again[0].record.header("weir.dlq.reason").is_none());
+    consumer.ack(&[again[0].id()]).unwrap();
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn reject_and_expiry_dead_letter_and_purge_empties_the_dlq() {
+    let fixture = Fixture::new();
+    let broker = fixture.open().await;
+    let settings = QueueSettings {
+        message_ttl_ms: Some(60_000),
+        ..QueueSettings::default()
+    };
+    broker
+        .publish_messages("tasks", None, &[Message::new("old")])
+        .await
+        .unwrap();
+    fixture.clock.advance(Duration::from_secs(61));
+    broker
+        .publish_messages("tasks", None, &[Message::new("fresh")])
+        .await
+        .unwrap();
+    let consumer = broker
+        .subscribe("tasks", "workers", queue_with(settings, 10))
+        .await
+        .unwrap();
+    let deliveries = consumer.try_next(10).unwrap();
+    assert_eq!(deliveries.len(), 1, "the expired message is not delivered");
+    assert_eq!(&deliveries[0].record.value[..], b"fresh");
+    consumer
+        .nack(&[deliveries[0].id()], false, Duration::ZERO)
+        .unwrap();
+    broker.tick().await;
+    let dead = broker.dead_letters("tasks.workers.dlq", 10).unwrap();
+    let reasons: Vec<String> = dead
+        .iter()
+        .map(|letter| {
+            String::from_utf8(letter.record.header("weir.dlq.reason").unwrap().to_vec()).unwrap()
+        })
+        .collect();
+    assert_eq!(reasons, vec!["expired", "rejected"]);
+    assert_eq!(broker.purge_dead_letters("tasks.workers.dlq").unwrap(), 2);
+    assert!(
+        broker
+            .dead_letters("tasks.workers.dlq", 10)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        broker.dead_letters("tasks", 10),
+        Err(Error::InvalidArgument(_))
+    ));
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn release_does_not_count_towards_max_deliveries() {
+    let fixture = Fixture::new();
+    let broker = fixture.open().await;
+    let settings = QueueSettings {
+        max_deliveries: Some(1),
+        ..QueueSettings::default()
+    };
+    broker
+        .publish_messages("jobs", None, &[Message::new("job")])
+        .await
+        .unwrap();
+    let consumer = broker
+        .subscribe("jobs", "workers", queue_with(settings, 10))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let deliveries = consumer.try_next(10).unwrap();
+        assert_eq!(deliveries.len(), 1);
+        assert_eq!(deliveries[0].delivery_count, 1);
+        consumer.release(&[deliveries[0].id()]).unwrap();
+    }
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn reject_publish_overflow_refuses_a_burst_past_max_backlog() {
+    let fixture = Fixture::new();
+    let broker = fixture.open().await;
+    let settings = QueueSettings {
+        max_backlog: Some(100),
+        overflow: Overflow::RejectPublish,
+        ..QueueSettings::default()
+    };
+    let consumer = broker
+        .subscribe("orders", "shipping", queue_with(settings, 1000))
+        .await
+        .unwrap();
+    let mut accepted = 0;
+    let mut refused = 0;
+    for index in 0..30 {
+        let messages: Vec<Message> = (0..10)
+            .map(|n| Message::new(format!("{index}-{n}")))
+            .collect();
+        match broker.publish_messages("orders", None, &messages).await {
+            Ok(_) => accepted += 10,
+            Err(Error::BacklogFull { group, .. }) => {
+                assert_eq!(group, "shipping");
+                refused += 10;
+            }
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(accepted, 100);
+    assert_eq!(refused, 200);
+    // Consumers catch up: publishing works again.
+    let deliveries = consumer.try_next(1000).unwrap();
+    let ids: Vec<MessageId> = deliveries.iter().map(|delivery| delivery.id()).collect();
+    consumer.ack(&ids).unwrap();
+    broker
+        .publish_messages("orders", None, &[Message::new("after")])
+        .await
+        .unwrap();
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn dead_letter_oldest_overflow_keeps_the_backlog_bounded() {
+    let fixture = Fixture::new();
+    let broker = fixture.open().await;
+    let settings = QueueSettings {
+        max_backlog: Some(10),
+        overflow: Overflow::DeadLetterOldest,
+        ..QueueSettings::default()
+    };
+    let consumer = broker
+        .subscribe("feed", "reader", queue_with(settings, 100))
+        .await
+        .unwrap();
+    let messages: Vec<Message> = (0..25).map(|n| Message::new(format!("{n}"))).collect();
+    broker
+        .publish_messages("feed", None, &messages)
+        .await
+        .unwrap();
+    broker.tick().await;
+    assert_eq!(broker.group("feed", "reader").unwrap().backlog, 10);
+    let kept: Vec<u64> = consumer
+        .try_next(100)
+        .unwrap()
+        .iter()
+        .map(|delivery| delivery.record.offset)
+        .collect();
+    assert_eq!(kept, (15..25).collect::<Vec<u64>>(), "the newest are kept");
+    let dead = broker.dead_letters("feed.reader.dlq", 100).unwrap();
+    assert_eq!(dead.len(), 15);
+    assert_eq!(
+        dead[0]
+            .record
+            .header("weir.dlq.reason")
+            .map(|value| &value[..]),
+        Some(&b"overflow"[..])
+    );
+    broker.shutdown().await;
+}
+
+/// Per-key order with competing consumers: 4 consumers, 50 keys x 20 sequence numbers,
+/// random acks and nacks; each key's messages are processed strictly in order and no two of a
+/// key are ever in flight at once.
+#[tokio::test]
+async fn ordered_by_key_never_has_two_of_a_key_in_flight() {
+    let fixture = Fixture::new();
+    let broker = fixture.open().await;
+    let config = weir_core::TopicConfig {
+        partitions: 3,
+        ..weir_core::TopicConfig::default()
+    };
+    broker.create_topic("ledger", config).await.unwrap();
+    let mut messages = Vec::new();
+    for sequence in 0..20 {
+        for key in 0..50 {
+            messages.push(Message::new(format!("{sequence}")).with_key(format!("account-{key}")));
+        }
+    }
+    broker
+        .publish_messages("ledger", None, &messages)
+        .await
+        .unwrap();
+    let settings = QueueSettings {
+        ordered_by_key: true,
+        ..QueueSettings::default()
+    };
+    let mut consumers = Vec::new();
+    for _ in 0..4 {
+        consumers.push(
+            broker
+                .subscribe("ledger", "posting", queue_with(settings.clone(), 16))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut next_expected: HashMap<Vec<u8>, u32> = HashMap::new();
+    let mut held: Vec<Vec<weir_core::Delivery>> = vec![Vec::new(); 4];
+    let mut seed = 42u64;
+    let mut random = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut done = 0;
+    while done < 1000 {
+        for (index, consumer) in consumers.iter().enumerate() {
+            held[index].extend(consumer.try_next(16).unwrap());
+            let in_flight: Vec<Vec<u8>> = held
+                .iter()
+                .flatten()
+                .map(|delivery| delivery.record.key.clone().unwrap().to_vec())
+                .collect();
+            let unique: BTreeSet<&Vec<u8>> = in_flight.iter().collect();
+            assert_eq!(
+                unique.len(),
+                in_flight.len(),
+                "two messages of one key in flight"
+            );
+            // Finish a random part of what this consumer holds; sometimes fail and retry.
+            let mut keep = Vec::new();
+            for delivery in held[index].drain(..) {
+                match random() % 4 {
+                    0 => keep.push(delivery),
+                    1 => consumer
+                        .nack(&[delivery.id()], true, Duration::ZERO)
+                        .unwrap(),
+                    _ => {
+                        let key = delivery.record.key.clone().unwrap().to_vec();
+                        let sequence: u32 = std::str::from_utf8(&delivery.record.value)
+                            .unwrap()
+                            .parse()
+                            .unwrap();
+                        let expected = next_expected.entry(key).or_insert(0);
+                        assert_eq!(sequence, *expected, "per-key order");
+                        *expected += 1;
+                        consumer.ack(&[delivery.id()]).unwrap();
+                        done += 1;
+                    }
+                }
+            }
+            held[index] = keep;
+        }
+    }
+    assert!(next_expected.values().all(|&count| count == 20));
+    broker.shutdown().await;
+}
