@@ -1,1 +1,115 @@
-//! placeholder
+//! Weir's protocol front ends: thin adapters over one [`weir_core::Broker`].
+//!
+//! Nothing here decides anything about messages: a front end decodes a request, calls one
+//! `Broker` method, and encodes the answer. Today there is one front end, the native protocol
+//! of `weir-proto`; HTTP and RESP will sit beside it and share [`error::public_error`], the one
+//! mapping from the core's errors to the public error codes.
+//!
+//! # Layout
+//!
+//! - [`Server`]: binds the listeners ([`Server::bind`]) and runs them until a shutdown future
+//!   resolves ([`Server::run`]), then lets connections finish and shuts the broker down so
+//!   that every queued confirm is flushed.
+//! - `native/listener.rs`: the accept loop, with a connection limit and graceful shutdown.
+//! - `native/connection.rs`: one task per connection: frames in, a single writer task out,
+//!   pipelined publishes, one delivery task per subscription.
+//! - `native/handle.rs`: the one `match` over [`weir_proto::Request`].
+//! - [`error`]: core error → public code and message.
+//!
+//! The internals (connection lifecycle, pipelining, back-pressure, shutdown) are described in
+//! `docs/internals/server.md`.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn example() -> std::io::Result<()> {
+//! use weir_core::{Broker, BrokerConfig};
+//! use weir_server::{Server, ServerConfig};
+//! let broker = Broker::open(BrokerConfig::new("./weir-data")).await.expect("the broker opens");
+//! let server = Server::bind(broker, ServerConfig::default()).await?;
+//! println!("listening on {}", server.native_addr());
+//! server.run(async { tokio::signal::ctrl_c().await.ok(); }).await
+//! # }
+//! ```
+
+pub mod error;
+mod native;
+
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use weir_core::Broker;
+
+/// The settings of the listeners. The broker's own settings live in
+/// [`weir_core::BrokerConfig`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Where the native protocol listens. Port 0 picks a free port: see
+    /// [`Server::native_addr`].
+    pub native_addr: SocketAddr,
+    /// Most native connections open at once; one more is answered with a `quota` error and
+    /// closed.
+    pub max_connections: usize,
+    /// The largest frame accepted (and sent), length prefix included. A client declaring a
+    /// larger frame gets `payload_too_large` and is disconnected before anything is allocated.
+    pub max_frame_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            native_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 5680)),
+            max_connections: 1024,
+            max_frame_bytes: weir_proto::DEFAULT_MAX_FRAME_BYTES,
+        }
+    }
+}
+
+/// How long [`Server::run`] waits, after the shutdown future resolves, for connections to
+/// answer their in-flight requests and close. Past it, the remaining connections are dropped
+/// (their peers see the socket close), and the broker is shut down anyway, which still
+/// commits every publish it had queued.
+const CONNECTION_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Bound listeners over one broker, ready to [`run`](Server::run).
+pub struct Server {
+    broker: Broker,
+    config: ServerConfig,
+    native: TcpListener,
+}
+
+impl Server {
+    /// Binds the native listener. Nothing is accepted until [`Server::run`].
+    pub async fn bind(broker: Broker, config: ServerConfig) -> std::io::Result<Server> {
+        let native = TcpListener::bind(config.native_addr).await?;
+        Ok(Server {
+            broker,
+            config,
+            native,
+        })
+    }
+
+    /// The address the native listener is bound to: the configured one, with the port the
+    /// system chose if the configured port was 0.
+    pub fn native_addr(&self) -> SocketAddr {
+        self.native.local_addr().unwrap_or(self.config.native_addr)
+    }
+
+    /// Serves until `shutdown` resolves, then: stops accepting, tells every connection to stop
+    /// reading requests, lets each answer what it has in flight and close (for up to
+    /// [`CONNECTION_DRAIN_TIMEOUT`]), and finally calls [`Broker::shutdown`], which commits
+    /// every queued publish. Returns once the broker is shut down.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        let listener = native::listener::Listener::new(
+            self.native,
+            self.broker.clone(),
+            native::connection::Limits::from_config(&self.config),
+            self.config.max_connections,
+        );
+        listener.run(shutdown, CONNECTION_DRAIN_TIMEOUT).await;
+        self.broker.shutdown().await;
+        Ok(())
+    }
+}
