@@ -74,6 +74,12 @@ pub struct BatchHeader {
     pub base_sequence: u32,
 }
 
+/// The header naming a producer-supplied message id, used for deduplication.
+pub const MESSAGE_ID_HEADER: &str = "weir.id";
+/// Attribute bit: some record carries a [`MESSAGE_ID_HEADER`]. Set by [`BatchBuilder`], so the
+/// broker looks for ids only in batches that have them.
+pub const ATTRIBUTE_MESSAGE_IDS: u16 = 1;
+
 /// Most records one batch may hold; keeps per-batch bookkeeping bounded.
 pub const MAX_RECORDS: u32 = 1 << 20;
 
@@ -263,6 +269,15 @@ impl Batch {
     pub fn first_timestamp_ms(&self) -> i64 {
         self.header.first_timestamp_ms
     }
+    /// Whether some record may carry a message id ([`ATTRIBUTE_MESSAGE_IDS`]).
+    pub fn has_message_ids(&self) -> bool {
+        self.header.attributes & ATTRIBUTE_MESSAGE_IDS != 0
+    }
+    /// The idempotent producer's id and base sequence, if the batch has one.
+    pub fn producer(&self) -> Option<(u64, u32)> {
+        (self.header.producer_id != 0)
+            .then_some((self.header.producer_id, self.header.base_sequence))
+    }
     /// The encoded batch, as stored and sent.
     pub fn as_bytes(&self) -> &Bytes {
         &self.bytes
@@ -302,6 +317,11 @@ pub struct Record {
 
 impl Record {
     /// The value of the first header named `name`.
+    /// The producer-supplied message id, if any.
+    pub fn message_id(&self) -> Option<&Bytes> {
+        self.header(MESSAGE_ID_HEADER)
+    }
+
     pub fn header(&self, name: &str) -> Option<&Bytes> {
         self.headers
             .iter()
@@ -447,8 +467,9 @@ impl BatchBuilder {
         self
     }
 
+    /// Sets attribute bits (in addition to those the builder sets itself).
     pub fn attributes(&mut self, attributes: u16) -> &mut Self {
-        self.attributes = attributes;
+        self.attributes |= attributes;
         self
     }
 
@@ -490,6 +511,9 @@ impl BatchBuilder {
             }
         }
         put_varint(body, headers.len() as u64);
+        if headers.iter().any(|(name, _)| *name == MESSAGE_ID_HEADER) {
+            self.attributes |= ATTRIBUTE_MESSAGE_IDS;
+        }
         for (name, value) in headers {
             put_varint(body, name.len() as u64);
             body.put_slice(name.as_bytes());

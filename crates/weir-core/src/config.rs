@@ -47,6 +47,9 @@ pub struct TopicConfig {
     /// Keep each partition under about this many bytes (whole closed segments are deleted).
     pub retention_bytes: Option<u64>,
     pub segment_bytes: u64,
+    /// A message id (header `weir.id`) seen within this window is not stored again; also how
+    /// long an idempotent producer's sequence state is kept.
+    pub dedup_window_ms: u64,
 }
 
 impl Default for TopicConfig {
@@ -57,6 +60,7 @@ impl Default for TopicConfig {
             retention_ms: None,
             retention_bytes: None,
             segment_bytes: 256 << 20,
+            dedup_window_ms: 120_000,
         }
     }
 }

@@ -28,6 +28,7 @@ mod broker;
 mod catalog;
 pub mod clock;
 pub mod config;
+mod dedup;
 pub mod error;
 pub mod exchange;
 mod partition;
@@ -35,8 +36,8 @@ mod subscription;
 mod topic;
 
 pub use broker::{
-    Broker, Confirm, DLQ_GROUP, DLQ_HEADER_PREFIX, DeadLetterQueueInfo, Message, PartitionInfo,
-    PublishedRange, RoutedConfirm, TopicInfo,
+    Broker, Confirm, DLQ_GROUP, DLQ_HEADER_PREFIX, DeadLetterQueueInfo, Duplicate, Message,
+    PartitionInfo, PublishedRange, RoutedConfirm, TopicInfo,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{

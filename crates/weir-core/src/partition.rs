@@ -13,11 +13,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 use tokio::sync::{Notify, mpsc, oneshot};
-use weir_batch::Batch;
+use weir_batch::{Batch, BatchBuilder};
 use weir_storage::{LogConfig, LogReader, PartitionLog, RetentionReport};
 
 use crate::clock::Clock;
 use crate::config::{Durability, FsyncPolicy, TopicConfig};
+use crate::dedup::{Dedup, Verdict};
 use crate::error::{Error, Result};
 
 /// Commands queued to one partition's writer. Bounded so publishers feel back-pressure instead
@@ -27,11 +28,13 @@ const COMMAND_QUEUE: usize = 4096;
 const GROUP_COMMIT_BYTES: usize = 16 << 20;
 
 /// Where a batch landed and what its confirm promises.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Confirmed {
     pub partition: u32,
-    pub base_offset: u64,
-    pub last_offset: u64,
+    /// First and last offset of the records stored now; `None` if all were duplicates.
+    pub appended: Option<(u64, u64)>,
+    /// Offsets of earlier copies of the records that were duplicates and not stored again.
+    pub duplicates: Vec<u64>,
     pub durability: Durability,
 }
 
@@ -96,11 +99,13 @@ impl Partition {
             );
         }
         let reader = log.reader();
+        let dedup = rebuild_dedup(&reader, config.dedup_window_ms, clock.now_ms())?;
         let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
         let unsynced = Arc::new(AtomicBool::new(false));
         let writer = Writer {
             log,
             partition: id,
+            dedup,
             policy: config.fsync,
             visible,
             clock,
@@ -172,6 +177,7 @@ impl Partition {
 struct Writer {
     log: PartitionLog,
     partition: u32,
+    dedup: Dedup,
     policy: FsyncPolicy,
     visible: Arc<Notify>,
     clock: Arc<dyn Clock>,
@@ -190,17 +196,7 @@ impl Writer {
                 match command {
                     Command::Append { batch, reply } => {
                         queued_bytes += batch.len();
-                        let now_ms = self.clock.now_ms();
-                        let result = self
-                            .log
-                            .append(&batch, now_ms)
-                            .map(|appended| Confirmed {
-                                partition: self.partition,
-                                base_offset: appended.base_offset,
-                                last_offset: appended.last_offset,
-                                durability: Durability::Os,
-                            })
-                            .map_err(Error::from);
+                        let result = self.append(batch);
                         confirms.push((result, reply));
                     }
                     Command::Sync => sync_requested = true,
@@ -227,6 +223,53 @@ impl Writer {
         if let Err(error) = self.log.sync() {
             tracing::error!(partition = self.partition, %error, "final sync failed");
         }
+    }
+
+    /// Appends `batch` unless dedup says otherwise. Not yet flushed.
+    fn append(&mut self, batch: Batch) -> Result<Confirmed> {
+        let now_ms = self.clock.now_ms();
+        let verdict = self.dedup.check(&batch, self.log.next_offset(), now_ms)?;
+        let (stored, duplicates) = match verdict {
+            Verdict::Append => (Some(batch), Vec::new()),
+            Verdict::Duplicate(duplicates) => (None, duplicates),
+            Verdict::Partial { keep, duplicates } => {
+                let mut builder = BatchBuilder::new();
+                for (record, kept) in batch.records().zip(keep) {
+                    let record = record?;
+                    if kept {
+                        let headers: Vec<(&str, &[u8])> = record
+                            .headers
+                            .iter()
+                            .map(|(name, value)| (name.as_str(), &value[..]))
+                            .collect();
+                        builder.push(
+                            record.timestamp_ms,
+                            record.key.as_deref(),
+                            &headers,
+                            &record.value,
+                        );
+                    }
+                }
+                (
+                    Some(Batch::parse(builder.finish(), usize::MAX)?),
+                    duplicates,
+                )
+            }
+        };
+        let appended = match stored {
+            Some(stored) => {
+                let appended = self.log.append(&stored, now_ms)?;
+                self.dedup.record(&stored, appended.base_offset, now_ms);
+                Some((appended.base_offset, appended.last_offset))
+            }
+            None => None,
+        };
+        Ok(Confirmed {
+            partition: self.partition,
+            appended,
+            duplicates,
+            durability: Durability::Os,
+        })
     }
 
     /// Flushes or syncs everything appended since the last commit, then completes confirms.
@@ -266,4 +309,22 @@ impl Writer {
             self.visible.notify_waiters();
         }
     }
+}
+
+/// Replays the last `window_ms` of the log into a fresh dedup state.
+fn rebuild_dedup(reader: &LogReader, window_ms: u64, now_ms: i64) -> Result<Dedup> {
+    let mut dedup = Dedup::new(window_ms);
+    let start = reader
+        .offset_for_timestamp(now_ms.saturating_sub(window_ms as i64))?
+        .unwrap_or_else(|| reader.end_offset());
+    let mut next = start;
+    loop {
+        let batches = reader.read(next, 1 << 20)?;
+        let Some(last) = batches.last() else { break };
+        next = last.next_offset();
+        for batch in &batches {
+            dedup.record(batch, batch.base_offset(), batch.max_timestamp_ms());
+        }
+    }
+    Ok(dedup)
 }

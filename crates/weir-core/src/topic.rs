@@ -138,11 +138,14 @@ impl Topic {
         let targets: Vec<u32> = batch
             .records()
             .map(|record| {
-                record.map(|record| {
-                    record
-                        .key
-                        .map_or(default, |key| partition_for_key(&key, count))
-                })
+                // A message id without a key also picks the partition, so a retried message
+                // meets its earlier copy in the same partition's dedup window.
+                record.map(
+                    |record| match record.key.as_ref().or_else(|| record.message_id()) {
+                        Some(key) => partition_for_key(key, count),
+                        None => default,
+                    },
+                )
             })
             .collect::<std::result::Result<_, _>>()?;
         if targets.iter().all(|&target| target == targets[0]) {

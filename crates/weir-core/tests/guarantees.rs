@@ -505,3 +505,102 @@ async fn ordered_by_key_never_has_two_of_a_key_in_flight() {
     assert!(next_expected.values().all(|&count| count == 20));
     broker.shutdown().await;
 }
+
+fn with_id(value: &str, id: &str) -> Message {
+    Message::new(value.to_owned()).with_header("weir.id", id.to_owned())
+}
+
+/// A message id published twice within the window is stored once (also across a restart);
+/// after the window, twice.
+#[tokio::test]
+async fn a_message_id_is_stored_once_within_the_dedup_window() {
+    let fixture = Fixture::new();
+    {
+        let broker = fixture.open().await;
+        let first = broker
+            .publish_messages("payments", None, &[with_id("pay 1", "m-1")])
+            .await
+            .unwrap();
+        assert_eq!(first.ranges.len(), 1);
+        assert!(first.duplicates.is_empty());
+        let again = broker
+            .publish_messages("payments", None, &[with_id("pay 1", "m-1")])
+            .await
+            .unwrap();
+        assert!(again.ranges.is_empty());
+        assert_eq!(
+            again.duplicates,
+            vec![weir_core::Duplicate {
+                partition: 0,
+                offset: 0
+            }]
+        );
+        broker.shutdown().await;
+    }
+    let broker = fixture.open().await;
+    let after_restart = broker
+        .publish_messages(
+            "payments",
+            None,
+            &[with_id("pay 1", "m-1"), with_id("pay 2", "m-2")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        after_restart.duplicates.len(),
+        1,
+        "the window survives a restart"
+    );
+    assert_eq!(after_restart.ranges[0].base_offset, 1);
+    fixture.clock.advance(Duration::from_secs(121));
+    let later = broker
+        .publish_messages("payments", None, &[with_id("pay 1", "m-1")])
+        .await
+        .unwrap();
+    assert_eq!(
+        later.ranges.len(),
+        1,
+        "after the window the id is new again"
+    );
+    assert_eq!(broker.read("payments", 0, 0, 10).unwrap().len(), 3);
+    broker.shutdown().await;
+}
+
+/// A producer whose confirm was lost retries the same batch: stored once, answered with the
+/// original offsets.
+#[tokio::test]
+async fn an_idempotent_producer_retry_is_stored_once() {
+    let fixture = Fixture::new();
+    let broker = fixture.open().await;
+    let mut builder = weir_core::BatchBuilder::new();
+    builder.producer(99, 0);
+    builder.push(1, None, &[], b"a").push(1, None, &[], b"b");
+    let batch = builder.finish();
+    let first = broker
+        .publish("orders", Some(0), batch.clone())
+        .await
+        .unwrap();
+    let retry = broker.publish("orders", Some(0), batch).await.unwrap();
+    assert_eq!(
+        (first.ranges[0].base_offset, first.ranges[0].last_offset),
+        (0, 1)
+    );
+    assert!(retry.ranges.is_empty());
+    assert_eq!(
+        retry
+            .duplicates
+            .iter()
+            .map(|duplicate| duplicate.offset)
+            .collect::<Vec<_>>(),
+        vec![0, 1]
+    );
+    let mut gap = weir_core::BatchBuilder::new();
+    gap.producer(99, 5);
+    gap.push(1, None, &[], b"c");
+    assert!(matches!(
+        broker.publish("orders", Some(0), gap.finish()).await,
+        Err(Error::InvalidArgument(_))
+    ));
+    assert_eq!(broker.read("orders", 0, 0, 10).unwrap().len(), 2);
+    broker.shutdown().await;
+}

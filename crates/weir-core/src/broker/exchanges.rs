@@ -186,6 +186,7 @@ impl Broker {
             match targets.iter_mut().find(|(name, _)| *name == topic_name) {
                 Some((_, existing)) => {
                     existing.ranges.extend(confirm.ranges);
+                    existing.duplicates.extend(confirm.duplicates);
                     if confirm.durability == crate::config::Durability::Os {
                         existing.durability = confirm.durability;
                     }

@@ -62,10 +62,19 @@ pub struct PublishedRange {
     pub last_offset: u64,
 }
 
+/// A message not stored again because an earlier copy is: where that copy is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Duplicate {
+    pub partition: u32,
+    pub offset: u64,
+}
+
 /// The answer to a publish: where the messages are and what survives what.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Confirm {
     pub ranges: Vec<PublishedRange>,
+    /// Messages recognised as duplicates (by message id or idempotent-producer sequence).
+    pub duplicates: Vec<Duplicate>,
     /// The weakest durability among the partitions written.
     pub durability: Durability,
 }
@@ -80,15 +89,24 @@ impl From<Vec<Confirmed>> for Confirm {
         } else {
             Durability::Os
         };
-        Confirm {
-            ranges: confirms
-                .into_iter()
-                .map(|confirm| PublishedRange {
+        let mut ranges = Vec::new();
+        let mut duplicates = Vec::new();
+        for confirm in confirms {
+            if let Some((base_offset, last_offset)) = confirm.appended {
+                ranges.push(PublishedRange {
                     partition: confirm.partition,
-                    base_offset: confirm.base_offset,
-                    last_offset: confirm.last_offset,
-                })
-                .collect(),
+                    base_offset,
+                    last_offset,
+                });
+            }
+            duplicates.extend(confirm.duplicates.iter().map(|&offset| Duplicate {
+                partition: confirm.partition,
+                offset,
+            }));
+        }
+        Confirm {
+            ranges,
+            duplicates,
             durability,
         }
     }

@@ -1,0 +1,242 @@
+//! Deduplication in one partition: producer-supplied message ids seen within a window, and
+//! idempotent producers' sequence numbers. Lives on the partition's writer thread, the one
+//! place that orders appends, so a check and the append it guards cannot race.
+//!
+//! State is rebuilt on open from the log itself (the last window of it): the log is the only
+//! record of what was stored, so dedup survives restarts without writes of its own.
+
+use std::collections::{HashMap, VecDeque};
+
+use bytes::Bytes;
+use weir_batch::{Batch, Record};
+
+use crate::error::{Error, Result};
+
+/// How many recent batches of each idempotent producer are remembered, so a retry of any of
+/// them (not only the last) is answered with its original offsets.
+const PRODUCER_BATCHES: usize = 8;
+
+#[derive(Debug, Clone, Copy)]
+struct ProducedBatch {
+    base_sequence: u32,
+    last_sequence: u32,
+    base_offset: u64,
+}
+
+#[derive(Debug, Default)]
+struct ProducerState {
+    /// Oldest first.
+    batches: VecDeque<ProducedBatch>,
+    last_seen_ms: i64,
+}
+
+/// What to do with a batch about to be appended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Append all of it.
+    Append,
+    /// Append only the records marked `true`; the others duplicate these stored offsets.
+    Partial {
+        keep: Vec<bool>,
+        duplicates: Vec<u64>,
+    },
+    /// Store nothing: every record is already stored, at these offsets.
+    Duplicate(Vec<u64>),
+}
+
+pub struct Dedup {
+    window_ms: i64,
+    /// Message id → offset.
+    ids: HashMap<Bytes, u64>,
+    /// (stored at ms, id), oldest first, to expire `ids`.
+    expiry: VecDeque<(i64, Bytes)>,
+    producers: HashMap<u64, ProducerState>,
+}
+
+impl Dedup {
+    pub fn new(window_ms: u64) -> Dedup {
+        Dedup {
+            window_ms: window_ms as i64,
+            ids: HashMap::new(),
+            expiry: VecDeque::new(),
+            producers: HashMap::new(),
+        }
+    }
+
+    fn expire(&mut self, now_ms: i64) {
+        let horizon = now_ms - self.window_ms;
+        while let Some((stored_ms, _)) = self.expiry.front() {
+            if *stored_ms >= horizon {
+                break;
+            }
+            if let Some((_, id)) = self.expiry.pop_front() {
+                self.ids.remove(&id);
+            }
+        }
+        self.producers
+            .retain(|_, producer| producer.last_seen_ms >= horizon);
+    }
+
+    /// Decides what of `batch` to store. `next_offset` is where it would start.
+    pub fn check(&mut self, batch: &Batch, next_offset: u64, now_ms: i64) -> Result<Verdict> {
+        self.expire(now_ms);
+        if let Some((producer_id, base_sequence)) = batch.producer()
+            && let Some(producer) = self.producers.get(&producer_id)
+        {
+            let count = batch.record_count();
+            if let Some(previous) = producer
+                .batches
+                .iter()
+                .find(|previous| previous.base_sequence == base_sequence)
+            {
+                let offsets = (0..u64::from(count))
+                    .map(|index| previous.base_offset + index)
+                    .collect();
+                return Ok(Verdict::Duplicate(offsets));
+            }
+            if let Some(last) = producer.batches.back() {
+                let expected = last.last_sequence.wrapping_add(1);
+                if base_sequence != expected {
+                    return Err(Error::InvalidArgument(format!(
+                        "producer {producer_id}: sequence {base_sequence} out of order, expected {expected}"
+                    )));
+                }
+            }
+        }
+        if !batch.has_message_ids() {
+            return Ok(Verdict::Append);
+        }
+        let mut keep = Vec::with_capacity(batch.record_count() as usize);
+        let mut duplicates = Vec::new();
+        // Ids within this batch count too: the second of two equal ids is a duplicate.
+        let mut in_batch: HashMap<Bytes, u64> = HashMap::new();
+        let mut next = next_offset;
+        for record in batch.records() {
+            let record = record?;
+            match record.message_id() {
+                Some(id) => match self.ids.get(id).or_else(|| in_batch.get(id)) {
+                    Some(&original) => {
+                        duplicates.push(original);
+                        keep.push(false);
+                    }
+                    None => {
+                        in_batch.insert(id.clone(), next);
+                        next += 1;
+                        keep.push(true);
+                    }
+                },
+                None => {
+                    next += 1;
+                    keep.push(true);
+                }
+            }
+        }
+        Ok(if duplicates.is_empty() {
+            Verdict::Append
+        } else if keep.iter().all(|kept| !kept) {
+            Verdict::Duplicate(duplicates)
+        } else {
+            Verdict::Partial { keep, duplicates }
+        })
+    }
+
+    /// Remembers a stored batch whose first record got `base_offset`.
+    pub fn record(&mut self, batch: &Batch, base_offset: u64, now_ms: i64) {
+        if let Some((producer_id, base_sequence)) = batch.producer() {
+            let producer = self.producers.entry(producer_id).or_default();
+            producer.last_seen_ms = now_ms;
+            producer.batches.push_back(ProducedBatch {
+                base_sequence,
+                last_sequence: base_sequence.wrapping_add(batch.record_count() - 1),
+                base_offset,
+            });
+            if producer.batches.len() > PRODUCER_BATCHES {
+                producer.batches.pop_front();
+            }
+        }
+        if batch.has_message_ids() {
+            let shift = base_offset.wrapping_sub(batch.base_offset());
+            for record in batch.records().flatten() {
+                self.remember(&record, record.offset.wrapping_add(shift), now_ms);
+            }
+        }
+    }
+
+    fn remember(&mut self, record: &Record, offset: u64, now_ms: i64) {
+        if let Some(id) = record.message_id() {
+            self.ids.insert(id.clone(), offset);
+            self.expiry.push_back((now_ms, id.clone()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_batch::BatchBuilder;
+
+    fn batch(ids: &[Option<&str>], producer: Option<(u64, u32)>, base_offset: u64) -> Batch {
+        let mut builder = BatchBuilder::new();
+        if let Some((producer_id, sequence)) = producer {
+            builder.producer(producer_id, sequence);
+        }
+        for id in ids {
+            match id {
+                Some(id) => builder.push(1, None, &[("weir.id", id.as_bytes())], b"v"),
+                None => builder.push(1, None, &[], b"v"),
+            };
+        }
+        let mut bytes = builder.finish().to_vec();
+        Batch::set_base_offset(&mut bytes, base_offset);
+        Batch::parse(bytes.into(), usize::MAX).unwrap()
+    }
+
+    #[test]
+    fn a_message_id_is_stored_once_within_the_window_and_again_after() {
+        let mut dedup = Dedup::new(1_000);
+        let first = batch(&[Some("m-1"), None], None, 0);
+        assert_eq!(dedup.check(&first, 0, 0).unwrap(), Verdict::Append);
+        dedup.record(&first, 0, 0);
+        let again = batch(&[Some("m-1")], None, 2);
+        assert_eq!(
+            dedup.check(&again, 2, 999).unwrap(),
+            Verdict::Duplicate(vec![0])
+        );
+        let mixed = batch(&[Some("m-2"), Some("m-1"), Some("m-2")], None, 2);
+        assert_eq!(
+            dedup.check(&mixed, 2, 999).unwrap(),
+            Verdict::Partial {
+                keep: vec![true, false, false],
+                duplicates: vec![0, 2]
+            }
+        );
+        assert_eq!(
+            dedup.check(&again, 2, 1_001).unwrap(),
+            Verdict::Append,
+            "window passed"
+        );
+    }
+
+    #[test]
+    fn an_idempotent_producers_retry_gets_the_original_offsets() {
+        let mut dedup = Dedup::new(60_000);
+        let first = batch(&[None, None], Some((7, 0)), 10);
+        assert_eq!(dedup.check(&first, 10, 0).unwrap(), Verdict::Append);
+        dedup.record(&first, 10, 0);
+        let second = batch(&[None], Some((7, 2)), 12);
+        assert_eq!(dedup.check(&second, 12, 0).unwrap(), Verdict::Append);
+        dedup.record(&second, 12, 0);
+        assert_eq!(
+            dedup.check(&first, 13, 0).unwrap(),
+            Verdict::Duplicate(vec![10, 11])
+        );
+        let gap = batch(&[None], Some((7, 9)), 13);
+        assert!(dedup.check(&gap, 13, 0).is_err());
+        let stranger = batch(&[None], Some((8, 5)), 13);
+        assert_eq!(
+            dedup.check(&stranger, 13, 0).unwrap(),
+            Verdict::Append,
+            "unknown producers start anywhere"
+        );
+    }
+}
