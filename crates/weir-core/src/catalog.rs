@@ -13,6 +13,7 @@ use crate::exchange::Exchange;
 
 const TOPICS: &str = "topics";
 const EXCHANGES: &str = "exchanges";
+const IDEMPOTENCY_KEYS: &str = "idempotency_keys";
 const SUBSCRIPTIONS: &str = "subscriptions";
 /// Per partition of a subscription: the stream's committed offset or the queue's ack state.
 const POSITIONS: &str = "positions";
@@ -189,6 +190,49 @@ impl Catalog {
             });
         }
         Ok(self.meta.write(&ops, true)?)
+    }
+
+    pub fn idempotency_key<T: for<'a> Deserialize<'a>>(&self, key: &str) -> Result<Option<T>> {
+        self.meta
+            .get(IDEMPOTENCY_KEYS, key.as_bytes())?
+            .map(|bytes| decode("idempotency key", &bytes))
+            .transpose()
+    }
+
+    /// Saves (`Some`) or forgets (`None`) an idempotency key; `durable` waits for the disk.
+    pub fn save_idempotency_key<T: Serialize>(
+        &self,
+        key: &str,
+        value: Option<&T>,
+        durable: bool,
+    ) -> Result<()> {
+        let key = key.as_bytes().to_vec();
+        let op = match value {
+            Some(value) => MetaOp::Put {
+                table: IDEMPOTENCY_KEYS,
+                key,
+                value: encode(value),
+            },
+            None => MetaOp::Delete {
+                table: IDEMPOTENCY_KEYS,
+                key,
+            },
+        };
+        Ok(self.meta.write(&[op], durable)?)
+    }
+
+    /// Every idempotency key, for expiring them.
+    pub fn idempotency_keys<T: for<'a> Deserialize<'a>>(&self) -> Result<Vec<(String, T)>> {
+        self.meta
+            .scan(IDEMPOTENCY_KEYS, b"")?
+            .into_iter()
+            .map(|(key, value)| {
+                Ok((
+                    String::from_utf8_lossy(&key).into_owned(),
+                    decode("idempotency key", &value)?,
+                ))
+            })
+            .collect()
     }
 
     /// The stored position of one partition of a subscription.

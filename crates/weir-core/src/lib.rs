@@ -36,7 +36,7 @@ mod subscription;
 mod topic;
 
 pub use broker::{
-    Broker, Confirm, DLQ_GROUP, DLQ_HEADER_PREFIX, DeadLetterQueueInfo, Duplicate, Message,
+    Broker, Claim, Confirm, DLQ_GROUP, DLQ_HEADER_PREFIX, DeadLetterQueueInfo, Duplicate, Message,
     PartitionInfo, PublishedRange, RoutedConfirm, TopicInfo,
 };
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -3,9 +3,11 @@
 
 mod dead_letters;
 mod exchanges;
+mod idempotency;
 
 pub use dead_letters::{DLQ_GROUP, DLQ_HEADER_PREFIX, DeadLetterQueueInfo};
 pub use exchanges::RoutedConfirm;
+pub use idempotency::Claim;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -134,6 +136,7 @@ pub struct TopicInfo {
 struct Timers {
     positions_saved_ms: i64,
     retention_ms: i64,
+    keys_expired_ms: i64,
     interval_synced_ms: HashMap<String, i64>,
 }
 
@@ -141,6 +144,7 @@ struct Timers {
 /// acknowledgements is forgotten (and those messages are delivered again).
 const SAVE_POSITIONS_MS: i64 = 100;
 const RETENTION_MS: i64 = 1_000;
+const EXPIRE_KEYS_MS: i64 = 60_000;
 
 struct Inner {
     config: BrokerConfig,
@@ -152,6 +156,8 @@ struct Inner {
     admin: tokio::sync::Mutex<()>,
     timers: Mutex<Timers>,
     exchanges: RwLock<BTreeMap<String, Arc<Exchange>>>,
+    /// Serialises read-modify-write of idempotency keys.
+    idempotency: Mutex<()>,
     /// Messages an exchange dropped because nothing matched (and no alternate, not mandatory).
     unroutable_dropped: AtomicU64,
     next_consumer: AtomicU64,
@@ -228,6 +234,7 @@ impl Broker {
                 timers: Mutex::new(Timers::default()),
                 exchanges: RwLock::new(exchanges),
                 unroutable_dropped: AtomicU64::new(0),
+                idempotency: Mutex::new(()),
                 next_consumer: AtomicU64::new(1),
                 closed: AtomicBool::new(false),
             }),
@@ -557,7 +564,7 @@ impl Broker {
             self.store_dead_letters(subscription).await;
         }
         let topics: Vec<Arc<Topic>> = read(&self.inner.topics).values().cloned().collect();
-        let (save_positions, run_retention) = {
+        let (save_positions, run_retention, expire_keys) = {
             let mut timers = lock(&self.inner.timers);
             for topic in &topics {
                 if let FsyncPolicy::IntervalMs(interval_ms) = topic.config.fsync {
@@ -581,10 +588,17 @@ impl Broker {
             if retention {
                 timers.retention_ms = now_ms;
             }
-            (save, retention)
+            let expire_keys = now_ms - timers.keys_expired_ms >= EXPIRE_KEYS_MS;
+            if expire_keys {
+                timers.keys_expired_ms = now_ms;
+            }
+            (save, retention, expire_keys)
         };
         if save_positions {
             self.save_positions(&subscriptions);
+        }
+        if expire_keys && let Err(error) = self.expire_keys(now_ms) {
+            tracing::warn!(%error, "expiring idempotency keys failed");
         }
         if run_retention {
             for topic in &topics {
