@@ -1049,6 +1049,14 @@ mod tests {
     }
 
     #[test]
+    fn the_writer_can_move_to_a_thread_and_readers_can_be_shared() {
+        fn send<T: Send>() {}
+        fn send_sync_clone<T: Send + Sync + Clone>() {}
+        send::<PartitionLog>();
+        send_sync_clone::<LogReader>();
+    }
+
+    #[test]
     fn an_oversized_batch_is_refused() {
         let (mut log, _) = PartitionLog::open(
             SimDirectory::new(1),
