@@ -1,1 +1,100 @@
-fn main() {}
+//! The `weir` binary: `weir serve` runs the broker; client verbs talk to a running one.
+//!
+//! Each verb is one module under `cli/` with its own `clap` arguments and an async `run`; this
+//! file only parses the command line, installs the tracing subscriber, starts the runtime and
+//! maps an error to the exit code. To add a verb: add `cli/<verb>.rs`, declare it in
+//! `cli/mod.rs`, and add a variant to [`Command`] and a line to its `match` in [`main`].
+//! `anyhow` lives here and nowhere else in the workspace.
+
+mod cli;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// A durable message broker in one binary.
+#[derive(Debug, Parser)]
+#[command(
+    name = "weir",
+    version,
+    after_help = "Example:\n  weir serve --data-dir /var/lib/weir --native-addr 0.0.0.0:5680"
+)]
+struct Arguments {
+    /// What to log: a level (error, warn, info, debug, trace) or filter directives as in
+    /// RUST_LOG (`weir_core=debug,info`). Wins over RUST_LOG.
+    #[arg(long, global = true, env = "WEIR_LOG_LEVEL", value_name = "FILTER")]
+    log_level: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the broker until Ctrl-C or SIGTERM.
+    Serve(cli::serve::ServeArguments),
+}
+
+impl Command {
+    /// The log filter when neither `--log-level` nor RUST_LOG says otherwise. The server
+    /// reports its lifecycle at info; client verbs print their results on stdout and keep
+    /// stderr for trouble.
+    fn default_log_filter(&self) -> &'static str {
+        match self {
+            Command::Serve(_) => "info",
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let arguments = Arguments::parse();
+    if let Err(error) = install_tracing(
+        arguments.log_level.as_deref(),
+        arguments.command.default_log_filter(),
+    ) {
+        eprintln!("error: {error:#}");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match arguments.command {
+            Command::Serve(serve) => cli::serve::run(serve).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr, so stdout stays clean for verbs that print results. Precedence:
+/// `--log-level` (or WEIR_LOG_LEVEL), then RUST_LOG, then the verb's default.
+fn install_tracing(flag: Option<&str>, default: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let filter = match flag {
+        Some(directives) => EnvFilter::try_new(directives)
+            .with_context(|| format!("invalid --log-level '{directives}'"))?,
+        None => EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(default))?,
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colour codes only where a person reads them; log files and tests get plain text.
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    Ok(())
+}

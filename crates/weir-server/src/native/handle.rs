@@ -125,6 +125,8 @@ impl Session {
                     retention_ms: retention_ms.or(defaults.retention_ms),
                     retention_bytes: retention_bytes.or(defaults.retention_bytes),
                     segment_bytes: segment_bytes.unwrap_or(defaults.segment_bytes),
+                    // Settings the wire does not carry yet (dedup window, …).
+                    ..defaults.clone()
                 };
                 match broker.create_topic(&name, config).await {
                     Ok(info) => Response::Topic(convert::topic_info(info)),

@@ -1,0 +1,372 @@
+//! `weir serve`: open the broker on a data directory and serve the native protocol until
+//! SIGINT or SIGTERM, then shut down gracefully.
+//!
+//! Every setting comes from, in order of precedence: a flag, its `WEIR_*` environment
+//! variable, the TOML file given by `--config`, the built-in default (DESIGN.md §4: data in
+//! `./weir-data`, native protocol on 127.0.0.1:5680). Flags and variables are `clap`'s job;
+//! this module merges the result with the file ([`resolve`], a pure function) and runs the
+//! server. It logs exactly one `native listener on ADDR` line with the bound address, which
+//! scripts and tests read to learn the port when it was 0.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use tokio::signal::unix::{SignalKind, signal};
+use weir_core::{Broker, BrokerConfig, FsyncPolicy};
+use weir_server::{Server, ServerConfig};
+
+const DEFAULT_DATA_DIR: &str = "./weir-data";
+const DEFAULT_NATIVE_ADDR: &str = "127.0.0.1:5680";
+
+const EXAMPLES: &str = "\
+Examples:
+  weir serve
+  weir serve --data-dir /var/lib/weir --native-addr 0.0.0.0:5680
+  WEIR_DEFAULT_FSYNC=os weir serve --config weir.toml
+
+A config file holds any of these keys (flags and WEIR_* variables win over it):
+  data_dir = \"./weir-data\"
+  native_addr = \"127.0.0.1:5680\"
+  auto_create_topics = true
+  default_ack_timeout_ms = 30000
+  default_partitions = 1
+  default_fsync = \"always\"        # or \"os\", or \"interval(10)\" (milliseconds)
+  max_frame_bytes = 16777216
+  max_connections = 1024";
+
+/// Run the broker until Ctrl-C or SIGTERM.
+#[derive(Debug, Default, clap::Args)]
+#[command(after_help = EXAMPLES)]
+pub struct ServeArguments {
+    /// Directory of the broker's data [default: ./weir-data]
+    #[arg(long, env = "WEIR_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// Address of the native protocol listener; port 0 picks a free port [default:
+    /// 127.0.0.1:5680]
+    #[arg(long, env = "WEIR_NATIVE_ADDR", value_name = "HOST:PORT")]
+    native_addr: Option<String>,
+
+    /// TOML file with defaults for any of these settings
+    #[arg(long, env = "WEIR_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Create a topic on the first publish or subscribe that names it [default: true]
+    #[arg(long, env = "WEIR_AUTO_CREATE_TOPICS", value_name = "BOOL")]
+    auto_create_topics: Option<bool>,
+
+    /// Queue subscriptions created without their own ack timeout redeliver after this long
+    /// [default: 30000]
+    #[arg(long, env = "WEIR_DEFAULT_ACK_TIMEOUT_MS", value_name = "MS")]
+    default_ack_timeout_ms: Option<u64>,
+
+    /// Partitions of a topic created without saying [default: 1]
+    #[arg(long, env = "WEIR_DEFAULT_PARTITIONS", value_name = "N")]
+    default_partitions: Option<u32>,
+
+    /// Fsync policy of a topic created without saying: always, os, or interval(MS)
+    /// [default: always]
+    #[arg(long, env = "WEIR_DEFAULT_FSYNC", value_name = "POLICY")]
+    default_fsync: Option<String>,
+
+    /// Largest frame a client may send, in bytes [default: 16777216]
+    #[arg(long, env = "WEIR_MAX_FRAME_BYTES", value_name = "BYTES")]
+    max_frame_bytes: Option<usize>,
+
+    /// Most client connections at once [default: 1024]
+    #[arg(long, env = "WEIR_MAX_CONNECTIONS", value_name = "N")]
+    max_connections: Option<usize>,
+}
+
+/// The `--config` file. Unknown keys are refused, so a typo is an error, not a silent default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    native_addr: Option<String>,
+    auto_create_topics: Option<bool>,
+    default_ack_timeout_ms: Option<u64>,
+    default_partitions: Option<u32>,
+    default_fsync: Option<String>,
+    max_frame_bytes: Option<usize>,
+    max_connections: Option<usize>,
+}
+
+/// Everything `serve` needs, merged and checked.
+#[derive(Debug)]
+struct Settings {
+    broker: BrokerConfig,
+    server: ServerConfig,
+}
+
+/// Smallest frame limit accepted: a handshake and an error frame must fit with room to spare.
+const MIN_FRAME_BYTES: usize = 1024;
+
+fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+/// Parses `always`, `os`, `interval(10)`, `interval(10ms)` or `interval:10`.
+fn parse_fsync(text: &str) -> anyhow::Result<FsyncPolicy> {
+    let text = text.trim();
+    let interval = text
+        .strip_prefix("interval(")
+        .and_then(|rest| rest.strip_suffix(')'))
+        .or_else(|| text.strip_prefix("interval:"))
+        .map(|milliseconds| milliseconds.trim().trim_end_matches("ms"));
+    match (text, interval) {
+        ("always", _) => Ok(FsyncPolicy::Always),
+        ("os", _) => Ok(FsyncPolicy::Os),
+        (_, Some(milliseconds)) => match milliseconds.parse::<u32>() {
+            Ok(milliseconds) if milliseconds > 0 => Ok(FsyncPolicy::IntervalMs(milliseconds)),
+            _ => bail!("invalid fsync interval '{text}': expected interval(MS) with MS ≥ 1"),
+        },
+        _ => bail!("invalid fsync policy '{text}': expected always, os or interval(MS)"),
+    }
+}
+
+fn resolve_address(text: &str) -> anyhow::Result<SocketAddr> {
+    text.to_socket_addrs()
+        .with_context(|| format!("invalid listener address '{text}': expected HOST:PORT"))?
+        .next()
+        .with_context(|| format!("'{text}' resolves to no address"))
+}
+
+/// Merges flags (already merged with the environment by clap) over the file over defaults.
+fn resolve(arguments: &ServeArguments, file: FileConfig) -> anyhow::Result<Settings> {
+    let data_dir = arguments
+        .data_dir
+        .clone()
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let native_addr = resolve_address(
+        arguments
+            .native_addr
+            .as_deref()
+            .or(file.native_addr.as_deref())
+            .unwrap_or(DEFAULT_NATIVE_ADDR),
+    )?;
+
+    let mut broker = BrokerConfig::new(data_dir);
+    if let Some(auto_create) = arguments.auto_create_topics.or(file.auto_create_topics) {
+        broker.auto_create_topics = auto_create;
+    }
+    if let Some(timeout_ms) = arguments
+        .default_ack_timeout_ms
+        .or(file.default_ack_timeout_ms)
+    {
+        if timeout_ms == 0 {
+            bail!("the default ack timeout must be at least 1 ms");
+        }
+        broker.default_ack_timeout = Duration::from_millis(timeout_ms);
+    }
+    if let Some(partitions) = arguments.default_partitions.or(file.default_partitions) {
+        if partitions == 0 {
+            bail!("a topic needs at least 1 partition");
+        }
+        broker.default_topic.partitions = partitions;
+    }
+    if let Some(fsync) = arguments
+        .default_fsync
+        .as_deref()
+        .or(file.default_fsync.as_deref())
+    {
+        broker.default_topic.fsync = parse_fsync(fsync)?;
+    }
+
+    let mut server = ServerConfig {
+        native_addr,
+        ..ServerConfig::default()
+    };
+    if let Some(max_frame_bytes) = arguments.max_frame_bytes.or(file.max_frame_bytes) {
+        if !(MIN_FRAME_BYTES..=u32::MAX as usize).contains(&max_frame_bytes) {
+            bail!(
+                "the maximum frame size must be between {MIN_FRAME_BYTES} and {} bytes",
+                u32::MAX
+            );
+        }
+        server.max_frame_bytes = max_frame_bytes;
+    }
+    if let Some(max_connections) = arguments.max_connections.or(file.max_connections) {
+        if max_connections == 0 {
+            bail!("the server must allow at least 1 connection");
+        }
+        server.max_connections = max_connections;
+    }
+    // A batch travels in one publish frame, so a batch limit above the frame limit could never
+    // be reached; keeping them consistent makes the frame limit the one knob.
+    broker.max_batch_bytes = broker.max_batch_bytes.min(server.max_frame_bytes);
+    Ok(Settings { broker, server })
+}
+
+pub async fn run(arguments: ServeArguments) -> anyhow::Result<()> {
+    let file = match &arguments.config {
+        Some(path) => load_file(path)?,
+        None => FileConfig::default(),
+    };
+    let settings = resolve(&arguments, file)?;
+
+    // Handlers first: from here on a signal means "shut down gracefully", never the default
+    // action of dying on the spot, even if it arrives while the broker is still opening.
+    let mut interrupt =
+        signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+
+    let data_dir = settings.broker.data_dir.clone();
+    let broker = Broker::open(settings.broker)
+        .await
+        .with_context(|| format!("cannot open the broker on {}", data_dir.display()))?;
+    let native_addr = settings.server.native_addr;
+    let server = match Server::bind(broker.clone(), settings.server).await {
+        Ok(server) => server,
+        Err(error) => {
+            broker.shutdown().await;
+            return Err(error)
+                .with_context(|| format!("cannot listen on {native_addr} (native protocol)"));
+        }
+    };
+    tracing::info!("native listener on {}", server.native_addr());
+
+    let (first_signal, first_signal_received) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = interrupt.recv() => "SIGINT",
+            _ = terminate.recv() => "SIGTERM",
+        };
+        tracing::info!(
+            signal = name,
+            "shutting down: finishing in-flight requests (signal again to stop at once)"
+        );
+        let _ = first_signal.send(());
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        // The operator insists. Everything confirmed is already durable; what is lost is only
+        // the answers to requests still in flight.
+        tracing::warn!("second signal: exiting without waiting");
+        std::process::exit(1);
+    });
+    server
+        .run(async {
+            let _ = first_signal_received.await;
+        })
+        .await
+        .context("the server failed")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> FileConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let settings = resolve(&ServeArguments::default(), FileConfig::default()).unwrap();
+        assert_eq!(settings.broker.data_dir, PathBuf::from("./weir-data"));
+        assert_eq!(
+            settings.server.native_addr,
+            "127.0.0.1:5680".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(settings.broker.default_topic.fsync, FsyncPolicy::Always);
+        assert!(settings.broker.auto_create_topics);
+    }
+
+    #[test]
+    fn the_file_overrides_defaults_and_flags_override_the_file() {
+        let file = file(
+            r#"
+            data_dir = "/from/file"
+            native_addr = "127.0.0.1:7000"
+            auto_create_topics = false
+            default_ack_timeout_ms = 250
+            default_partitions = 4
+            default_fsync = "interval(20)"
+            max_frame_bytes = 65536
+            max_connections = 8
+            "#,
+        );
+        let arguments = ServeArguments {
+            data_dir: Some("/from/flag".into()),
+            default_partitions: Some(2),
+            ..ServeArguments::default()
+        };
+        let settings = resolve(&arguments, file).unwrap();
+        assert_eq!(settings.broker.data_dir, PathBuf::from("/from/flag"));
+        assert_eq!(settings.broker.default_topic.partitions, 2);
+        assert_eq!(settings.server.native_addr.port(), 7000);
+        assert!(!settings.broker.auto_create_topics);
+        assert_eq!(
+            settings.broker.default_ack_timeout,
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            settings.broker.default_topic.fsync,
+            FsyncPolicy::IntervalMs(20)
+        );
+        assert_eq!(settings.server.max_frame_bytes, 65536);
+        assert_eq!(settings.broker.max_batch_bytes, 65536);
+        assert_eq!(settings.server.max_connections, 8);
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_file_is_an_error() {
+        assert!(toml::from_str::<FileConfig>("data_directory = \"x\"").is_err());
+    }
+
+    #[test]
+    fn fsync_policies_parse_in_every_documented_spelling() {
+        assert_eq!(parse_fsync("always").unwrap(), FsyncPolicy::Always);
+        assert_eq!(parse_fsync("os").unwrap(), FsyncPolicy::Os);
+        assert_eq!(
+            parse_fsync("interval(5)").unwrap(),
+            FsyncPolicy::IntervalMs(5)
+        );
+        assert_eq!(
+            parse_fsync("interval(5ms)").unwrap(),
+            FsyncPolicy::IntervalMs(5)
+        );
+        assert_eq!(
+            parse_fsync("interval:7").unwrap(),
+            FsyncPolicy::IntervalMs(7)
+        );
+        assert!(parse_fsync("interval(0)").is_err());
+        assert!(parse_fsync("sometimes").is_err());
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        let refused = |arguments: ServeArguments| resolve(&arguments, FileConfig::default());
+        assert!(
+            refused(ServeArguments {
+                max_frame_bytes: Some(10),
+                ..ServeArguments::default()
+            })
+            .is_err()
+        );
+        assert!(
+            refused(ServeArguments {
+                default_partitions: Some(0),
+                ..ServeArguments::default()
+            })
+            .is_err()
+        );
+        assert!(
+            refused(ServeArguments {
+                native_addr: Some("no port".into()),
+                ..ServeArguments::default()
+            })
+            .is_err()
+        );
+    }
+}
