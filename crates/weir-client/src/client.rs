@@ -1,0 +1,437 @@
+//! [`Client`]: a cheap, cloneable handle on one shared connection, with the admin calls and
+//! the raw publish, and the factory for producers and consumers.
+//!
+//! The client keeps one connection (see `connection.rs`) for every clone. When it breaks, the
+//! next call opens a new one; attempts after a failure are spaced by an exponential backoff, so
+//! many callers retrying at once make one connection attempt per pause, not one each. Admin
+//! calls are tried once: whether to repeat a `create_topic` after a lost connection is the
+//! caller's decision. Producers retry by themselves (`producer.rs`); consumers open their own
+//! connection so that one slow consumer's flow control never holds up anyone else's answers
+//! (`consumer.rs`).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::time::Instant;
+use weir_proto::{Fsync, GroupInfo, Request, Response, Start, TopicInfo};
+
+use crate::connection::{Connection, ConnectionSettings, unexpected};
+use crate::consumer::{Consumer, SubscribeOptions};
+use crate::error::{Error, Result};
+use crate::message::Published;
+use crate::producer::{Producer, ProducerOptions};
+
+/// How a client connects and how long it waits.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Sent in the handshake; the broker shows it in logs and the console.
+    pub client_name: String,
+    /// Bound on connecting plus the handshake.
+    pub connect_timeout: Duration,
+    /// Bound on waiting for any one answer.
+    pub request_timeout: Duration,
+    /// First pause after a failed connection attempt; doubled after each further failure.
+    pub reconnect_delay_min: Duration,
+    /// The longest pause between connection attempts.
+    pub reconnect_delay_max: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            client_name: format!("weir-client/{}", env!("CARGO_PKG_VERSION")),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            reconnect_delay_min: Duration::from_millis(50),
+            reconnect_delay_max: Duration::from_secs(2),
+        }
+    }
+}
+
+impl ClientOptions {
+    pub(crate) fn connection_settings(&self) -> ConnectionSettings {
+        ConnectionSettings {
+            client_name: self.client_name.clone(),
+            connect_timeout: self.connect_timeout,
+            request_timeout: self.request_timeout,
+        }
+    }
+
+    pub(crate) fn backoff(&self) -> Backoff {
+        Backoff::new(self.reconnect_delay_min, self.reconnect_delay_max)
+    }
+}
+
+/// Pauses between retries: `minimum`, doubling up to `maximum`, back to `minimum` after a
+/// success.
+#[derive(Debug, Clone)]
+pub(crate) struct Backoff {
+    minimum: Duration,
+    maximum: Duration,
+    /// The pause `next_delay` returns next.
+    current: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new(minimum: Duration, maximum: Duration) -> Backoff {
+        Backoff {
+            minimum,
+            maximum: maximum.max(minimum),
+            current: minimum,
+        }
+    }
+
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        let delay = self.current;
+        self.current = (self.current * 2).min(self.maximum);
+        delay
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.current = self.minimum;
+    }
+}
+
+/// A new topic's settings. `Default` is one partition, `fsync = always`, the broker's
+/// retention and segment size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicOptions {
+    /// How many partitions (1 to the broker's maximum).
+    pub partitions: u32,
+    /// When appends are fsynced, and so what a confirm promises.
+    pub fsync: Fsync,
+    /// Delete messages older than this (whole segments at a time); `None` for the broker's
+    /// default.
+    pub retention: Option<Duration>,
+    /// Keep each partition under about this many bytes; `None` for the broker's default.
+    pub retention_bytes: Option<u64>,
+    /// Roll segment files at this size; `None` for the broker's default.
+    pub segment_bytes: Option<u64>,
+}
+
+impl Default for TopicOptions {
+    fn default() -> Self {
+        TopicOptions {
+            partitions: 1,
+            fsync: Fsync::Always,
+            retention: None,
+            retention_bytes: None,
+            segment_bytes: None,
+        }
+    }
+}
+
+/// Retries of connecting: the pause before the next attempt, and the attempt itself.
+#[derive(Debug)]
+struct Reconnect {
+    backoff: Backoff,
+    /// No attempt before this instant (set after a failure).
+    not_before: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    address: String,
+    options: ClientOptions,
+    /// The connection in use. A std mutex held only to clone or replace the `Arc`.
+    current: Mutex<Option<Arc<Connection>>>,
+    /// Held while connecting, so concurrent callers wait for one attempt instead of each
+    /// making their own. A tokio mutex: it is held across the connect.
+    reconnect: tokio::sync::Mutex<Reconnect>,
+}
+
+/// A handle on a Weir broker. Cheap to clone; every clone shares one connection.
+///
+/// ```no_run
+/// # async fn run() -> weir_client::Result<()> {
+/// let client = weir_client::Client::connect("127.0.0.1:5680").await?;
+/// for topic in client.topics().await? {
+///     println!("{} ({} partitions)", topic.name, topic.partitions.len());
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl Client {
+    /// Connects to the broker's native listener at `address` (`HOST:PORT`) with default
+    /// options. Fails if the first connection cannot be made; later losses are repaired.
+    pub async fn connect(address: &str) -> Result<Client> {
+        Client::connect_with(address, ClientOptions::default()).await
+    }
+
+    /// Connects with explicit options.
+    pub async fn connect_with(address: &str, options: ClientOptions) -> Result<Client> {
+        let client = Client {
+            inner: Arc::new(Inner {
+                address: address.to_owned(),
+                reconnect: tokio::sync::Mutex::new(Reconnect {
+                    backoff: options.backoff(),
+                    not_before: None,
+                }),
+                options,
+                current: Mutex::new(None),
+            }),
+        };
+        client.connection().await?;
+        Ok(client)
+    }
+
+    /// The address this client connects to.
+    pub fn address(&self) -> &str {
+        &self.inner.address
+    }
+
+    /// The options this client was made with.
+    pub fn options(&self) -> &ClientOptions {
+        &self.inner.options
+    }
+
+    fn current(&self) -> Option<Arc<Connection>> {
+        self.inner
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .filter(|connection| !connection.is_closed())
+    }
+
+    /// The shared connection, reconnecting if it closed. After a failed attempt the next one
+    /// waits out the backoff pause first.
+    pub(crate) async fn connection(&self) -> Result<Arc<Connection>> {
+        if let Some(connection) = self.current() {
+            return Ok(connection);
+        }
+        let mut reconnect = self.inner.reconnect.lock().await;
+        // Someone else may have reconnected while this caller waited for the lock.
+        if let Some(connection) = self.current() {
+            return Ok(connection);
+        }
+        if let Some(not_before) = reconnect.not_before {
+            tokio::time::sleep_until(not_before).await;
+        }
+        match self.open_connection().await {
+            Ok(connection) => {
+                reconnect.backoff.reset();
+                reconnect.not_before = None;
+                let connection = Arc::new(connection);
+                *self
+                    .inner
+                    .current
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(connection.clone());
+                Ok(connection)
+            }
+            Err(error) => {
+                let delay = reconnect.backoff.next_delay();
+                reconnect.not_before = Some(Instant::now() + delay);
+                tracing::debug!(address = %self.inner.address, %error, ?delay, "connecting failed");
+                Err(error)
+            }
+        }
+    }
+
+    /// A new connection of its own (for a consumer), not shared with this client's calls.
+    pub(crate) async fn open_connection(&self) -> Result<Connection> {
+        Connection::open(
+            &self.inner.address,
+            &self.inner.options.connection_settings(),
+        )
+        .await
+    }
+
+    async fn request(&self, request: &Request) -> Result<Response> {
+        self.connection().await?.request(request).await
+    }
+
+    async fn request_ok(&self, request: &Request) -> Result<()> {
+        match self.request(request).await? {
+            Response::Ok => Ok(()),
+            other => Err(unexpected("Ok", &other)),
+        }
+    }
+
+    /// Checks that the broker answers.
+    pub async fn ping(&self) -> Result<()> {
+        match self.request(&Request::Ping).await? {
+            Response::Pong => Ok(()),
+            other => Err(unexpected("Pong", &other)),
+        }
+    }
+
+    /// Creates a topic. Fails with the `topic_exists` code if there is one by that name.
+    pub async fn create_topic(&self, name: &str, options: TopicOptions) -> Result<TopicInfo> {
+        let retention_ms = options
+            .retention
+            .map(|retention| u64::try_from(retention.as_millis()).unwrap_or(u64::MAX));
+        let request = Request::CreateTopic {
+            name: name.to_owned(),
+            partitions: options.partitions,
+            fsync: options.fsync,
+            retention_ms,
+            retention_bytes: options.retention_bytes,
+            segment_bytes: options.segment_bytes,
+        };
+        match self.request(&request).await? {
+            Response::Topic(topic) => Ok(topic),
+            other => Err(unexpected("Topic", &other)),
+        }
+    }
+
+    /// Deletes a topic, its data and its subscriptions.
+    pub async fn delete_topic(&self, name: &str) -> Result<()> {
+        self.request_ok(&Request::DeleteTopic {
+            name: name.to_owned(),
+        })
+        .await
+    }
+
+    /// Every topic.
+    pub async fn topics(&self) -> Result<Vec<TopicInfo>> {
+        match self.request(&Request::ListTopics).await? {
+            Response::Topics(topics) => Ok(topics),
+            other => Err(unexpected("Topics", &other)),
+        }
+    }
+
+    /// One topic: its settings and partitions' offsets.
+    pub async fn topic(&self, name: &str) -> Result<TopicInfo> {
+        match self
+            .request(&Request::DescribeTopic {
+                name: name.to_owned(),
+            })
+            .await?
+        {
+            Response::Topic(topic) => Ok(topic),
+            other => Err(unexpected("Topic", &other)),
+        }
+    }
+
+    /// Subscriptions (consumer groups), of one topic or of all.
+    pub async fn groups(&self, topic: Option<&str>) -> Result<Vec<GroupInfo>> {
+        match self
+            .request(&Request::ListGroups {
+                topic: topic.map(str::to_owned),
+            })
+            .await?
+        {
+            Response::Groups(groups) => Ok(groups),
+            other => Err(unexpected("Groups", &other)),
+        }
+    }
+
+    /// One subscription: its consumers, positions and backlog.
+    pub async fn group(&self, topic: &str, group: &str) -> Result<GroupInfo> {
+        let request = Request::DescribeGroup {
+            topic: topic.to_owned(),
+            group: group.to_owned(),
+        };
+        match self.request(&request).await? {
+            Response::Groups(groups) => groups
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::Protocol("a group description with no group".into())),
+            other => Err(unexpected("Groups", &other)),
+        }
+    }
+
+    /// Moves a subscription to `to` while it runs: replay from the start, or skip ahead.
+    pub async fn reset_group(&self, topic: &str, group: &str, to: Start) -> Result<()> {
+        self.request_ok(&Request::ResetGroup {
+            topic: topic.to_owned(),
+            group: group.to_owned(),
+            to,
+        })
+        .await
+    }
+
+    /// Publishes one encoded batch (build it with [`weir_batch::BatchBuilder`]) and waits
+    /// for the confirm. `partition: None` lets the broker route each record by key (round
+    /// robin without one), which may split the batch over several partitions. Tried once;
+    /// [`Producer`] adds batching and retries.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        batch: Bytes,
+    ) -> Result<Published> {
+        let connection = self.connection().await?;
+        publish_on(&connection, topic, partition, &batch)
+            .await?
+            .wait()
+            .await
+    }
+
+    /// A producer that batches messages on this client's connection.
+    pub fn producer(&self, options: ProducerOptions) -> Producer {
+        Producer::new(self.clone(), options)
+    }
+
+    /// Joins the subscription `group` on `topic` (creating it with `options` if it does not
+    /// exist) on a connection of its own.
+    pub async fn subscribe(
+        &self,
+        topic: &str,
+        group: &str,
+        options: SubscribeOptions,
+    ) -> Result<Consumer> {
+        Consumer::open(self.clone(), topic, group, options).await
+    }
+}
+
+/// A publish sent and not yet confirmed.
+pub(crate) struct PendingPublish {
+    reply: crate::connection::PendingReply,
+}
+
+impl PendingPublish {
+    /// Waits for the confirm.
+    pub(crate) async fn wait(self) -> Result<Published> {
+        match self.reply.wait().await? {
+            Response::Published {
+                partitions,
+                durability,
+            } => Ok(Published {
+                partitions,
+                durability,
+            }),
+            other => Err(unexpected("Published", &other)),
+        }
+    }
+}
+
+/// Queues a publish of `batch` on `connection` without waiting for its confirm.
+pub(crate) async fn publish_on(
+    connection: &Connection,
+    topic: &str,
+    partition: Option<u32>,
+    batch: &[u8],
+) -> Result<PendingPublish> {
+    if batch.is_empty() {
+        return Err(Error::InvalidArgument("an empty batch".into()));
+    }
+    let correlation_id = connection.next_correlation_id();
+    // The frame adds a 13-byte header, the topic's length and bytes, and an option tag and
+    // partition number; reserving it all makes the batch copy the only allocation.
+    let mut frame = BytesMut::with_capacity(batch.len() + topic.len() + 32);
+    Request::encode_publish(correlation_id, topic, partition, batch, &mut frame);
+    let reply = connection.start(correlation_id, frame.freeze()).await?;
+    Ok(PendingPublish { reply })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backoff_doubles_up_to_its_maximum_and_resets() {
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(300));
+        let delays: Vec<u128> = (0..5).map(|_| backoff.next_delay().as_millis()).collect();
+        assert_eq!(delays, [50, 100, 200, 300, 300]);
+        backoff.reset();
+        assert_eq!(backoff.next_delay(), Duration::from_millis(50));
+    }
+}

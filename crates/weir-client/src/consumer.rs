@@ -1,0 +1,445 @@
+//! [`Consumer`]: one member of a subscription (consumer group), on a connection of its own.
+//!
+//! Deliveries are pushed by the broker, as many as the prefetch credit allows, and wait in a
+//! bounded channel until [`Consumer::next`] takes them. The consumer has its own connection so
+//! that when it falls behind, TCP flow control slows only its own deliveries, never another
+//! caller's answers.
+//!
+//! Acks are coalesced and pipelined: [`Consumer::ack`] adds ids to a list that is sent as one
+//! request when it reaches half the prefetch, or when `next` is about to wait for the network
+//! (the broker may be waiting for those acks to grant more credit), or on
+//! [`Consumer::flush_acks`]. Nobody waits for their answers in the hot loop, but an error
+//! answer is kept and returned by the next call, so a refused ack is reported late, never lost.
+//!
+//! When the connection breaks, the consumer reconnects with backoff and joins the same group
+//! again; acks not yet sent go out on the new connection. Messages that were delivered and not
+//! acked are delivered again by the broker (at least once), with a higher delivery count.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::sync::mpsc;
+use weir_proto::{Delivery, MessageId, Request, Response, Start, SubscriptionMode};
+
+use crate::client::Client;
+use crate::connection::{Connection, DeliveryBatch, unexpected};
+use crate::error::{Error, Result};
+
+/// Most ids sent in one ack request.
+const ACK_BATCH_MAX: usize = 1024;
+
+/// How to join a subscription. `mode`, `start` and `ack_timeout` apply when this call creates
+/// the subscription; joining an existing one keeps its settings (and the mode must match).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribeOptions {
+    /// `Queue`: per-message ack, competing consumers, redelivery. `Stream`: an offset per
+    /// partition, partitions shared among the group, order kept per partition.
+    pub mode: SubscriptionMode,
+    /// Where a new subscription starts.
+    pub start: Start,
+    /// Most deliveries unacked at once (queue), or buffered for this consumer (stream).
+    pub prefetch: u32,
+    /// Queue mode: redeliver a message not acked within this time; `None` for the broker's
+    /// default.
+    pub ack_timeout: Option<Duration>,
+}
+
+impl Default for SubscribeOptions {
+    fn default() -> Self {
+        SubscribeOptions {
+            mode: SubscriptionMode::Queue,
+            start: Start::Earliest,
+            prefetch: 1000,
+            ack_timeout: None,
+        }
+    }
+}
+
+impl SubscribeOptions {
+    /// A queue subscription (competing consumers, per-message ack) from the earliest message.
+    pub fn queue() -> SubscribeOptions {
+        SubscribeOptions::default()
+    }
+
+    /// A stream subscription (offsets, replay) starting at `start`.
+    pub fn stream(start: Start) -> SubscribeOptions {
+        SubscribeOptions {
+            mode: SubscriptionMode::Stream,
+            start,
+            ..SubscribeOptions::default()
+        }
+    }
+}
+
+/// One connection's membership of the group.
+struct Session {
+    connection: Connection,
+    subscription: u32,
+    deliveries: mpsc::Receiver<DeliveryBatch>,
+}
+
+impl Session {
+    async fn open(
+        client: &Client,
+        topic: &str,
+        group: &str,
+        options: &SubscribeOptions,
+    ) -> Result<Session> {
+        let connection = client.open_connection().await?;
+        let request = Request::Subscribe {
+            topic: topic.to_owned(),
+            group: group.to_owned(),
+            mode: options.mode,
+            start: options.start,
+            prefetch: options.prefetch,
+            ack_timeout_ms: options
+                .ack_timeout
+                .map(|timeout| u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
+        };
+        // In queue mode at most `prefetch` messages are unacked, so at most that many frames
+        // can be in the channel and the reader never waits; in stream mode a full channel
+        // makes the reader wait, which is the back-pressure we want.
+        let capacity = usize::try_from(options.prefetch)
+            .unwrap_or(usize::MAX)
+            .clamp(16, 4096);
+        let (subscription, deliveries) = connection.subscribe(&request, capacity).await?;
+        Ok(Session {
+            connection,
+            subscription,
+            deliveries,
+        })
+    }
+}
+
+/// A member of a subscription: receives messages, acks and nacks them. Made by
+/// [`Client::subscribe`].
+///
+/// ```no_run
+/// # async fn run(client: weir_client::Client) -> weir_client::Result<()> {
+/// use weir_client::SubscribeOptions;
+/// let mut consumer = client.subscribe("orders", "billing", SubscribeOptions::queue()).await?;
+/// loop {
+///     let delivery = consumer.next().await?;
+///     println!("{:?}", delivery.value);
+///     consumer.ack_one(&delivery).await?;
+/// }
+/// # }
+/// ```
+///
+/// Dropping it sends the acks still coalesced (if the connection has room) and leaves the
+/// group; unacked messages go back to the group.
+pub struct Consumer {
+    client: Client,
+    topic: String,
+    group: String,
+    options: SubscribeOptions,
+    session: Session,
+    buffered: VecDeque<Delivery>,
+    /// Acks not yet sent, coalesced.
+    pending_acks: Vec<MessageId>,
+    /// An error to report on the next call.
+    deferred: Option<Error>,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Consumer")
+            .field("topic", &self.topic)
+            .field("group", &self.group)
+            .field("subscription", &self.session.subscription)
+            .field("buffered", &self.buffered.len())
+            .field("pending_acks", &self.pending_acks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Consumer {
+    pub(crate) async fn open(
+        client: Client,
+        topic: &str,
+        group: &str,
+        options: SubscribeOptions,
+    ) -> Result<Consumer> {
+        let session = Session::open(&client, topic, group, &options).await?;
+        Ok(Consumer {
+            client,
+            topic: topic.to_owned(),
+            group: group.to_owned(),
+            options,
+            session,
+            buffered: VecDeque::new(),
+            pending_acks: Vec::new(),
+            deferred: None,
+        })
+    }
+
+    /// The topic subscribed to.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The group joined.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// The next message, waiting for one if none is buffered. Reconnects by itself after a
+    /// connection loss; fails with an error the broker or an earlier ack reported.
+    pub async fn next(&mut self) -> Result<Delivery> {
+        self.take_error()?;
+        loop {
+            if let Some(delivery) = self.buffered.pop_front() {
+                return Ok(delivery);
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Every message buffered now (at least one, waiting if none is).
+    pub async fn next_batch(&mut self) -> Result<Vec<Delivery>> {
+        self.take_error()?;
+        while self.buffered.is_empty() {
+            self.fill().await?;
+        }
+        // Take what else has arrived too, without waiting.
+        while let Ok(batch) = self.session.deliveries.try_recv() {
+            self.buffered.extend(batch);
+        }
+        Ok(self.buffered.drain(..).collect())
+    }
+
+    /// Acknowledges messages: queue mode, each is done; stream mode, the group's position in
+    /// each partition moves past the highest offset given. Sent coalesced (see the module
+    /// documentation); call [`Consumer::flush_acks`] to wait until the broker has them.
+    pub async fn ack(&mut self, ids: &[MessageId]) -> Result<()> {
+        self.take_error()?;
+        self.pending_acks.extend_from_slice(ids);
+        if self.pending_acks.len() >= self.ack_threshold() {
+            self.send_acks().await?;
+        }
+        Ok(())
+    }
+
+    /// Acknowledges one delivery.
+    pub async fn ack_one(&mut self, delivery: &Delivery) -> Result<()> {
+        self.ack(&[delivery.id()]).await
+    }
+
+    /// Refuses messages. Queue mode: with `requeue`, each is delivered again after `delay`
+    /// (to any consumer of the group); without, it is rejected (dead-lettered where the
+    /// broker supports it). Stream mode: with `requeue` the partition rewinds to the message.
+    /// `error` says why, and is kept with a dead letter. Sent at once, after any coalesced
+    /// acks, without waiting for the answer.
+    pub async fn nack(
+        &mut self,
+        ids: &[MessageId],
+        requeue: bool,
+        delay: Duration,
+        error: &str,
+    ) -> Result<()> {
+        self.take_error()?;
+        self.send_acks().await?;
+        let request = Request::Nack {
+            subscription: self.session.subscription,
+            ids: ids.to_vec(),
+            requeue,
+            delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            error: error.to_owned(),
+        };
+        let connection = &self.session.connection;
+        let correlation_id = connection.next_correlation_id();
+        let mut frame = BytesMut::new();
+        request.encode(correlation_id, &mut frame);
+        match connection
+            .send_detached(correlation_id, frame.freeze())
+            .await
+        {
+            Ok(()) => Ok(()),
+            // The messages are unacked, so the broker delivers them again once this consumer
+            // reconnects: the same effect as a requeue without delay.
+            Err(error) if error.is_retryable() => {
+                tracing::warn!(count = ids.len(), %error, "nack not sent; the messages will be delivered again");
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Refuses one delivery; see [`Consumer::nack`].
+    pub async fn nack_one(
+        &mut self,
+        delivery: &Delivery,
+        requeue: bool,
+        delay: Duration,
+        error: &str,
+    ) -> Result<()> {
+        self.nack(&[delivery.id()], requeue, delay, error).await
+    }
+
+    /// Sends coalesced acks and waits until the broker has answered every ack and nack sent
+    /// so far; fails with the first one it refused. Messages arriving meanwhile are kept for
+    /// `next`.
+    pub async fn flush_acks(&mut self) -> Result<()> {
+        self.take_error()?;
+        self.send_acks().await?;
+        loop {
+            let Session {
+                connection,
+                deliveries,
+                ..
+            } = &mut self.session;
+            // Keep taking deliveries while waiting: in stream mode the reader may be waiting
+            // for room in the channel before it can read the answers.
+            tokio::select! {
+                settled = connection.settle_detached() => {
+                    settled?;
+                    break;
+                }
+                Some(batch) = deliveries.recv() => self.buffered.extend(batch),
+            }
+        }
+        self.take_error()
+    }
+
+    /// Sends coalesced acks, waits for their answers, and leaves the group. Messages buffered
+    /// and not acked go back to the group.
+    pub async fn close(mut self) -> Result<()> {
+        let flushed = self.flush_acks().await;
+        let request = Request::Unsubscribe {
+            subscription: self.session.subscription,
+        };
+        let unsubscribed = match self.session.connection.request(&request).await {
+            Ok(Response::Ok) => Ok(()),
+            Ok(other) => Err(unexpected("Ok", &other)),
+            Err(error) => Err(error),
+        };
+        flushed.and(unsubscribed)
+    }
+
+    fn ack_threshold(&self) -> usize {
+        // Half the credit: the broker grants more before this consumer runs dry.
+        (usize::try_from(self.options.prefetch / 2).unwrap_or(ACK_BATCH_MAX))
+            .clamp(1, ACK_BATCH_MAX)
+    }
+
+    fn take_error(&mut self) -> Result<()> {
+        if let Some(error) = self.deferred.take() {
+            return Err(error);
+        }
+        match self.session.connection.take_detached_error() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// Sends the coalesced acks. If the connection is gone they stay queued and go out on the
+    /// next one.
+    async fn send_acks(&mut self) -> Result<()> {
+        while !self.pending_acks.is_empty() {
+            let count = self.pending_acks.len().min(ACK_BATCH_MAX);
+            let connection = &self.session.connection;
+            let correlation_id = connection.next_correlation_id();
+            let mut frame = BytesMut::new();
+            Request::encode_ack(
+                correlation_id,
+                self.session.subscription,
+                &self.pending_acks[..count],
+                &mut frame,
+            );
+            match connection
+                .send_detached(correlation_id, frame.freeze())
+                .await
+            {
+                Ok(()) => {
+                    self.pending_acks.drain(..count);
+                }
+                Err(error) if error.is_retryable() => return Ok(()),
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the next delivery frame, sending coalesced acks first, and reconnecting if
+    /// the connection is gone.
+    async fn fill(&mut self) -> Result<()> {
+        match self.session.deliveries.try_recv() {
+            Ok(batch) => {
+                self.buffered.extend(batch);
+                return Ok(());
+            }
+            Err(mpsc::error::TryRecvError::Empty) => {}
+            Err(mpsc::error::TryRecvError::Disconnected) => return self.reconnect().await,
+        }
+        // About to wait on the network: the broker may be waiting for these acks before it
+        // grants more credit.
+        self.send_acks().await?;
+        match self.session.deliveries.recv().await {
+            Some(batch) => {
+                self.buffered.extend(batch);
+                Ok(())
+            }
+            None => self.reconnect().await,
+        }
+    }
+
+    /// Joins the group again on a new connection, retrying with backoff while the failure is
+    /// one a retry can fix.
+    async fn reconnect(&mut self) -> Result<()> {
+        // An error answer that arrived before the connection closed is still reported.
+        if let Some(error) = self.session.connection.take_detached_error() {
+            self.deferred.get_or_insert(error);
+        }
+        // The server ended the subscription for a reason rejoining cannot fix (the topic was
+        // deleted, say): report it. The next call tries to rejoin.
+        if let Some(error) = self.session.connection.take_pushed_error()
+            && !error.is_retryable()
+        {
+            return Err(error);
+        }
+        tracing::warn!(topic = %self.topic, group = %self.group, "consumer connection lost; reconnecting");
+        let mut backoff = self.client.options().backoff();
+        loop {
+            match Session::open(&self.client, &self.topic, &self.group, &self.options).await {
+                Ok(session) => {
+                    tracing::info!(topic = %self.topic, group = %self.group, "consumer reconnected");
+                    self.session = session;
+                    return Ok(());
+                }
+                Err(error) if error.is_retryable() => {
+                    let delay = backoff.next_delay();
+                    tracing::debug!(%error, ?delay, "consumer reconnect failed; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        if self.pending_acks.is_empty() {
+            return;
+        }
+        // Best effort, without waiting: the writer sends what is queued before it closes.
+        let connection = &self.session.connection;
+        for chunk in self.pending_acks.chunks(ACK_BATCH_MAX) {
+            let correlation_id = connection.next_correlation_id();
+            let mut frame = BytesMut::new();
+            Request::encode_ack(correlation_id, self.session.subscription, chunk, &mut frame);
+            if connection
+                .try_send_detached(correlation_id, frame.freeze())
+                .is_err()
+            {
+                tracing::debug!(
+                    count = self.pending_acks.len(),
+                    "acks not sent on drop; those messages will be delivered again"
+                );
+                return;
+            }
+        }
+    }
+}
