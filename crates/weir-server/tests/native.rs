@@ -353,7 +353,7 @@ async fn core_errors_reach_the_client_with_their_public_code() {
 }
 
 /// Goal: many publishes in flight on one connection are all confirmed, each under its own
-/// correlation id, with distinct contiguous offsets. Method: write 1000 publish frames in one
+/// correlation id, and appended in the order they were sent. Method: write 1000 publish frames in one
 /// go without reading, then read 1000 confirms.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_publishes_are_all_confirmed() {
@@ -392,6 +392,9 @@ async fn pipelined_publishes_are_all_confirmed() {
         match Response::decode(frame.kind, frame.payload).unwrap() {
             Response::Published { partitions, .. } => {
                 assert_eq!(partitions.len(), 1);
+                // Confirms may come back in any order, but the log keeps the order in which
+                // the publishes were read: publish i (correlation id 100 + i) is at offset i.
+                assert_eq!(partitions[0].base_offset, frame.correlation_id - 100);
                 offsets.push(partitions[0].base_offset);
             }
             other => panic!("expected a confirm, got {other:?}"),
@@ -593,4 +596,33 @@ async fn shutdown_answers_publishes_in_flight_then_closes() {
     let end = broker.topic("durable").unwrap().partitions[0].end_offset;
     assert!(end >= confirmed, "{confirmed} confirmed, {end} stored");
     broker.shutdown().await;
+}
+
+/// Goal: a nack with requeue hands the message back for another delivery. Method: receive,
+/// nack with requeue and no delay, receive the same message again with its count raised.
+#[tokio::test]
+async fn a_nack_with_requeue_redelivers() {
+    let mut server = start().await;
+    let mut client = Client::greeted(server.address).await;
+    client.call(publish("retries", &["flaky"])).await;
+    let subscription = subscribed(
+        &mut client,
+        subscribe("retries", "workers", SubscriptionMode::Queue, 1),
+    )
+    .await;
+    let (_, messages) = client.delivery().await;
+    let response = client
+        .call(Request::Nack {
+            subscription,
+            ids: vec![messages[0].id()],
+            requeue: true,
+            delay_ms: 0,
+            error: "downstream timed out".into(),
+        })
+        .await;
+    assert_eq!(response, Response::Ok);
+    let (_, again) = client.delivery().await;
+    assert_eq!(again[0].offset, messages[0].offset);
+    assert_eq!(again[0].delivery_count, 2);
+    server.stop().await;
 }

@@ -197,14 +197,21 @@ impl Session {
                 ids,
                 requeue,
                 delay_ms,
-                // The core keeps no reason with a rejected message yet.
-                error: _,
+                error,
             } => match self.subscriptions.get(&subscription) {
-                Some(attached) => done(attached.consumer.nack(
-                    &convert::message_ids(&ids),
-                    requeue,
-                    Duration::from_millis(delay_ms),
-                )),
+                Some(attached) => {
+                    let ids = convert::message_ids(&ids);
+                    let delay = Duration::from_millis(delay_ms);
+                    // The reason travels with the message if it is dead-lettered; an empty one
+                    // means the consumer gave none.
+                    done(if error.is_empty() {
+                        attached.consumer.nack(&ids, requeue, delay)
+                    } else {
+                        attached
+                            .consumer
+                            .nack_with_error(&ids, requeue, delay, &error)
+                    })
+                }
                 None => no_such_subscription(subscription),
             },
             Request::ListGroups { topic } => Response::Groups(
