@@ -33,6 +33,7 @@
 //! ```
 
 pub mod error;
+pub mod http;
 mod native;
 
 use std::future::Future;
@@ -101,6 +102,10 @@ impl Server {
     /// reading requests, lets each answer what it has in flight and close (for up to
     /// [`CONNECTION_DRAIN_TIMEOUT`]), and finally calls [`Broker::shutdown`], which commits
     /// every queued publish. Returns once the broker is shut down.
+    ///
+    /// # Errors
+    /// None today: accept failures are logged and retried, and connection failures end only
+    /// that connection. The `Result` is for listeners whose failure will be fatal.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
         let listener = native::listener::Listener::new(
             self.native,
