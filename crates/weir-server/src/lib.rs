@@ -33,7 +33,6 @@
 //! ```
 
 pub mod error;
-pub mod http;
 mod native;
 
 use std::future::Future;
