@@ -98,6 +98,11 @@ impl Catalog {
         Catalog { meta }
     }
 
+    /// The store itself, for modules that own their own tables (the schedule).
+    pub fn meta(&self) -> &MetaStore {
+        &self.meta
+    }
+
     pub fn topics(&self) -> Result<Vec<(String, TopicConfig)>> {
         self.meta
             .scan(TOPICS, b"")?

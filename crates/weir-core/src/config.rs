@@ -109,6 +109,9 @@ pub struct QueueSettings {
     pub message_ttl_ms: Option<u64>,
     /// Never two messages with the same key in flight: per-key order with many consumers.
     pub ordered_by_key: bool,
+    /// Delays before redelivering a message nacked with requeue and no delay of its own:
+    /// the n-th failure waits the n-th entry (the last one repeats), e.g. `[1000, 5000, 30000]`.
+    pub retry_backoff_ms: Vec<u64>,
     /// Most messages waiting (not yet acked) before `overflow` applies.
     pub max_backlog: Option<u64>,
     pub overflow: Overflow,

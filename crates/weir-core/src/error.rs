@@ -25,6 +25,8 @@ pub enum Error {
     BacklogFull { topic: String, group: String },
     #[error("no subscription '{group}' on topic '{topic}'")]
     NoSuchSubscription { topic: String, group: String },
+    #[error("not found: {0}")]
+    NotFound(String),
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     #[error("batch of {length} bytes exceeds the maximum of {limit}")]

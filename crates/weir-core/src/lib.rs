@@ -32,12 +32,14 @@ mod dedup;
 pub mod error;
 pub mod exchange;
 mod partition;
+mod schedule;
 mod subscription;
 mod topic;
 
 pub use broker::{
-    Broker, Claim, Confirm, DLQ_GROUP, DLQ_HEADER_PREFIX, DeadLetterQueueInfo, Duplicate, Message,
-    PartitionInfo, PublishedRange, RoutedConfirm, TopicInfo,
+    Broker, Claim, Confirm, DLQ_GROUP, DLQ_HEADER_PREFIX, DeadLetterQueueInfo, Duplicate,
+    MAX_DELAY, Message, PartitionInfo, PublishedRange, RoutedConfirm, ScheduleRequest,
+    ScheduledMessage, TopicInfo,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{

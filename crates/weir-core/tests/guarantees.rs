@@ -604,3 +604,37 @@ async fn an_idempotent_producer_retry_is_stored_once() {
     assert_eq!(broker.read("orders", 0, 0, 10).unwrap().len(), 2);
     broker.shutdown().await;
 }
+
+/// Retries back off per subscription: the n-th failure waits the n-th delay.
+#[tokio::test]
+async fn nacked_messages_back_off_by_the_subscriptions_schedule() {
+    let fixture = Fixture::new();
+    let broker = fixture.open().await;
+    let settings = QueueSettings {
+        retry_backoff_ms: vec![1_000, 5_000],
+        ..QueueSettings::default()
+    };
+    broker
+        .publish_messages("jobs", None, &[Message::new("flaky")])
+        .await
+        .unwrap();
+    let consumer = broker
+        .subscribe("jobs", "workers", queue_with(settings, 10))
+        .await
+        .unwrap();
+    for wait_ms in [1_000, 5_000, 5_000] {
+        let deliveries = consumer.try_next(10).unwrap();
+        assert_eq!(deliveries.len(), 1);
+        consumer
+            .nack(&[deliveries[0].id()], true, Duration::ZERO)
+            .unwrap();
+        fixture.clock.advance(Duration::from_millis(wait_ms - 1));
+        assert!(
+            consumer.try_next(10).unwrap().is_empty(),
+            "waits {wait_ms} ms"
+        );
+        fixture.clock.advance(Duration::from_millis(1));
+    }
+    assert_eq!(consumer.try_next(10).unwrap()[0].delivery_count, 4);
+    broker.shutdown().await;
+}

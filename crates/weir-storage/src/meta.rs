@@ -144,6 +144,20 @@ impl MetaStore {
         self.collect(table, Bound::Included(start), upper, limit)
     }
 
+    /// How many entries `table` holds (0 if it does not exist).
+    pub fn count(&self, table: &'static str) -> Result<u64> {
+        let definition = self.definition(table)?;
+        let transaction = self
+            .database
+            .begin_read()
+            .map_err(|error| self.error(error))?;
+        match transaction.open_table(definition) {
+            Ok(byte_table) => byte_table.len().map_err(|error| self.error(error)),
+            Err(TableError::TableDoesNotExist(_)) => Ok(0),
+            Err(error) => Err(self.error(error)),
+        }
+    }
+
     /// The names of the tables that exist (that some write has created), in name order.
     pub fn tables(&self) -> Result<Vec<String>> {
         let transaction = self

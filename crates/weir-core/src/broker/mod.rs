@@ -4,14 +4,17 @@
 mod dead_letters;
 mod exchanges;
 mod idempotency;
+mod schedule;
 
 pub use dead_letters::{DLQ_GROUP, DLQ_HEADER_PREFIX, DeadLetterQueueInfo};
 pub use exchanges::RoutedConfirm;
 pub use idempotency::Claim;
+pub use schedule::{MAX_DELAY, ScheduleRequest, ScheduledMessage};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use weir_batch::{Batch, BatchBuilder, Record};
@@ -156,6 +159,15 @@ struct Inner {
     admin: tokio::sync::Mutex<()>,
     timers: Mutex<Timers>,
     exchanges: RwLock<BTreeMap<String, Arc<Exchange>>>,
+    /// Serialises handing over due messages with cancelling and rescheduling them.
+    scheduling: tokio::sync::Mutex<()>,
+    /// The earliest due time in the schedule (`i64::MAX` if empty).
+    next_due_ms: std::sync::atomic::AtomicI64,
+    /// Wakes the scheduler task when something earlier was scheduled.
+    schedule_changed: Arc<tokio::sync::Notify>,
+    next_schedule_id: AtomicU64,
+    /// The timer and scheduler tasks, stopped by `shutdown`.
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Serialises read-modify-write of idempotency keys.
     idempotency: Mutex<()>,
     /// Messages an exchange dropped because nothing matched (and no alternate, not mandatory).
@@ -223,6 +235,8 @@ impl Broker {
             .into_iter()
             .map(|exchange| (exchange.name.clone(), Arc::new(exchange)))
             .collect();
+        let next_due_ms = crate::schedule::earliest(catalog.meta())?.unwrap_or(i64::MAX);
+        let config_now_ms = config.clock.now_ms();
         let tick_interval = config.tick_interval;
         let broker = Broker {
             inner: Arc::new(Inner {
@@ -235,12 +249,18 @@ impl Broker {
                 exchanges: RwLock::new(exchanges),
                 unroutable_dropped: AtomicU64::new(0),
                 idempotency: Mutex::new(()),
+                scheduling: tokio::sync::Mutex::new(()),
+                next_due_ms: std::sync::atomic::AtomicI64::new(next_due_ms),
+                schedule_changed: Arc::new(tokio::sync::Notify::new()),
+                // Ids only need to be unique: start above any earlier run's (clock ms × 2^20).
+                next_schedule_id: AtomicU64::new((config_now_ms.max(0) as u64) << 20),
+                tasks: Mutex::new(Vec::new()),
                 next_consumer: AtomicU64::new(1),
                 closed: AtomicBool::new(false),
             }),
         };
         let weak = Arc::downgrade(&broker.inner);
-        tokio::spawn(async move {
+        let ticker = tokio::spawn(async move {
             let mut interval = tokio::time::interval(tick_interval);
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -252,7 +272,43 @@ impl Broker {
                 Broker { inner }.tick().await;
             }
         });
+        let scheduler = broker.spawn_scheduler();
+        lock(&broker.inner.tasks).extend([ticker, scheduler]);
         Ok(broker)
+    }
+
+    /// Runs a task that sleeps until the earliest scheduled message is due and hands it over,
+    /// so delays are kept to the millisecond rather than to the tick.
+    fn spawn_scheduler(&self) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(&self.inner);
+        let changed = self.inner.schedule_changed.clone();
+        tokio::spawn(async move {
+            loop {
+                // Hold the broker only while working, never while waiting: a stopped broker
+                // must be able to drop (and release its files) while this task sleeps.
+                let wait = {
+                    let Some(inner) = weak.upgrade() else { break };
+                    if inner.closed.load(Ordering::Acquire) {
+                        break;
+                    }
+                    let next_due_ms = inner.next_due_ms.load(Ordering::Acquire);
+                    let now_ms = inner.config.clock.now_ms();
+                    if next_due_ms <= now_ms {
+                        let broker = Broker { inner };
+                        if let Err(error) = broker.deliver_due().await {
+                            tracing::warn!(%error, "delivering scheduled messages failed");
+                        }
+                        continue;
+                    }
+                    // Look again at least every 100 ms: the clock may be moved by a test.
+                    Duration::from_millis(next_due_ms.saturating_sub(now_ms).clamp(1, 100) as u64)
+                };
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = changed.notified() => {}
+                }
+            }
+        })
     }
 
     pub fn config(&self) -> &BrokerConfig {
@@ -563,6 +619,11 @@ impl Broker {
             subscription.tick(now_ms);
             self.store_dead_letters(subscription).await;
         }
+        if self.inner.next_due_ms.load(Ordering::Acquire) <= now_ms
+            && let Err(error) = self.deliver_due().await
+        {
+            tracing::warn!(%error, "delivering scheduled messages failed");
+        }
         let topics: Vec<Arc<Topic>> = read(&self.inner.topics).values().cloned().collect();
         let (save_positions, run_retention, expire_keys) = {
             let mut timers = lock(&self.inner.timers);
@@ -640,6 +701,12 @@ impl Broker {
     pub async fn shutdown(&self) {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return;
+        }
+        // Stop the background tasks first, so none holds the broker once this returns.
+        let tasks: Vec<_> = lock(&self.inner.tasks).drain(..).collect();
+        for task in tasks {
+            task.abort();
+            let _ = task.await;
         }
         let subscriptions: Vec<Arc<Subscription>> =
             read(&self.inner.subscriptions).values().cloned().collect();

@@ -492,12 +492,22 @@ impl QueueState {
         error: Option<&str>,
         now_ms: i64,
     ) -> Result<()> {
-        let ready_ms = now_ms.saturating_add(delay.as_millis() as i64);
         for id in ids {
             let index = topic.partition(id.partition)?.id as usize;
             if !self.take_in_flight(index, id.offset) {
                 continue;
             }
+            let failures = self.partitions[index]
+                .deliveries
+                .get(&id.offset)
+                .map_or(1, |history| history.count.max(1));
+            let backoff = &self.settings.retry_backoff_ms;
+            let delay_ms = if delay.is_zero() && !backoff.is_empty() {
+                backoff[(failures as usize - 1).min(backoff.len() - 1)]
+            } else {
+                delay.as_millis() as u64
+            };
+            let ready_ms = now_ms.saturating_add(delay_ms as i64);
             let max_deliveries = self.settings.max_deliveries;
             let partition = &mut self.partitions[index];
             if let (Some(error), Some(history)) = (error, partition.deliveries.get_mut(&id.offset))
