@@ -143,6 +143,39 @@ impl Default for SubscribeOptions {
     }
 }
 
+/// How a transaction nobody decides is settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum UnresolvedOutcome {
+    #[default]
+    Rollback,
+    Commit,
+}
+
+/// Transactional messages: when and how often the broker checks back with producers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TransactionSettings {
+    /// A transaction undecided this long is checked with a producer of its group.
+    pub timeout_ms: u64,
+    /// Time between two checks of one transaction.
+    pub check_interval_ms: u64,
+    /// After this many checks without an answer, `unresolved` decides.
+    pub max_checks: u32,
+    pub unresolved: UnresolvedOutcome,
+}
+
+impl Default for TransactionSettings {
+    fn default() -> Self {
+        TransactionSettings {
+            timeout_ms: 6_000,
+            check_interval_ms: 6_000,
+            max_checks: 15,
+            unresolved: UnresolvedOutcome::Rollback,
+        }
+    }
+}
+
 /// The whole broker's settings.
 #[derive(Clone)]
 pub struct BrokerConfig {
@@ -154,6 +187,7 @@ pub struct BrokerConfig {
     pub default_ack_timeout: Duration,
     /// Largest batch a publish may carry.
     pub max_batch_bytes: usize,
+    pub transactions: TransactionSettings,
     /// How often timers run (ack timeouts, delayed requeue, retention, ack-state flush).
     pub tick_interval: Duration,
     pub clock: Arc<dyn Clock>,
@@ -167,6 +201,7 @@ impl BrokerConfig {
             default_topic: TopicConfig::default(),
             default_ack_timeout: Duration::from_secs(30),
             max_batch_bytes: 8 << 20,
+            transactions: TransactionSettings::default(),
             tick_interval: Duration::from_millis(10),
             clock: Arc::new(SystemClock),
         }

@@ -37,14 +37,14 @@ mod subscription;
 mod topic;
 
 pub use broker::{
-    Broker, Claim, Confirm, DLQ_GROUP, DLQ_HEADER_PREFIX, DeadLetterQueueInfo, Duplicate,
+    Broker, Claim, Confirm, DLQ_GROUP, DLQ_HEADER_PREFIX, DeadLetterQueueInfo, Decision, Duplicate,
     MAX_DELAY, Message, PartitionInfo, PublishedRange, RoutedConfirm, ScheduleRequest,
-    ScheduledMessage, TopicInfo,
+    ScheduledMessage, TopicInfo, TransactionChecker, TransactionInfo, TransactionState,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
     BrokerConfig, Durability, FsyncPolicy, Overflow, QueueSettings, StartPosition,
-    SubscribeOptions, SubscriptionKind, TopicConfig,
+    SubscribeOptions, SubscriptionKind, TopicConfig, TransactionSettings, UnresolvedOutcome,
 };
 pub use error::{Error, Result};
 pub use exchange::{Binding, Exchange, ExchangeKind};

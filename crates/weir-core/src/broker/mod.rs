@@ -5,11 +5,13 @@ mod dead_letters;
 mod exchanges;
 mod idempotency;
 mod schedule;
+mod transactions;
 
 pub use dead_letters::{DLQ_GROUP, DLQ_HEADER_PREFIX, DeadLetterQueueInfo};
 pub use exchanges::RoutedConfirm;
 pub use idempotency::Claim;
 pub use schedule::{MAX_DELAY, ScheduleRequest, ScheduledMessage};
+pub use transactions::{Decision, TransactionChecker, TransactionInfo, TransactionState};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -166,6 +168,9 @@ struct Inner {
     /// Wakes the scheduler task when something earlier was scheduled.
     schedule_changed: Arc<tokio::sync::Notify>,
     next_schedule_id: AtomicU64,
+    /// Serialises decisions on transactions.
+    transactions_lock: tokio::sync::Mutex<()>,
+    checkers: Mutex<transactions::Checkers>,
     /// The timer and scheduler tasks, stopped by `shutdown`.
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Serialises read-modify-write of idempotency keys.
@@ -255,6 +260,8 @@ impl Broker {
                 // Ids only need to be unique: start above any earlier run's (clock ms × 2^20).
                 next_schedule_id: AtomicU64::new((config_now_ms.max(0) as u64) << 20),
                 tasks: Mutex::new(Vec::new()),
+                transactions_lock: tokio::sync::Mutex::new(()),
+                checkers: Mutex::new(HashMap::new()),
                 next_consumer: AtomicU64::new(1),
                 closed: AtomicBool::new(false),
             }),
@@ -657,6 +664,9 @@ impl Broker {
         };
         if save_positions {
             self.save_positions(&subscriptions);
+        }
+        if let Err(error) = self.check_transactions(now_ms).await {
+            tracing::warn!(%error, "checking transactions failed");
         }
         if expire_keys && let Err(error) = self.expire_keys(now_ms) {
             tracing::warn!(%error, "expiring idempotency keys failed");

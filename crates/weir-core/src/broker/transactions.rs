@@ -1,0 +1,448 @@
+//! Transactional messages (RocketMQ's half messages with check-back).
+//!
+//! A producer begins a transaction in a producer group, sends half messages (stored durably in
+//! the metadata store, invisible to every subscription), runs its local transaction, then
+//! commits or rolls back. A transaction left undecided past its timeout is checked with a live
+//! producer of the group (one that registered a [`TransactionChecker`]), every check interval,
+//! up to `max_checks` times; then the configured outcome settles it, with a log line.
+//!
+//! Commit is crash-safe: the decision is stored durably first, then the messages are appended
+//! (each with a message id derived from the transaction, so a commit redone after a crash is
+//! caught by the topic's dedup window), then the transaction is forgotten. All half messages of
+//! one partition are appended as one batch, so within a partition a consumer sees all of a
+//! transaction or none of it; across partitions the parts are appended together in one commit
+//! round (see docs).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use weir_batch::{Batch, BatchBuilder, MESSAGE_ID_HEADER};
+use weir_storage::MetaOp;
+
+use super::{Broker, Confirm, lock};
+use crate::config::UnresolvedOutcome;
+use crate::error::{Error, Result};
+use crate::topic::wait_all;
+
+const TRANSACTIONS: &str = "transactions";
+const TRANSACTION_MESSAGES: &str = "transaction_messages";
+/// Check requests queued per checker; a full queue skips that checker this round.
+const CHECK_QUEUE: usize = 1024;
+
+/// Where a transaction stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransactionState {
+    Open,
+    /// Decided; the messages are being appended (redone after a crash).
+    Committing,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct TransactionRecord {
+    producer_group: String,
+    state: TransactionState,
+    created_ms: i64,
+    timeout_ms: u64,
+    checks: u32,
+    last_check_ms: i64,
+    parts: u32,
+}
+
+/// A transaction as shown to operators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionInfo {
+    pub id: u64,
+    pub producer_group: String,
+    pub state: TransactionState,
+    pub created_ms: i64,
+    pub checks: u32,
+    /// Number of half-message batches sent.
+    pub parts: u32,
+}
+
+/// A producer's answer to a check, or an operator's decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Commit,
+    Rollback,
+    /// Not known yet: ask again later.
+    Unknown,
+}
+
+/// Receives the broker's questions about undecided transactions of one producer group.
+/// Answer each with `Broker::commit_transaction` / `rollback_transaction` (or not at all, for
+/// "unknown"). Dropping it unregisters the checker.
+pub struct TransactionChecker {
+    broker: Broker,
+    group: String,
+    id: u64,
+    requests: mpsc::Receiver<u64>,
+}
+
+impl TransactionChecker {
+    /// The next transaction id the broker asks about.
+    pub async fn next(&mut self) -> Option<u64> {
+        self.requests.recv().await
+    }
+
+    pub fn try_next(&mut self) -> Option<u64> {
+        self.requests.try_recv().ok()
+    }
+}
+
+impl Drop for TransactionChecker {
+    fn drop(&mut self) {
+        if let Some(checkers) = lock(&self.broker.inner.checkers).get_mut(&self.group) {
+            checkers.retain(|(id, _)| *id != self.id);
+        }
+    }
+}
+
+fn transaction_key(id: u64) -> Vec<u8> {
+    id.to_be_bytes().to_vec()
+}
+
+fn part_key(id: u64, sequence: u32) -> Vec<u8> {
+    let mut key = id.to_be_bytes().to_vec();
+    key.extend_from_slice(&sequence.to_be_bytes());
+    key
+}
+
+fn encode_part(topic: &str, partition: Option<u32>, batch: &[u8]) -> Vec<u8> {
+    let mut value = BytesMut::with_capacity(6 + topic.len() + batch.len());
+    value.put_u16_le(topic.len() as u16);
+    value.put_slice(topic.as_bytes());
+    value.put_u32_le(partition.unwrap_or(u32::MAX));
+    value.put_slice(batch);
+    value.to_vec()
+}
+
+fn decode_part(value: &[u8]) -> Result<(String, Option<u32>, Bytes)> {
+    let corrupt = || Error::Storage("unreadable transaction message".into());
+    let mut cursor = value;
+    if cursor.len() < 2 {
+        return Err(corrupt());
+    }
+    let length = cursor.get_u16_le() as usize;
+    if cursor.len() < length + 4 {
+        return Err(corrupt());
+    }
+    let topic = std::str::from_utf8(&cursor[..length])
+        .map_err(|_| corrupt())?
+        .to_owned();
+    cursor.advance(length);
+    let partition = Some(cursor.get_u32_le()).filter(|&partition| partition != u32::MAX);
+    Ok((topic, partition, Bytes::copy_from_slice(cursor)))
+}
+
+fn decode_record(bytes: &[u8]) -> Result<TransactionRecord> {
+    serde_json::from_slice(bytes)
+        .map_err(|error| Error::Storage(format!("unreadable transaction: {error}")))
+}
+
+fn encode_record(record: &TransactionRecord) -> Vec<u8> {
+    serde_json::to_vec(record).expect("a transaction record is plain data")
+}
+
+impl Broker {
+    fn transaction_record(&self, id: u64) -> Result<TransactionRecord> {
+        let bytes = self
+            .inner
+            .catalog
+            .meta()
+            .get(TRANSACTIONS, &transaction_key(id))?
+            .ok_or_else(|| Error::NotFound(format!("no open transaction {id}")))?;
+        decode_record(&bytes)
+    }
+
+    fn save_transaction(&self, id: u64, record: &TransactionRecord, durable: bool) -> Result<()> {
+        let op = MetaOp::Put {
+            table: TRANSACTIONS,
+            key: transaction_key(id),
+            value: encode_record(record),
+        };
+        Ok(self.inner.catalog.meta().write(&[op], durable)?)
+    }
+
+    /// Starts a transaction of `producer_group`; `timeout` defaults to the broker's setting.
+    pub fn begin_transaction(
+        &self,
+        producer_group: &str,
+        timeout: Option<Duration>,
+    ) -> Result<u64> {
+        self.check_open()?;
+        crate::catalog::valid_name("producer group", producer_group)?;
+        let id = self.inner.next_schedule_id.fetch_add(1, Ordering::Relaxed);
+        let record = TransactionRecord {
+            producer_group: producer_group.to_owned(),
+            state: TransactionState::Open,
+            created_ms: self.inner.config.clock.now_ms(),
+            timeout_ms: timeout.map_or(self.inner.config.transactions.timeout_ms, |timeout| {
+                timeout.as_millis() as u64
+            }),
+            checks: 0,
+            last_check_ms: 0,
+            parts: 0,
+        };
+        self.save_transaction(id, &record, false)?;
+        Ok(id)
+    }
+
+    /// Stores half messages: durable when this returns, invisible until commit.
+    pub async fn send_half(
+        &self,
+        transaction: u64,
+        topic: &str,
+        partition: Option<u32>,
+        batch: Bytes,
+    ) -> Result<()> {
+        self.check_open()?;
+        Batch::parse(batch.clone(), self.inner.config.max_batch_bytes)?;
+        let target = self.topic_or_create(topic).await?;
+        if let Some(partition) = partition {
+            target.partition(partition)?;
+        }
+        let _serial = self.inner.transactions_lock.lock().await;
+        let mut record = self.transaction_record(transaction)?;
+        if record.state != TransactionState::Open {
+            return Err(Error::InvalidArgument(format!(
+                "transaction {transaction} is already decided"
+            )));
+        }
+        let ops = [
+            MetaOp::Put {
+                table: TRANSACTION_MESSAGES,
+                key: part_key(transaction, record.parts),
+                value: encode_part(topic, partition, &batch),
+            },
+            MetaOp::Put {
+                table: TRANSACTIONS,
+                key: transaction_key(transaction),
+                value: encode_record(&TransactionRecord {
+                    parts: record.parts + 1,
+                    ..record.clone()
+                }),
+            },
+        ];
+        self.inner.catalog.meta().write(&ops, true)?;
+        record.parts += 1;
+        Ok(())
+    }
+
+    /// Makes every half message visible. Returns where they landed, per topic.
+    pub async fn commit_transaction(&self, transaction: u64) -> Result<Vec<(String, Confirm)>> {
+        let _serial = self.inner.transactions_lock.lock().await;
+        let mut record = self.transaction_record(transaction)?;
+        if record.state == TransactionState::Open {
+            record.state = TransactionState::Committing;
+            self.save_transaction(transaction, &record, true)?;
+        }
+        self.finish_commit(transaction).await
+    }
+
+    /// Appends a decided transaction's messages and forgets it. Called with the lock held.
+    async fn finish_commit(&self, transaction: u64) -> Result<Vec<(String, Confirm)>> {
+        let meta = self.inner.catalog.meta();
+        let parts = meta.scan(TRANSACTION_MESSAGES, &transaction_key(transaction))?;
+        // One batch per (topic, partition choice): a partition sees the transaction at once.
+        let mut batches: BTreeMap<(String, Option<u32>), BatchBuilder> = BTreeMap::new();
+        for (sequence, (_, value)) in parts.iter().enumerate() {
+            let (topic, partition, bytes) = decode_part(value)?;
+            let batch = Batch::parse(bytes, usize::MAX)?;
+            let builder = batches.entry((topic, partition)).or_default();
+            for (index, record) in batch.records().enumerate() {
+                let record = record?;
+                let id = format!("transaction-{transaction}-{sequence}-{index}");
+                let mut headers: Vec<(&str, &[u8])> = record
+                    .headers
+                    .iter()
+                    .map(|(name, value)| (name.as_str(), &value[..]))
+                    .collect();
+                if record.message_id().is_none() {
+                    headers.push((MESSAGE_ID_HEADER, id.as_bytes()));
+                }
+                builder.push(
+                    record.timestamp_ms,
+                    record.key.as_deref(),
+                    &headers,
+                    &record.value,
+                );
+            }
+        }
+        let mut pending = Vec::new();
+        for ((topic_name, partition), mut builder) in batches {
+            if builder.is_empty() {
+                continue;
+            }
+            let topic = self.topic_or_create(&topic_name).await?;
+            let batch = Batch::parse(builder.finish(), usize::MAX)?;
+            pending.push((topic_name, topic.submit(partition, batch).await?));
+        }
+        let mut confirms = Vec::new();
+        for (topic_name, parts) in pending {
+            confirms.push((topic_name, wait_all(parts).await?.into()));
+        }
+        self.forget_transaction(transaction, parts.len())?;
+        tracing::info!(transaction, "transaction committed");
+        Ok(confirms)
+    }
+
+    fn forget_transaction(&self, transaction: u64, parts: usize) -> Result<()> {
+        let mut ops = vec![MetaOp::Delete {
+            table: TRANSACTIONS,
+            key: transaction_key(transaction),
+        }];
+        ops.extend((0..parts as u32).map(|sequence| MetaOp::Delete {
+            table: TRANSACTION_MESSAGES,
+            key: part_key(transaction, sequence),
+        }));
+        Ok(self.inner.catalog.meta().write(&ops, true)?)
+    }
+
+    /// Discards every half message of the transaction.
+    pub async fn rollback_transaction(&self, transaction: u64) -> Result<()> {
+        let _serial = self.inner.transactions_lock.lock().await;
+        let record = self.transaction_record(transaction)?;
+        if record.state == TransactionState::Committing {
+            return Err(Error::InvalidArgument(format!(
+                "transaction {transaction} is already committed"
+            )));
+        }
+        self.forget_transaction(transaction, record.parts as usize)?;
+        tracing::info!(transaction, "transaction rolled back");
+        Ok(())
+    }
+
+    /// Applies a producer's answer to a check (or an operator's decision).
+    pub async fn resolve_transaction(&self, transaction: u64, decision: Decision) -> Result<()> {
+        match decision {
+            Decision::Commit => self.commit_transaction(transaction).await.map(|_| ()),
+            Decision::Rollback => self.rollback_transaction(transaction).await,
+            Decision::Unknown => Ok(()),
+        }
+    }
+
+    /// Undecided transactions, oldest first.
+    pub fn transactions(&self) -> Result<Vec<TransactionInfo>> {
+        self.inner
+            .catalog
+            .meta()
+            .scan(TRANSACTIONS, b"")?
+            .into_iter()
+            .map(|(key, value)| {
+                let id = u64::from_be_bytes(
+                    key.try_into()
+                        .map_err(|_| Error::Storage("bad transaction key".into()))?,
+                );
+                let record = decode_record(&value)?;
+                Ok(TransactionInfo {
+                    id,
+                    producer_group: record.producer_group,
+                    state: record.state,
+                    created_ms: record.created_ms,
+                    checks: record.checks,
+                    parts: record.parts,
+                })
+            })
+            .collect()
+    }
+
+    /// Registers a producer of `producer_group` that answers check-backs.
+    pub fn register_transaction_checker(&self, producer_group: &str) -> TransactionChecker {
+        let (sender, requests) = mpsc::channel(CHECK_QUEUE);
+        let id = self.inner.next_consumer.fetch_add(1, Ordering::Relaxed);
+        lock(&self.inner.checkers)
+            .entry(producer_group.to_owned())
+            .or_default()
+            .push((id, sender));
+        TransactionChecker {
+            broker: self.clone(),
+            group: producer_group.to_owned(),
+            id,
+            requests,
+        }
+    }
+
+    /// Finishes interrupted commits, checks back on overdue transactions, and settles those
+    /// checked too often. Runs on the timer.
+    pub(super) async fn check_transactions(&self, now_ms: i64) -> Result<()> {
+        let settings = self.inner.config.transactions.clone();
+        let overdue: Vec<TransactionInfo> = self
+            .transactions()?
+            .into_iter()
+            .filter(|info| {
+                info.state == TransactionState::Committing
+                    || info.created_ms.saturating_add(settings.timeout_ms as i64) <= now_ms
+            })
+            .collect();
+        for info in overdue {
+            let _serial = self.inner.transactions_lock.lock().await;
+            let Ok(mut record) = self.transaction_record(info.id) else {
+                continue; // Decided meanwhile.
+            };
+            if record.state == TransactionState::Committing {
+                self.finish_commit(info.id).await?;
+                continue;
+            }
+            if record.created_ms.saturating_add(record.timeout_ms as i64) > now_ms
+                || (record.checks > 0
+                    && record
+                        .last_check_ms
+                        .saturating_add(settings.check_interval_ms as i64)
+                        > now_ms)
+            {
+                continue;
+            }
+            if record.checks >= settings.max_checks {
+                tracing::warn!(
+                    transaction = info.id,
+                    group = %record.producer_group,
+                    checks = record.checks,
+                    outcome = ?settings.unresolved,
+                    "transaction undecided after every check; settling it"
+                );
+                match settings.unresolved {
+                    UnresolvedOutcome::Rollback => {
+                        self.forget_transaction(info.id, record.parts as usize)?;
+                    }
+                    UnresolvedOutcome::Commit => {
+                        record.state = TransactionState::Committing;
+                        self.save_transaction(info.id, &record, true)?;
+                        self.finish_commit(info.id).await?;
+                    }
+                }
+                continue;
+            }
+            self.ask_checker(&record.producer_group, info.id);
+            record.checks += 1;
+            record.last_check_ms = now_ms;
+            // Durable: progress of checks survives a restart even when the checks fail.
+            self.save_transaction(info.id, &record, true)?;
+        }
+        Ok(())
+    }
+
+    /// Asks one live checker of the group (round robin); false if none could take it.
+    fn ask_checker(&self, group: &str, transaction: u64) -> bool {
+        let mut checkers = lock(&self.inner.checkers);
+        let Some(group_checkers) = checkers.get_mut(group) else {
+            return false;
+        };
+        group_checkers.retain(|(_, sender)| !sender.is_closed());
+        if group_checkers.is_empty() {
+            return false;
+        }
+        group_checkers.rotate_left(1);
+        group_checkers
+            .iter()
+            .any(|(_, sender)| sender.try_send(transaction).is_ok())
+    }
+}
+
+/// Checkers per producer group: (checker id, where to send transaction ids).
+pub(super) type Checkers = HashMap<String, Vec<(u64, mpsc::Sender<u64>)>>;
