@@ -33,6 +33,7 @@
 //! ```
 
 pub mod error;
+pub mod http;
 mod native;
 
 use std::future::Future;

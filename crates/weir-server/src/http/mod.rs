@@ -1,0 +1,210 @@
+//! The HTTP/JSON front end: the broker for every language that is not Rust, under `/v1`, with
+//! an OpenAPI document generated from these handlers at `/v1/openapi.json`.
+//!
+//! Like the native front end, it decides nothing about messages: each handler parses a JSON
+//! shape, calls one [`Broker`] method and turns the answer (or the error, through
+//! [`error::ApiError`]) back into JSON. The only state it keeps is the consumers that HTTP
+//! fetches share ([`consumers`]), because HTTP has no connection to hang a consumer on.
+//!
+//! # Layout
+//!
+//! - [`HttpApi`]: builds the router over a broker and serves it on a listener until shutdown.
+//! - `topics.rs`, `messages.rs`, `subscriptions.rs`, `exchanges.rs`, `dead_letters.rs`,
+//!   `stats.rs`: the handlers, one per endpoint, each annotated for the OpenAPI document.
+//! - `model.rs`: JSON shapes shared by several endpoints; `extract.rs`: extractors whose
+//!   rejections are JSON errors; `error.rs`: error code → HTTP status.
+//!
+//! The endpoints, with curl examples, are documented in `docs/http-api.md`.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn example() -> std::io::Result<()> {
+//! use weir_core::{Broker, BrokerConfig};
+//! use weir_server::http::HttpApi;
+//! let broker = Broker::open(BrokerConfig::new("./weir-data")).await.expect("the broker opens");
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:15680").await?;
+//! HttpApi::new(broker).serve(listener, async { tokio::signal::ctrl_c().await.ok(); }).await
+//! # }
+//! ```
+
+mod consumers;
+mod dead_letters;
+pub mod error;
+mod exchanges;
+mod extract;
+mod messages;
+mod model;
+mod stats;
+mod subscriptions;
+mod topics;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::response::IntoResponse;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use weir_core::Broker;
+use weir_proto::ErrorCode;
+
+use consumers::ConsumerRegistry;
+use error::ApiError;
+
+/// Largest request body accepted. Bigger bodies get 413 `payload_too_large` before they are
+/// buffered. Twice the broker's default batch limit, since JSON (and base64) inflate payloads.
+pub const MAX_BODY_BYTES: usize = 16 << 20;
+
+/// What every handler gets.
+#[derive(Clone)]
+pub(crate) struct HttpState {
+    broker: Broker,
+    consumers: Arc<ConsumerRegistry>,
+    /// Turns true when the server starts shutting down, ending long polls early. The router
+    /// holds the sender, so that it lives as long as any handler can wait on it.
+    stopping: Arc<watch::Sender<bool>>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Weir HTTP API",
+        description = "Topics, publishing, consuming, exchanges and dead letters of a Weir broker, as JSON. Errors are `{code, name, message}` with the public error codes."
+    ),
+    tags(
+        (name = "topics", description = "Create, list, describe and delete topics"),
+        (name = "messages", description = "Publish to a topic and browse its messages"),
+        (name = "subscriptions", description = "Subscriptions, and consuming over HTTP: fetch, ack, nack"),
+        (name = "exchanges", description = "Routing by key, pattern or headers to topics"),
+        (name = "dead letters", description = "Browse, redrive and purge dead-letter queues"),
+        (name = "monitoring", description = "Stats and alerts"),
+    )
+)]
+struct ApiDocument;
+
+/// The routes with their OpenAPI description; one `routes!` per path.
+fn documented_routes() -> OpenApiRouter<HttpState> {
+    OpenApiRouter::with_openapi(ApiDocument::openapi())
+        .routes(routes!(topics::create_topic, topics::list_topics))
+        .routes(routes!(topics::get_topic, topics::delete_topic))
+        .routes(routes!(messages::publish, messages::browse))
+        .routes(routes!(
+            subscriptions::create_subscription,
+            subscriptions::list_subscriptions
+        ))
+        .routes(routes!(
+            subscriptions::get_subscription,
+            subscriptions::delete_subscription
+        ))
+        .routes(routes!(subscriptions::reset_subscription))
+        .routes(routes!(subscriptions::fetch))
+        .routes(routes!(subscriptions::ack))
+        .routes(routes!(subscriptions::nack))
+        .routes(routes!(
+            exchanges::create_exchange,
+            exchanges::list_exchanges
+        ))
+        .routes(routes!(exchanges::get_exchange, exchanges::delete_exchange))
+        .routes(routes!(exchanges::bind, exchanges::unbind))
+        .routes(routes!(exchanges::publish))
+        .routes(routes!(dead_letters::list_dead_letter_queues))
+        .routes(routes!(dead_letters::dead_letters))
+        .routes(routes!(dead_letters::redrive))
+        .routes(routes!(dead_letters::purge))
+        .routes(routes!(stats::stats))
+        .routes(routes!(stats::alerts))
+}
+
+/// The OpenAPI document of the API, as served at `/v1/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    documented_routes().into_openapi()
+}
+
+/// The HTTP API over one broker.
+pub struct HttpApi {
+    router: Router,
+    consumers: Arc<ConsumerRegistry>,
+    stopping: Arc<watch::Sender<bool>>,
+}
+
+impl HttpApi {
+    pub fn new(broker: Broker) -> HttpApi {
+        let stopping = Arc::new(watch::Sender::new(false));
+        let consumers = Arc::new(ConsumerRegistry::new(broker.clone()));
+        let state = HttpState {
+            broker,
+            consumers: consumers.clone(),
+            stopping: stopping.clone(),
+        };
+        let (router, document) = documented_routes().split_for_parts();
+        let document = Arc::new(document);
+        let router = router
+            .route(
+                "/v1/openapi.json",
+                axum::routing::get(move || {
+                    let document = document.clone();
+                    async move { Json(document.as_ref().clone()) }
+                }),
+            )
+            .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
+            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .with_state(state);
+        HttpApi {
+            router,
+            consumers,
+            stopping,
+        }
+    }
+
+    /// The router, for serving it yourself or calling it in tests.
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// Ends every long poll now (they answer with what they have) and makes later ones answer
+    /// at once: called when the server starts shutting down.
+    pub fn stop_waiting(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then ends long polls, stops accepting,
+    /// and returns once the open requests are answered. The broker is left running: its owner
+    /// shuts it down.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let stopping = self.stopping;
+        axum::serve(listener, self.router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                stopping.send_replace(true);
+            })
+            .await?;
+        // Their unacked deliveries go back to the subscriptions for whoever comes next.
+        self.consumers.clear();
+        Ok(())
+    }
+}
+
+async fn not_found(uri: axum::http::Uri) -> impl IntoResponse {
+    ApiError::new(
+        ErrorCode::NotFound,
+        format!("no endpoint at {}; see /v1/openapi.json", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> impl IntoResponse {
+    ApiError::new(
+        ErrorCode::UnsupportedRequest,
+        format!("{method} is not supported on {}", uri.path()),
+    )
+}

@@ -1,0 +1,495 @@
+//! The JSON shapes shared by several endpoints — a message to publish, a stored message, a
+//! delivery and its id, a start position, a durability — and their conversions to and from
+//! `weir-core` types. Shapes used by one endpoint only live beside its handler.
+//!
+//! Payloads, keys and header values are bytes in the broker; JSON carries them as text when
+//! they are UTF-8 and as base64 (`payload_base64`, `key_base64`) otherwise, so any byte string
+//! round-trips and the common case stays readable.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use weir_core::{Delivery, Durability, Message, MessageId, PublishedRange, Record, StartPosition};
+
+use super::error::ApiError;
+
+/// The header that carries a producer-supplied message id; the broker deduplicates by it.
+pub const MESSAGE_ID_HEADER: &str = "weir.id";
+
+/// A message to publish.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MessageInput {
+    /// The payload as UTF-8 text. Give this or `payload_base64`, not both.
+    #[schema(example = "order 1 created")]
+    pub payload: Option<String>,
+    /// The payload as base64 (standard alphabet, padded), for binary payloads.
+    pub payload_base64: Option<String>,
+    /// Messages with one key go to one partition, in order.
+    #[schema(example = "order-1")]
+    pub key: Option<String>,
+    /// Text headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// A producer-supplied message id (stored as header `weir.id`): the broker's dedup key.
+    #[schema(example = "m-1")]
+    pub id: Option<String>,
+    /// Deliver no earlier than this many milliseconds from now. Only 0 is accepted today.
+    #[serde(default)]
+    pub delay_ms: u64,
+}
+
+impl MessageInput {
+    /// The core message, or why this one (the `index`-th of its request) is refused.
+    pub fn into_message(self, index: usize) -> Result<Message, ApiError> {
+        let refuse =
+            |reason: &str| ApiError::invalid_argument(format!("messages[{index}]: {reason}"));
+        if self.delay_ms > 0 {
+            // The seam for the scheduler: once delayed delivery exists, a message with a delay
+            // goes to it instead of being refused here.
+            return Err(refuse("delayed messages are not available yet"));
+        }
+        let value = match (self.payload, self.payload_base64) {
+            (Some(text), None) => Bytes::from(text),
+            (None, Some(encoded)) => BASE64
+                .decode(encoded.as_bytes())
+                .map(Bytes::from)
+                .map_err(|error| refuse(&format!("payload_base64 is not base64: {error}")))?,
+            (Some(_), Some(_)) => return Err(refuse("give payload or payload_base64, not both")),
+            (None, None) => return Err(refuse("a message needs payload or payload_base64")),
+        };
+        let mut message = Message::new(value);
+        message.key = self.key.map(Bytes::from);
+        message.headers = self
+            .headers
+            .into_iter()
+            .filter(|(name, _)| self.id.is_none() || name != MESSAGE_ID_HEADER)
+            .map(|(name, value)| (name, Bytes::from(value)))
+            .collect();
+        if let Some(id) = self.id {
+            if id.is_empty() {
+                return Err(refuse("a message id cannot be empty"));
+            }
+            message
+                .headers
+                .push((MESSAGE_ID_HEADER.to_owned(), Bytes::from(id)));
+        }
+        Ok(message)
+    }
+}
+
+/// Converts a request's messages, refusing an empty list.
+pub fn into_messages(inputs: Vec<MessageInput>) -> Result<Vec<Message>, ApiError> {
+    if inputs.is_empty() {
+        return Err(ApiError::invalid_argument(
+            "messages is empty: nothing to publish",
+        ));
+    }
+    inputs
+        .into_iter()
+        .enumerate()
+        .map(|(index, input)| input.into_message(index))
+        .collect()
+}
+
+/// What a confirm promises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DurabilityView {
+    /// Written to the OS page cache: survives a crash of the broker, not a power loss.
+    Os,
+    /// fdatasync'd: survives a power loss.
+    Fsynced,
+}
+
+impl From<Durability> for DurabilityView {
+    fn from(durability: Durability) -> DurabilityView {
+        match durability {
+            Durability::Os => DurabilityView::Os,
+            Durability::Fsynced => DurabilityView::Fsynced,
+        }
+    }
+}
+
+/// Offsets one publish received in one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub struct RangeView {
+    pub partition: u32,
+    pub base_offset: u64,
+    pub last_offset: u64,
+}
+
+impl From<&PublishedRange> for RangeView {
+    fn from(range: &PublishedRange) -> RangeView {
+        RangeView {
+            partition: range.partition,
+            base_offset: range.base_offset,
+            last_offset: range.last_offset,
+        }
+    }
+}
+
+/// Where one published message is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub struct PositionView {
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// Each message's partition and offset, in request order, from the ranges of its confirm.
+///
+/// The broker confirms one range per partition written; within a partition the messages keep
+/// their request order. With one range the answer is immediate. With several, keyed messages
+/// are placed by the key hash over `partition_count` partitions and the unkeyed ones (which
+/// the broker sends together to one partition) fill the range with room left. `None` when the
+/// ranges do not account for exactly these messages (for instance once the broker starts
+/// skipping duplicates), rather than a guess.
+pub fn message_positions(
+    messages: &[Message],
+    ranges: &[PublishedRange],
+    partition_count: impl FnOnce() -> Option<u32>,
+) -> Option<Vec<PositionView>> {
+    let stored: u64 = ranges
+        .iter()
+        .map(|range| range.last_offset - range.base_offset + 1)
+        .sum();
+    if stored != messages.len() as u64 {
+        return None;
+    }
+    if let [range] = ranges {
+        return Some(
+            (0..messages.len() as u64)
+                .map(|index| PositionView {
+                    partition: range.partition,
+                    offset: range.base_offset + index,
+                })
+                .collect(),
+        );
+    }
+    let partition_count = partition_count()?;
+    let keyed: Vec<Option<u32>> = messages
+        .iter()
+        .map(|message| {
+            message
+                .key
+                .as_ref()
+                .map(|key| weir_core::partition_for_key(key, partition_count))
+        })
+        .collect();
+    let mut room: BTreeMap<u32, (u64, u64)> = ranges
+        .iter()
+        .map(|range| {
+            let length = range.last_offset - range.base_offset + 1;
+            (range.partition, (range.base_offset, length))
+        })
+        .collect();
+    for partition in keyed.iter().flatten() {
+        let (_, length) = room.get_mut(partition)?;
+        *length = length.checked_sub(1)?;
+    }
+    let mut with_room = room.iter().filter(|(_, (_, length))| *length > 0);
+    let unkeyed_partition = with_room.next().map(|(&partition, _)| partition);
+    if with_room.next().is_some() {
+        return None;
+    }
+    let mut next: BTreeMap<u32, u64> = ranges
+        .iter()
+        .map(|range| (range.partition, range.base_offset))
+        .collect();
+    keyed
+        .iter()
+        .map(|partition| {
+            let partition = (*partition).or(unkeyed_partition)?;
+            let offset = next.get_mut(&partition)?;
+            let position = PositionView {
+                partition,
+                offset: *offset,
+            };
+            *offset += 1;
+            Some(position)
+        })
+        .collect()
+}
+
+/// A stored message, as browsing and deliveries show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct MessageView {
+    pub partition: u32,
+    pub offset: u64,
+    /// Publish time, milliseconds since the Unix epoch.
+    pub timestamp_ms: i64,
+    /// The producer-supplied message id (header `weir.id`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The key, when it is UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The key as base64, when it is not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_base64: Option<String>,
+    /// Headers; a value that is not UTF-8 is shown with U+FFFD replacement characters.
+    pub headers: BTreeMap<String, String>,
+    /// The payload, when it is UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+    /// The payload as base64, when it is not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload_base64: Option<String>,
+}
+
+/// `(text, base64)`: exactly one is set.
+fn text_or_base64(bytes: &[u8]) -> (Option<String>, Option<String>) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => (Some(text.to_owned()), None),
+        Err(_) => (None, Some(BASE64.encode(bytes))),
+    }
+}
+
+impl MessageView {
+    pub fn new(partition: u32, record: &Record) -> MessageView {
+        let (key, key_base64) = match &record.key {
+            Some(key) => text_or_base64(key),
+            None => (None, None),
+        };
+        let (payload, payload_base64) = text_or_base64(&record.value);
+        MessageView {
+            partition,
+            offset: record.offset,
+            timestamp_ms: record.timestamp_ms,
+            id: record
+                .header(MESSAGE_ID_HEADER)
+                .map(|id| String::from_utf8_lossy(id).into_owned()),
+            key,
+            key_base64,
+            headers: record
+                .headers
+                .iter()
+                .map(|(name, value)| (name.clone(), String::from_utf8_lossy(value).into_owned()))
+                .collect(),
+            payload,
+            payload_base64,
+        }
+    }
+}
+
+/// A message handed to a consumer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct DeliveryView {
+    /// Names this delivery in `ack` and `nack`: `"<partition>-<offset>"`.
+    #[schema(example = "0-42")]
+    pub delivery_id: String,
+    /// 1 on the first delivery, more on redeliveries.
+    pub delivery_count: u32,
+    #[serde(flatten)]
+    pub message: MessageView,
+}
+
+impl From<&Delivery> for DeliveryView {
+    fn from(delivery: &Delivery) -> DeliveryView {
+        DeliveryView {
+            delivery_id: format_delivery_id(delivery.id()),
+            delivery_count: delivery.delivery_count,
+            message: MessageView::new(delivery.partition, &delivery.record),
+        }
+    }
+}
+
+/// `"<partition>-<offset>"`: a delivery id is the message's place in the topic, so it stays
+/// valid across redeliveries, consumers and restarts.
+pub fn format_delivery_id(id: MessageId) -> String {
+    format!("{}-{}", id.partition, id.offset)
+}
+
+pub fn parse_delivery_id(text: &str) -> Result<MessageId, ApiError> {
+    let refuse = || {
+        ApiError::invalid_argument(format!(
+            "'{text}' is not a delivery id (expected \"<partition>-<offset>\", as fetch returns)"
+        ))
+    };
+    let (partition, offset) = text.split_once('-').ok_or_else(refuse)?;
+    let digits = |part: &str| !part.is_empty() && part.bytes().all(|byte| byte.is_ascii_digit());
+    if !digits(partition) || !digits(offset) {
+        return Err(refuse());
+    }
+    Ok(MessageId {
+        partition: partition.parse().map_err(|_| refuse())?,
+        offset: offset.parse().map_err(|_| refuse())?,
+    })
+}
+
+/// Parses every id, refusing an empty list.
+pub fn parse_delivery_ids(ids: &[String]) -> Result<Vec<MessageId>, ApiError> {
+    if ids.is_empty() {
+        return Err(ApiError::invalid_argument("delivery_ids is empty"));
+    }
+    ids.iter().map(|id| parse_delivery_id(id)).collect()
+}
+
+/// Where a subscription starts, or where a reset moves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum PositionInput {
+    /// `"earliest"` or `"latest"`.
+    Named(NamedPosition),
+    /// `{"offset": N}`: the same offset in every partition (clamped to what exists).
+    Offset { offset: u64 },
+    /// `{"timestamp_ms": T}`: the first message at or after this time in each partition.
+    Timestamp { timestamp_ms: i64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NamedPosition {
+    Earliest,
+    Latest,
+}
+
+impl From<PositionInput> for StartPosition {
+    fn from(position: PositionInput) -> StartPosition {
+        match position {
+            PositionInput::Named(NamedPosition::Earliest) => StartPosition::Earliest,
+            PositionInput::Named(NamedPosition::Latest) => StartPosition::Latest,
+            PositionInput::Offset { offset } => StartPosition::Offset(offset),
+            PositionInput::Timestamp { timestamp_ms } => StartPosition::Timestamp(timestamp_ms),
+        }
+    }
+}
+
+impl From<StartPosition> for PositionInput {
+    fn from(position: StartPosition) -> PositionInput {
+        match position {
+            StartPosition::Earliest => PositionInput::Named(NamedPosition::Earliest),
+            StartPosition::Latest => PositionInput::Named(NamedPosition::Latest),
+            StartPosition::Offset(offset) => PositionInput::Offset { offset },
+            StartPosition::Timestamp(timestamp_ms) => PositionInput::Timestamp { timestamp_ms },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(partition: u32, base_offset: u64, last_offset: u64) -> PublishedRange {
+        PublishedRange {
+            partition,
+            base_offset,
+            last_offset,
+        }
+    }
+
+    #[test]
+    fn delivery_ids_round_trip_and_garbage_is_refused() {
+        let id = MessageId {
+            partition: 3,
+            offset: 42,
+        };
+        assert_eq!(parse_delivery_id(&format_delivery_id(id)), Ok(id));
+        for bad in [
+            "",
+            "3",
+            "3-",
+            "-4",
+            "a-1",
+            "1-b",
+            "1-2-3",
+            "+1-2",
+            "99999999999-1",
+        ] {
+            assert!(parse_delivery_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn one_range_numbers_messages_in_order() {
+        let messages = vec![Message::new("a"), Message::new("b")];
+        let positions = message_positions(&messages, &[range(2, 10, 11)], || None);
+        assert_eq!(
+            positions,
+            Some(vec![
+                PositionView {
+                    partition: 2,
+                    offset: 10
+                },
+                PositionView {
+                    partition: 2,
+                    offset: 11
+                },
+            ])
+        );
+    }
+
+    #[test]
+    fn keyed_and_unkeyed_messages_are_placed_by_key_hash_and_leftover_room() {
+        let count = 4;
+        let key_partition = weir_core::partition_for_key(b"k", count);
+        let unkeyed_partition = (key_partition + 1) % count;
+        let messages = vec![
+            Message::new("x"),
+            Message::new("y").with_key("k"),
+            Message::new("z"),
+        ];
+        let mut ranges = vec![range(key_partition, 5, 5), range(unkeyed_partition, 7, 8)];
+        ranges.sort_by_key(|range| range.partition);
+        let positions = message_positions(&messages, &ranges, || Some(count));
+        assert_eq!(
+            positions,
+            Some(vec![
+                PositionView {
+                    partition: unkeyed_partition,
+                    offset: 7
+                },
+                PositionView {
+                    partition: key_partition,
+                    offset: 5
+                },
+                PositionView {
+                    partition: unkeyed_partition,
+                    offset: 8
+                },
+            ])
+        );
+    }
+
+    #[test]
+    fn ranges_that_do_not_account_for_the_messages_give_no_positions() {
+        let messages = vec![Message::new("a"), Message::new("b")];
+        assert_eq!(
+            message_positions(&messages, &[range(0, 0, 0)], || Some(1)),
+            None
+        );
+    }
+
+    #[test]
+    fn a_message_needs_exactly_one_payload_and_no_delay() {
+        let both = MessageInput {
+            payload: Some("a".into()),
+            payload_base64: Some("YQ==".into()),
+            ..MessageInput::default()
+        };
+        assert!(both.into_message(0).is_err());
+        assert!(MessageInput::default().into_message(0).is_err());
+        let delayed = MessageInput {
+            payload: Some("a".into()),
+            delay_ms: 5,
+            ..MessageInput::default()
+        };
+        let error = delayed.into_message(3).expect_err("delays are refused");
+        assert!(error.message.contains("messages[3]"), "{}", error.message);
+        let binary = MessageInput {
+            payload_base64: Some("AP8=".into()),
+            id: Some("m-1".into()),
+            ..MessageInput::default()
+        };
+        let message = binary.into_message(0).expect("valid base64");
+        assert_eq!(&message.value[..], &[0, 255]);
+        assert_eq!(
+            message.headers,
+            vec![("weir.id".to_owned(), Bytes::from("m-1"))]
+        );
+    }
+}
