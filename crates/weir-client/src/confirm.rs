@@ -94,9 +94,12 @@ impl BatchOutcome {
 }
 
 /// Resolves to the [`Confirm`] of one message once its batch is answered, or to the error
-/// the batch failed with. Dropping it does not cancel the message.
+/// the batch failed with.
+///
+/// Unlike most futures it is not lazy: the message is sent whether or not this is awaited,
+/// and dropping it only means not hearing about the outcome (a later
+/// [`Producer::flush`](crate::Producer::flush) still reports a failure).
 #[derive(Debug)]
-#[must_use = "a confirm future does nothing unless awaited; drop it to not wait"]
 pub struct ConfirmFuture {
     outcome: Arc<BatchOutcome>,
     /// The message's index in its batch.

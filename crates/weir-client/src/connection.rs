@@ -609,6 +609,7 @@ async fn dispatch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scripted_server::scripted_server;
     use tokio::net::TcpListener;
     use weir_proto::{ErrorCode, Fsync, MessageId, Start, SubscriptionMode, TopicInfo};
 
@@ -630,58 +631,12 @@ mod tests {
         })
     }
 
-    /// A scripted server for one connection: answers the hello itself, then passes every
-    /// request to `answer`, which returns the frames to send (correlation id, response).
-    /// Returning `None` closes the connection.
-    async fn fake_server(
-        mut answer: impl FnMut(u64, Request) -> Option<Vec<(u64, Response)>> + Send + 'static,
-    ) -> String {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap().to_string();
-        tokio::spawn(async move {
-            let (mut stream, _) = listener.accept().await.unwrap();
-            let mut buffer = BytesMut::new();
-            loop {
-                let frame = match Frame::parse(&mut buffer, DEFAULT_MAX_FRAME_BYTES) {
-                    Ok(frame) => frame,
-                    Err(FrameError::Incomplete { .. }) => {
-                        if stream.read_buf(&mut buffer).await.unwrap_or(0) == 0 {
-                            return;
-                        }
-                        continue;
-                    }
-                    Err(error) => panic!("{error}"),
-                };
-                let request = Request::decode(frame.kind, frame.payload).unwrap();
-                let answers = if let Request::Hello { .. } = request {
-                    Some(vec![(
-                        frame.correlation_id,
-                        Response::HelloOk {
-                            version: 1,
-                            server_name: "fake".into(),
-                            max_frame_bytes: 1 << 20,
-                        },
-                    )])
-                } else {
-                    answer(frame.correlation_id, request)
-                };
-                let Some(answers) = answers else { return };
-                let mut out = BytesMut::new();
-                for (correlation_id, response) in answers {
-                    response.encode(correlation_id, &mut out);
-                }
-                stream.write_all(&out).await.unwrap();
-            }
-        });
-        address
-    }
-
     /// Goal: answers reach their own callers whatever order the server sends them in.
     /// Method: the server holds the first request's answer and sends both after the second.
     #[tokio::test]
     async fn answers_are_matched_by_correlation_id_in_any_order() {
         let mut held = None;
-        let address = fake_server(move |correlation_id, request| {
+        let address = scripted_server(move |_, correlation_id, request| {
             let Request::DescribeTopic { name } = request else {
                 panic!("unexpected {request:?}")
             };
@@ -712,7 +667,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_error_answer_becomes_a_server_error() {
-        let address = fake_server(|correlation_id, _| {
+        let address = scripted_server(|_, correlation_id, _| {
             Some(vec![(
                 correlation_id,
                 Response::error_with(ErrorCode::UnknownTopic, "no topic 'x'"),
@@ -733,7 +688,7 @@ mod tests {
     /// frames at once, then refuses the ack.
     #[tokio::test]
     async fn first_deliveries_arrive_and_a_refused_ack_is_reported_later() {
-        let address = fake_server(|correlation_id, request| match request {
+        let address = scripted_server(|_, correlation_id, request| match request {
             Request::Subscribe { .. } => {
                 let delivery = Delivery {
                     partition: 0,
@@ -794,7 +749,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_lost_connection_fails_pending_requests_and_ends_subscriptions() {
-        let address = fake_server(|_, _| None).await;
+        let address = scripted_server(|_, _, _| None).await;
         let connection = Connection::open(&address, &settings()).await.unwrap();
         let error = connection.request(&Request::Ping).await.unwrap_err();
         assert!(matches!(error, Error::Closed(_)), "{error}");

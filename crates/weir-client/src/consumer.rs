@@ -443,3 +443,121 @@ impl Drop for Consumer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::scripted_server::scripted_server;
+
+    fn delivery(offset: u64) -> Delivery {
+        Delivery {
+            partition: 0,
+            offset,
+            delivery_count: 1,
+            timestamp_ms: 0,
+            key: None,
+            headers: Vec::new(),
+            value: Bytes::from(offset.to_string()),
+        }
+    }
+
+    /// Goal: acks in a hot loop are coalesced into one request, sent when the consumer is
+    /// about to wait for more messages, not one round trip per message. Method: the server
+    /// delivers four messages, records every ack request, and delivers a fifth only once acked.
+    #[tokio::test]
+    async fn acks_are_coalesced_until_the_consumer_would_wait() {
+        let acks = Arc::new(Mutex::new(Vec::new()));
+        let recorded = acks.clone();
+        let address = scripted_server(move |_, correlation_id, request| match request {
+            Request::Subscribe { .. } => Some(vec![
+                (correlation_id, Response::Subscribed { subscription: 3 }),
+                (
+                    0,
+                    Response::Deliver {
+                        subscription: 3,
+                        messages: (0..4).map(delivery).collect(),
+                    },
+                ),
+            ]),
+            Request::Ack { subscription, ids } => {
+                assert_eq!(subscription, 3);
+                recorded.lock().unwrap().push(ids);
+                Some(vec![
+                    (correlation_id, Response::Ok),
+                    (
+                        0,
+                        Response::Deliver {
+                            subscription: 3,
+                            messages: vec![delivery(4)],
+                        },
+                    ),
+                ])
+            }
+            other => panic!("unexpected {other:?}"),
+        })
+        .await;
+        let client = Client::connect(&address).await.unwrap();
+        let mut consumer = client
+            .subscribe("t", "g", SubscribeOptions::queue())
+            .await
+            .unwrap();
+        for expected in 0..4 {
+            let delivery = consumer.next().await.unwrap();
+            assert_eq!(delivery.offset, expected);
+            consumer.ack_one(&delivery).await.unwrap();
+        }
+        assert!(acks.lock().unwrap().is_empty(), "no ack sent yet");
+        let fifth = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+            .await
+            .expect("the coalesced acks were sent before waiting")
+            .unwrap();
+        assert_eq!(fifth.offset, 4);
+        let offsets: Vec<Vec<u64>> = acks
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|ids| ids.iter().map(|id| id.offset).collect())
+            .collect();
+        assert_eq!(offsets, [vec![0, 1, 2, 3]]);
+    }
+
+    /// Goal: an ack the broker refuses is reported by the consumer's next call. Method: a
+    /// server that refuses acks; `flush_acks` waits for the answer and returns it.
+    #[tokio::test]
+    async fn a_refused_ack_is_reported_on_the_next_call() {
+        let address = scripted_server(|_, correlation_id, request| match request {
+            Request::Subscribe { .. } => Some(vec![
+                (correlation_id, Response::Subscribed { subscription: 1 }),
+                (
+                    0,
+                    Response::Deliver {
+                        subscription: 1,
+                        messages: vec![delivery(0)],
+                    },
+                ),
+            ]),
+            Request::Ack { .. } => Some(vec![(
+                correlation_id,
+                Response::error(weir_proto::ErrorCode::NoSuchSubscription),
+            )]),
+            other => panic!("unexpected {other:?}"),
+        })
+        .await;
+        let client = Client::connect(&address).await.unwrap();
+        let mut consumer = client
+            .subscribe("t", "g", SubscribeOptions::queue())
+            .await
+            .unwrap();
+        let delivery = consumer.next().await.unwrap();
+        consumer.ack_one(&delivery).await.unwrap();
+        let error = consumer.flush_acks().await.unwrap_err();
+        assert_eq!(
+            error.code(),
+            Some(weir_proto::ErrorCode::NoSuchSubscription)
+        );
+    }
+}

@@ -62,6 +62,8 @@ mod error;
 mod message;
 mod partitioner;
 mod producer;
+#[cfg(test)]
+mod scripted_server;
 
 pub use client::{Client, ClientOptions, TopicOptions};
 pub use confirm::ConfirmFuture;

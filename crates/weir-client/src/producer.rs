@@ -395,3 +395,198 @@ async fn placement(
         ))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use weir_proto::{Durability, Fsync, PartitionInfo, PublishedRange, Request, Response};
+
+    use super::*;
+    use crate::ClientOptions;
+    use crate::scripted_server::scripted_server;
+
+    const PATIENCE: Duration = Duration::from_secs(10);
+
+    fn records_in(batch: &bytes::Bytes) -> u64 {
+        u64::from(
+            weir_batch::Batch::parse(batch.clone(), usize::MAX)
+                .expect("the producer sends valid batches")
+                .record_count(),
+        )
+    }
+
+    fn published(partition: u32, base_offset: u64, count: u64) -> Response {
+        Response::Published {
+            partitions: vec![PublishedRange {
+                partition,
+                base_offset,
+                last_offset: base_offset + count - 1,
+            }],
+            durability: Durability::Fsynced,
+        }
+    }
+
+    async fn client(address: &str) -> Client {
+        let options = ClientOptions {
+            reconnect_delay_min: Duration::from_millis(5),
+            reconnect_delay_max: Duration::from_millis(20),
+            ..ClientOptions::default()
+        };
+        Client::connect_with(address, options).await.unwrap()
+    }
+
+    /// Goal: the producer keeps many batches in flight on one connection instead of waiting
+    /// for each confirm, and each message's confirm names its own offset. Method: a server
+    /// that answers no publish until it holds five of them; 50 messages in batches of 10.
+    #[tokio::test]
+    async fn many_batches_are_in_flight_at_once_and_each_message_gets_its_offset() {
+        let mut held = Vec::new();
+        let mut next_offset = 0;
+        let address = scripted_server(move |_, correlation_id, request| {
+            let Request::Publish { batch, .. } = request else {
+                panic!("unexpected {request:?}")
+            };
+            let count = records_in(&batch);
+            held.push((correlation_id, published(0, next_offset, count)));
+            next_offset += count;
+            if held.len() < 5 {
+                return Some(Vec::new());
+            }
+            Some(std::mem::take(&mut held))
+        })
+        .await;
+        let producer = client(&address).await.producer(ProducerOptions {
+            max_batch_messages: 10,
+            ..ProducerOptions::default()
+        });
+        let mut confirms = Vec::new();
+        for index in 0..50 {
+            let message = Message::new(format!("m{index}")).with_partition(0);
+            confirms.push(producer.send("t", message).await.unwrap());
+        }
+        for (index, confirm) in confirms.into_iter().enumerate() {
+            let confirm = tokio::time::timeout(PATIENCE, confirm)
+                .await
+                .expect("confirmed without waiting per batch")
+                .unwrap();
+            assert_eq!((confirm.partition, confirm.offset), (0, index as u64));
+            assert_eq!(confirm.durability, Durability::Fsynced);
+        }
+        producer.flush().await.unwrap();
+    }
+
+    /// Goal: a batch whose confirm was lost with the connection is sent again on a new one
+    /// (at least once). Method: the first connection closes on the first publish; the next
+    /// one answers.
+    #[tokio::test]
+    async fn a_batch_is_sent_again_after_the_connection_is_lost() {
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let counted = attempts.clone();
+        let address = scripted_server(move |connection, correlation_id, request| {
+            let Request::Publish { batch, .. } = request else {
+                panic!("unexpected {request:?}")
+            };
+            counted.fetch_add(1, Ordering::SeqCst);
+            if connection == 0 {
+                return None;
+            }
+            Some(vec![(correlation_id, published(0, 7, records_in(&batch)))])
+        })
+        .await;
+        let producer = client(&address).await.producer(ProducerOptions::default());
+        let confirm = tokio::time::timeout(
+            PATIENCE,
+            producer.send_confirmed("t", Message::new("once").with_partition(0)),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(confirm.offset, 7);
+        assert_eq!(attempts.load(Ordering::SeqCst), 2);
+        producer.flush().await.unwrap();
+    }
+
+    /// Goal: a batch the broker refuses fails each of its messages and the next flush, and
+    /// is not retried. Method: a server that refuses every publish as too large.
+    #[tokio::test]
+    async fn a_refused_batch_fails_its_messages_and_the_next_flush() {
+        let address = scripted_server(|_, correlation_id, _| {
+            Some(vec![(
+                correlation_id,
+                Response::error(ErrorCode::PayloadTooLarge),
+            )])
+        })
+        .await;
+        let producer = client(&address).await.producer(ProducerOptions::default());
+        let first = producer
+            .send("t", Message::new("a").with_partition(0))
+            .await
+            .unwrap();
+        let second = producer
+            .send("t", Message::new("b").with_partition(0))
+            .await
+            .unwrap();
+        let flushed = producer.flush().await.unwrap_err();
+        assert_eq!(flushed.code(), Some(ErrorCode::PayloadTooLarge));
+        for confirm in [first, second] {
+            assert_eq!(
+                confirm.await.unwrap_err().code(),
+                Some(ErrorCode::PayloadTooLarge)
+            );
+        }
+        // Reported once: the next flush starts clean.
+        producer.flush().await.unwrap();
+    }
+
+    /// Goal: a keyed message goes to its key's partition, computed from the topic's partition
+    /// count, which is asked once. Method: a 4-partition topic and two keyed sends.
+    #[tokio::test]
+    async fn a_keyed_message_is_sent_to_its_keys_partition() {
+        let describes = Arc::new(AtomicUsize::new(0));
+        let counted = describes.clone();
+        let address = scripted_server(move |_, correlation_id, request| match request {
+            Request::DescribeTopic { name } => {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let partitions = (0..4)
+                    .map(|partition| PartitionInfo {
+                        partition,
+                        start_offset: 0,
+                        end_offset: 0,
+                        size_bytes: 0,
+                    })
+                    .collect();
+                Some(vec![(
+                    correlation_id,
+                    Response::Topic(weir_proto::TopicInfo {
+                        name,
+                        partitions,
+                        fsync: Fsync::Always,
+                        retention_ms: None,
+                        retention_bytes: None,
+                    }),
+                )])
+            }
+            Request::Publish {
+                partition, batch, ..
+            } => {
+                let partition = partition.expect("the producer routed the key itself");
+                Some(vec![(
+                    correlation_id,
+                    published(partition, 0, records_in(&batch)),
+                )])
+            }
+            other => panic!("unexpected {other:?}"),
+        })
+        .await;
+        let producer = client(&address).await.producer(ProducerOptions::default());
+        for key in ["customer-1", "customer-2"] {
+            let confirm = producer
+                .send_confirmed("orders", Message::new("x").with_key(key))
+                .await
+                .unwrap();
+            assert_eq!(confirm.partition, partition_for_key(key.as_bytes(), 4));
+        }
+        assert_eq!(describes.load(Ordering::SeqCst), 1);
+    }
+}

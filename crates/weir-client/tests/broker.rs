@@ -31,6 +31,7 @@ struct TestServer {
 impl TestServer {
     /// Opens a broker on `data_dir` and serves it at `address` (port 0 for any free port).
     async fn start(data_dir: &Path, address: SocketAddr) -> TestServer {
+        init_tracing();
         let broker = Broker::open(BrokerConfig::new(data_dir))
             .await
             .expect("the broker opens");
@@ -65,6 +66,14 @@ impl TestServer {
             .expect("the server task did not panic")
             .expect("the server stopped cleanly");
     }
+}
+
+/// Logs to the test's output, filtered by `RUST_LOG` (e.g. `RUST_LOG=weir_client=debug`).
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
 }
 
 async fn connect(server: &TestServer) -> Client {
@@ -175,12 +184,10 @@ async fn a_stream_subscription_replays_from_the_earliest_message() {
     let producer = client.producer(ProducerOptions::default());
     for index in 0..100u32 {
         // Fire and forget: the flush below reports any failure.
-        drop(
-            producer
-                .send("events", Message::new(index.to_string()))
-                .await
-                .unwrap(),
-        );
+        producer
+            .send("events", Message::new(index.to_string()))
+            .await
+            .unwrap();
     }
     producer.flush().await.unwrap();
 
@@ -430,12 +437,10 @@ async fn producer_and_consumer_resume_after_the_server_restarts() {
 
     let mut seen = BTreeSet::new();
     for index in 0..500 {
-        drop(
-            producer
-                .send("jobs", Message::new(format!("job-{index}")))
-                .await
-                .unwrap(),
-        );
+        producer
+            .send("jobs", Message::new(format!("job-{index}")))
+            .await
+            .unwrap();
     }
     producer.flush().await.unwrap();
     while seen.len() < 250 {
