@@ -1,9 +1,9 @@
 //! Weir's protocol front ends: thin adapters over one [`weir_core::Broker`].
 //!
 //! Nothing here decides anything about messages: a front end decodes a request, calls one
-//! `Broker` method, and encodes the answer. Today there is one front end, the native protocol
-//! of `weir-proto`; HTTP and RESP will sit beside it and share [`error::public_error`], the one
-//! mapping from the core's errors to the public error codes.
+//! `Broker` method, and encodes the answer. Two front ends today: the native protocol of
+//! `weir-proto`, and the HTTP/JSON API ([`http`]); RESP will sit beside them. All share
+//! [`error::public_error`], the one mapping from the core's errors to the public error codes.
 //!
 //! # Layout
 //!
@@ -14,6 +14,7 @@
 //! - `native/connection.rs`: one task per connection: frames in, a single writer task out,
 //!   pipelined publishes, one delivery task per subscription.
 //! - `native/handle.rs`: the one `match` over [`weir_proto::Request`].
+//! - [`http`]: the HTTP/JSON API under `/v1` (axum), with its OpenAPI document.
 //! - [`error`]: core error → public code and message.
 //!
 //! The internals (connection lifecycle, pipelining, back-pressure, shutdown) are described in
@@ -56,6 +57,10 @@ pub struct ServerConfig {
     /// The largest frame accepted (and sent), length prefix included. A client declaring a
     /// larger frame gets `payload_too_large` and is disconnected before anything is allocated.
     pub max_frame_bytes: usize,
+    /// Where the HTTP API ([`http`]) listens, if anywhere. Port 0 picks a free port: see
+    /// [`Server::http_addr`]. `None` by default, so that embedding programs and tests open
+    /// only what they ask for; `weir serve` defaults it to 127.0.0.1:15680.
+    pub http_addr: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +69,7 @@ impl Default for ServerConfig {
             native_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 5680)),
             max_connections: 1024,
             max_frame_bytes: weir_proto::DEFAULT_MAX_FRAME_BYTES,
+            http_addr: None,
         }
     }
 }
@@ -79,16 +85,23 @@ pub struct Server {
     broker: Broker,
     config: ServerConfig,
     native: TcpListener,
+    http: Option<TcpListener>,
 }
 
 impl Server {
-    /// Binds the native listener. Nothing is accepted until [`Server::run`].
+    /// Binds the native listener, and the HTTP one if configured. Nothing is accepted until
+    /// [`Server::run`].
     pub async fn bind(broker: Broker, config: ServerConfig) -> std::io::Result<Server> {
         let native = TcpListener::bind(config.native_addr).await?;
+        let http = match config.http_addr {
+            Some(address) => Some(TcpListener::bind(address).await?),
+            None => None,
+        };
         Ok(Server {
             broker,
             config,
             native,
+            http,
         })
     }
 
@@ -96,6 +109,13 @@ impl Server {
     /// system chose if the configured port was 0.
     pub fn native_addr(&self) -> SocketAddr {
         self.native.local_addr().unwrap_or(self.config.native_addr)
+    }
+
+    /// The address the HTTP listener is bound to, if there is one (with the chosen port if the
+    /// configured one was 0).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        let listener = self.http.as_ref()?;
+        listener.local_addr().ok().or(self.config.http_addr)
     }
 
     /// Serves until `shutdown` resolves, then: stops accepting, tells every connection to stop
@@ -113,7 +133,33 @@ impl Server {
             native::connection::Limits::from_config(&self.config),
             self.config.max_connections,
         );
-        listener.run(shutdown, CONNECTION_DRAIN_TIMEOUT).await;
+        // One shutdown future, two listeners: the native side awaits it and tells the HTTP
+        // side through a watch channel, so both start draining at once.
+        let stopping = tokio::sync::watch::Sender::new(false);
+        let http = self.http.map(|http_listener| {
+            let mut stop = stopping.subscribe();
+            tokio::spawn(
+                http::HttpApi::new(self.broker.clone()).serve(http_listener, async move {
+                    let _ = stop.wait_for(|stopping| *stopping).await;
+                }),
+            )
+        });
+        let native_shutdown = async {
+            shutdown.await;
+            stopping.send_replace(true);
+        };
+        listener
+            .run(native_shutdown, CONNECTION_DRAIN_TIMEOUT)
+            .await;
+        if let Some(mut http) = http {
+            // The HTTP side drained meanwhile; past the same timeout its last connections are
+            // dropped, as on the native side.
+            match tokio::time::timeout(CONNECTION_DRAIN_TIMEOUT, &mut http).await {
+                Ok(Ok(Err(error))) => tracing::warn!(%error, "the http listener failed"),
+                Ok(_) => {}
+                Err(_) => http.abort(),
+            }
+        }
         self.broker.shutdown().await;
         Ok(())
     }

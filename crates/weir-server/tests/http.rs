@@ -1369,3 +1369,55 @@ async fn shutdown_ends_long_polls_early() {
     assert!(started.elapsed() < Duration::from_secs(5));
     broker.shutdown().await;
 }
+
+/// `Server` opens the HTTP listener beside the native one when configured, reports its
+/// address, serves the API on it, and stops it with the rest.
+#[tokio::test]
+async fn the_server_serves_http_beside_the_native_protocol() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use weir_server::{Server, ServerConfig};
+
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let broker = Broker::open(BrokerConfig::new(directory.path()))
+        .await
+        .expect("the broker opens");
+    let config = ServerConfig {
+        native_addr: "127.0.0.1:0".parse().expect("an address"),
+        http_addr: Some("127.0.0.1:0".parse().expect("an address")),
+        ..ServerConfig::default()
+    };
+    let server = Server::bind(broker.clone(), config).await.expect("binds");
+    let address = server.http_addr().expect("an http listener");
+    assert_ne!(address.port(), 0);
+    assert_ne!(address, server.native_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connects");
+    stream
+        .write_all(b"GET /v1/topics HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
+        .await
+        .expect("sends");
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .await
+        .expect("reads the answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("[]"), "{answer}");
+
+    stop.send(()).expect("the server listens for the stop");
+    tokio::time::timeout(PATIENCE, running)
+        .await
+        .expect("the server stops")
+        .expect("the task finishes")
+        .expect("serving ends cleanly");
+    assert!(
+        tokio::net::TcpStream::connect(address).await.is_err(),
+        "the http listener is closed"
+    );
+}
