@@ -1,12 +1,13 @@
-//! `weir serve`: open the broker on a data directory and serve the native protocol until
-//! SIGINT or SIGTERM, then shut down gracefully.
+//! `weir serve`: open the broker on a data directory and serve the native protocol and the
+//! HTTP API until SIGINT or SIGTERM, then shut down gracefully.
 //!
 //! Every setting comes from, in order of precedence: a flag, its `WEIR_*` environment
 //! variable, the TOML file given by `--config`, the built-in default (DESIGN.md §4: data in
-//! `./weir-data`, native protocol on 127.0.0.1:5680). Flags and variables are `clap`'s job;
-//! this module merges the result with the file ([`resolve`], a pure function) and runs the
-//! server. It logs exactly one `native listener on ADDR` line with the bound address, which
-//! scripts and tests read to learn the port when it was 0.
+//! `./weir-data`, native protocol on 127.0.0.1:5680, HTTP on 127.0.0.1:15680). Flags and
+//! variables are `clap`'s job; this module merges the result with the file ([`resolve`], a
+//! pure function) and runs the server. It logs exactly one `native listener on ADDR` and one
+//! `http listener on ADDR` line with the bound addresses, which scripts and tests read to
+//! learn the ports when they were 0.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use weir_server::{Server, ServerConfig};
 
 const DEFAULT_DATA_DIR: &str = "./weir-data";
 const DEFAULT_NATIVE_ADDR: &str = "127.0.0.1:5680";
+const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:15680";
 
 const EXAMPLES: &str = "\
 Examples:
@@ -30,6 +32,7 @@ Examples:
 A config file holds any of these keys (flags and WEIR_* variables win over it):
   data_dir = \"./weir-data\"
   native_addr = \"127.0.0.1:5680\"
+  http_addr = \"127.0.0.1:15680\"
   auto_create_topics = true
   default_ack_timeout_ms = 30000
   default_partitions = 1
@@ -49,6 +52,10 @@ pub struct ServeArguments {
     /// 127.0.0.1:5680]
     #[arg(long, env = "WEIR_NATIVE_ADDR", value_name = "HOST:PORT")]
     native_addr: Option<String>,
+
+    /// Address of the HTTP API listener; port 0 picks a free port [default: 127.0.0.1:15680]
+    #[arg(long, env = "WEIR_HTTP_ADDR", value_name = "HOST:PORT")]
+    http_addr: Option<String>,
 
     /// TOML file with defaults for any of these settings
     #[arg(long, env = "WEIR_CONFIG", value_name = "FILE")]
@@ -87,6 +94,7 @@ pub struct ServeArguments {
 struct FileConfig {
     data_dir: Option<PathBuf>,
     native_addr: Option<String>,
+    http_addr: Option<String>,
     auto_create_topics: Option<bool>,
     default_ack_timeout_ms: Option<u64>,
     default_partitions: Option<u32>,
@@ -151,6 +159,13 @@ fn resolve(arguments: &ServeArguments, file: FileConfig) -> anyhow::Result<Setti
             .or(file.native_addr.as_deref())
             .unwrap_or(DEFAULT_NATIVE_ADDR),
     )?;
+    let http_addr = resolve_address(
+        arguments
+            .http_addr
+            .as_deref()
+            .or(file.http_addr.as_deref())
+            .unwrap_or(DEFAULT_HTTP_ADDR),
+    )?;
 
     let mut broker = BrokerConfig::new(data_dir);
     if let Some(auto_create) = arguments.auto_create_topics.or(file.auto_create_topics) {
@@ -181,6 +196,7 @@ fn resolve(arguments: &ServeArguments, file: FileConfig) -> anyhow::Result<Setti
 
     let mut server = ServerConfig {
         native_addr,
+        http_addr: Some(http_addr),
         ..ServerConfig::default()
     };
     if let Some(max_frame_bytes) = arguments.max_frame_bytes.or(file.max_frame_bytes) {
@@ -223,15 +239,22 @@ pub async fn run(arguments: ServeArguments) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot open the broker on {}", data_dir.display()))?;
     let native_addr = settings.server.native_addr;
+    let http_addr = settings.server.http_addr;
     let server = match Server::bind(broker.clone(), settings.server).await {
         Ok(server) => server,
         Err(error) => {
             broker.shutdown().await;
-            return Err(error)
-                .with_context(|| format!("cannot listen on {native_addr} (native protocol)"));
+            let addresses = match http_addr {
+                Some(http_addr) => format!("{native_addr} (native protocol) or {http_addr} (HTTP)"),
+                None => format!("{native_addr} (native protocol)"),
+            };
+            return Err(error).with_context(|| format!("cannot listen on {addresses}"));
         }
     };
     tracing::info!("native listener on {}", server.native_addr());
+    if let Some(address) = server.http_addr() {
+        tracing::info!("http listener on {address}");
+    }
 
     let (first_signal, first_signal_received) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
@@ -278,6 +301,10 @@ mod tests {
             settings.server.native_addr,
             "127.0.0.1:5680".parse::<SocketAddr>().unwrap()
         );
+        assert_eq!(
+            settings.server.http_addr,
+            Some("127.0.0.1:15680".parse::<SocketAddr>().unwrap())
+        );
         assert_eq!(settings.broker.default_topic.fsync, FsyncPolicy::Always);
         assert!(settings.broker.auto_create_topics);
     }
@@ -288,6 +315,7 @@ mod tests {
             r#"
             data_dir = "/from/file"
             native_addr = "127.0.0.1:7000"
+            http_addr = "127.0.0.1:7001"
             auto_create_topics = false
             default_ack_timeout_ms = 250
             default_partitions = 4
@@ -305,6 +333,10 @@ mod tests {
         assert_eq!(settings.broker.data_dir, PathBuf::from("/from/flag"));
         assert_eq!(settings.broker.default_topic.partitions, 2);
         assert_eq!(settings.server.native_addr.port(), 7000);
+        assert_eq!(
+            settings.server.http_addr.map(|address| address.port()),
+            Some(7001)
+        );
         assert!(!settings.broker.auto_create_topics);
         assert_eq!(
             settings.broker.default_ack_timeout,
