@@ -31,6 +31,7 @@ pub mod config;
 mod dedup;
 pub mod error;
 pub mod exchange;
+pub mod metrics;
 mod partition;
 mod schedule;
 mod subscription;
@@ -48,6 +49,10 @@ pub use config::{
 };
 pub use error::{Error, Result};
 pub use exchange::{Binding, Exchange, ExchangeKind};
+pub use metrics::{
+    BrokerStats, ConsumerStats, LatencySummary, PartitionStats, SubscriptionCounters,
+    SubscriptionStats, TopicStats,
+};
 pub use subscription::{
     AckState, Consumer, ConsumerId, DeadLetter, DeadLetterReason, Delivery, GroupInfo,
     GroupPartitionInfo, MessageId,

@@ -20,6 +20,7 @@ use crate::clock::Clock;
 use crate::config::{Durability, FsyncPolicy, TopicConfig};
 use crate::dedup::{Dedup, Verdict};
 use crate::error::{Error, Result};
+use crate::metrics::{BrokerMetrics, PartitionCounters};
 
 /// Commands queued to one partition's writer. Bounded so publishers feel back-pressure instead
 /// of queueing unbounded memory in front of a slow disk.
@@ -68,6 +69,7 @@ pub(crate) struct Partition {
     commands: mpsc::Sender<Command>,
     /// Set by the writer when it flushed without syncing; cleared by a sync.
     unsynced: Arc<AtomicBool>,
+    pub counters: Arc<PartitionCounters>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -81,6 +83,7 @@ impl Partition {
         config: &TopicConfig,
         visible: Arc<Notify>,
         clock: Arc<dyn Clock>,
+        metrics: Arc<BrokerMetrics>,
     ) -> Result<Partition> {
         let log_config = LogConfig {
             segment_bytes_max: config.segment_bytes,
@@ -102,7 +105,15 @@ impl Partition {
         let dedup = rebuild_dedup(&reader, config.dedup_window_ms, clock.now_ms())?;
         let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
         let unsynced = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(PartitionCounters::default());
+        counters
+            .size_bytes
+            .store(log.size_bytes(), Ordering::Relaxed);
         let writer = Writer {
+            counters: counters.clone(),
+            metrics,
+            pending_messages: 0,
+            pending_bytes: 0,
             log,
             partition: id,
             dedup,
@@ -120,6 +131,7 @@ impl Partition {
             reader,
             commands,
             unsynced,
+            counters,
             thread: Mutex::new(Some(thread)),
         })
     }
@@ -182,6 +194,11 @@ struct Writer {
     visible: Arc<Notify>,
     clock: Arc<dyn Clock>,
     unsynced: Arc<AtomicBool>,
+    counters: Arc<PartitionCounters>,
+    metrics: Arc<BrokerMetrics>,
+    /// Appended since the last commit, counted once the commit succeeds.
+    pending_messages: u64,
+    pending_bytes: u64,
 }
 
 impl Writer {
@@ -205,7 +222,11 @@ impl Writer {
                         break;
                     }
                     Command::Retention { now_ms, reply } => {
-                        let _ = reply.send(self.log.enforce_retention(now_ms).map_err(Error::from));
+                        let report = self.log.enforce_retention(now_ms).map_err(Error::from);
+                        self.counters
+                            .size_bytes
+                            .store(self.log.size_bytes(), Ordering::Relaxed);
+                        let _ = reply.send(report);
                     }
                 }
                 if queued_bytes < GROUP_COMMIT_BYTES {
@@ -260,6 +281,8 @@ impl Writer {
             Some(stored) => {
                 let appended = self.log.append(&stored, now_ms)?;
                 self.dedup.record(&stored, appended.base_offset, now_ms);
+                self.pending_messages += u64::from(stored.record_count());
+                self.pending_bytes += stored.len() as u64;
                 Some((appended.base_offset, appended.last_offset))
             }
             None => None,
@@ -280,7 +303,11 @@ impl Writer {
     ) {
         let appended = confirms.iter().any(|(result, _)| result.is_ok());
         let outcome = if sync {
-            self.log.sync().map(|()| Durability::Fsynced)
+            let started = std::time::Instant::now();
+            let synced = self.log.sync();
+            self.metrics
+                .record_fsync_us(started.elapsed().as_micros() as u64);
+            synced.map(|()| Durability::Fsynced)
         } else if appended {
             self.log.flush().map(|()| Durability::Os)
         } else {
@@ -288,6 +315,11 @@ impl Writer {
         };
         match outcome {
             Ok(durability) => {
+                self.counters
+                    .add_published(self.pending_messages, self.pending_bytes);
+                self.counters
+                    .size_bytes
+                    .store(self.log.size_bytes(), Ordering::Relaxed);
                 self.unsynced
                     .store(durability == Durability::Os && appended, Ordering::Relaxed);
                 for (result, reply) in confirms.drain(..) {
@@ -305,6 +337,8 @@ impl Writer {
                 }
             }
         }
+        self.pending_messages = 0;
+        self.pending_bytes = 0;
         if appended {
             self.visible.notify_waiters();
         }

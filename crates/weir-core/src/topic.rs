@@ -10,6 +10,7 @@ use weir_batch::{Batch, BatchBuilder};
 use crate::clock::Clock;
 use crate::config::TopicConfig;
 use crate::error::{Error, Result};
+use crate::metrics::BrokerMetrics;
 use crate::partition::{Confirmed, Partition, PendingConfirm};
 
 pub(crate) struct Topic {
@@ -78,6 +79,7 @@ impl Topic {
         name: &str,
         config: TopicConfig,
         clock: &Arc<dyn Clock>,
+        metrics: &Arc<BrokerMetrics>,
     ) -> Result<Topic> {
         if config.partitions == 0 || config.partitions > 4096 {
             return Err(Error::InvalidArgument(format!(
@@ -96,6 +98,7 @@ impl Topic {
                     &config,
                     data.clone(),
                     clock.clone(),
+                    metrics.clone(),
                 )
             })
             .collect::<Result<Vec<_>>>()?;

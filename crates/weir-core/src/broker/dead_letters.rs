@@ -47,7 +47,7 @@ impl Broker {
                 "storing dead letters failed; will retry"
             );
         }
-        subscription.dead_letters_done(letters, result.is_ok());
+        subscription.dead_letters_done(letters, result.is_ok(), self.inner.config.clock.now_ms());
     }
 
     async fn append_dead_letters(

@@ -28,6 +28,7 @@ use crate::config::{
 };
 use crate::error::{Error, Result};
 use crate::exchange::Exchange;
+use crate::metrics::{BrokerMetrics, BrokerStats, PartitionStats, TopicStats};
 use crate::partition::Confirmed;
 use crate::subscription::{Consumer, GroupInfo, Subscription, read_records};
 use crate::topic::{Topic, wait_all};
@@ -126,6 +127,7 @@ pub struct PartitionInfo {
     pub start_offset: u64,
     /// One past the last visible offset.
     pub end_offset: u64,
+    pub size_bytes: u64,
 }
 
 /// A topic as shown to operators.
@@ -171,6 +173,7 @@ struct Inner {
     /// Serialises decisions on transactions.
     transactions_lock: tokio::sync::Mutex<()>,
     checkers: Mutex<transactions::Checkers>,
+    metrics: Arc<BrokerMetrics>,
     /// The timer and scheduler tasks, stopped by `shutdown`.
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Serialises read-modify-write of idempotency keys.
@@ -213,10 +216,11 @@ impl Broker {
             Error::Storage(format!("cannot create {}: {error}", topics_dir.display()))
         })?;
         let meta = MetaStore::open(&config.data_dir.join("meta.redb"))?;
+        let metrics = Arc::new(BrokerMetrics::default());
         let catalog = Catalog::new(meta);
         let mut topics = HashMap::new();
         for (name, topic_config) in catalog.topics()? {
-            let topic = Topic::open(&topics_dir, &name, topic_config, &config.clock)?;
+            let topic = Topic::open(&topics_dir, &name, topic_config, &config.clock, &metrics)?;
             topics.insert(name, Arc::new(topic));
         }
         let mut subscriptions = BTreeMap::new();
@@ -226,7 +230,8 @@ impl Broker {
                 continue;
             };
             let key = (record.topic.clone(), record.group.clone());
-            let subscription = Subscription::open(topic.clone(), record, &catalog)?;
+            let subscription =
+                Subscription::open(topic.clone(), record, &catalog, config.clock.clone())?;
             subscriptions.insert(key, Arc::new(subscription));
         }
         tracing::info!(
@@ -260,6 +265,7 @@ impl Broker {
                 // Ids only need to be unique: start above any earlier run's (clock ms × 2^20).
                 next_schedule_id: AtomicU64::new((config_now_ms.max(0) as u64) << 20),
                 tasks: Mutex::new(Vec::new()),
+                metrics,
                 transactions_lock: tokio::sync::Mutex::new(()),
                 checkers: Mutex::new(HashMap::new()),
                 next_consumer: AtomicU64::new(1),
@@ -367,7 +373,13 @@ impl Broker {
             return Err(Error::TopicExists(name.to_owned()));
         }
         let topics_dir = self.inner.config.data_dir.join("topics");
-        let topic = Topic::open(&topics_dir, name, config, &self.inner.config.clock)?;
+        let topic = Topic::open(
+            &topics_dir,
+            name,
+            config,
+            &self.inner.config.clock,
+            &self.inner.metrics,
+        )?;
         if let Err(error) = self.inner.catalog.save_topic(name, &topic.config) {
             topic.close().await;
             return Err(error);
@@ -528,7 +540,12 @@ impl Broker {
             ack_timeout_ms: ack_timeout.as_millis().max(1) as u64,
             queue: options.queue.clone(),
         };
-        let subscription = Subscription::open(topic, record.clone(), &self.inner.catalog)?;
+        let subscription = Subscription::open(
+            topic,
+            record.clone(),
+            &self.inner.catalog,
+            self.inner.config.clock.clone(),
+        )?;
         self.inner.catalog.save_subscription(&record)?;
         // Pin the resolved start (e.g. "latest") now, so a restart does not move it.
         self.inner
@@ -613,6 +630,61 @@ impl Broker {
                 )
             })
             .collect()
+    }
+
+    /// A snapshot of everything the core measures.
+    pub fn stats(&self) -> BrokerStats {
+        let now_ms = self.inner.config.clock.now_ms();
+        let mut topics: Vec<TopicStats> = read(&self.inner.topics)
+            .values()
+            .map(|topic| TopicStats {
+                name: topic.name.clone(),
+                partitions: topic
+                    .partitions
+                    .iter()
+                    .map(|partition| PartitionStats {
+                        partition: partition.id,
+                        start_offset: partition.reader.start_offset(),
+                        end_offset: partition.reader.end_offset(),
+                        size_bytes: partition.counters.size_bytes.load(Ordering::Relaxed),
+                        published_messages: partition
+                            .counters
+                            .published_messages
+                            .load(Ordering::Relaxed),
+                        published_bytes: partition.counters.published_bytes.load(Ordering::Relaxed),
+                    })
+                    .collect(),
+            })
+            .collect();
+        topics.sort_by(|left, right| left.name.cmp(&right.name));
+        let subscriptions: Vec<Arc<Subscription>> =
+            read(&self.inner.subscriptions).values().cloned().collect();
+        let fsync = self
+            .inner
+            .metrics
+            .fsync
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .summary();
+        BrokerStats {
+            now_ms,
+            disk_bytes: topics
+                .iter()
+                .flat_map(|topic| &topic.partitions)
+                .map(|partition| partition.size_bytes)
+                .sum(),
+            topics,
+            subscriptions: subscriptions
+                .iter()
+                .map(|subscription| subscription.stats(now_ms))
+                .collect(),
+            fsync,
+            scheduled: self.scheduled_count().unwrap_or(0),
+            transactions: self
+                .transactions()
+                .map_or(0, |transactions| transactions.len() as u64),
+            unroutable_dropped: self.unroutable_dropped(),
+        }
     }
 
     /// Runs the timers once: ack timeouts and redeliveries, interval syncs, saving consumer
@@ -743,6 +815,7 @@ fn describe(topic: &Topic) -> TopicInfo {
                 partition: partition.id,
                 start_offset: partition.reader.start_offset(),
                 end_offset: partition.reader.end_offset(),
+                size_bytes: partition.counters.size_bytes.load(Ordering::Relaxed),
             })
             .collect(),
     }

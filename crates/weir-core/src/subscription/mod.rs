@@ -28,6 +28,7 @@ use crate::catalog::{Catalog, SubscriptionRecord};
 use crate::clock::Clock;
 use crate::config::{StartPosition, SubscriptionKind};
 use crate::error::{Error, Result};
+use crate::metrics::{ConsumerStats, SubscriptionStats};
 use crate::topic::Topic;
 
 /// Identifies a consumer within the broker's lifetime.
@@ -95,6 +96,7 @@ pub(crate) struct Subscription {
     /// freed credit, a rebalance, a reset, or closing.
     notify: Notify,
     closed: AtomicBool,
+    clock: Arc<dyn Clock>,
 }
 
 /// Most bytes read from a log in one go while filling a fetch.
@@ -139,7 +141,12 @@ pub(crate) fn resolve_start(reader: &LogReader, position: StartPosition) -> Resu
 
 impl Subscription {
     /// Loads or creates the delivery state of `record` on `topic`.
-    pub fn open(topic: Arc<Topic>, record: SubscriptionRecord, catalog: &Catalog) -> Result<Self> {
+    pub fn open(
+        topic: Arc<Topic>,
+        record: SubscriptionRecord,
+        catalog: &Catalog,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
         let state = match record.kind {
             SubscriptionKind::Stream => {
                 State::Stream(stream::StreamState::open(&topic, &record, catalog)?)
@@ -154,6 +161,7 @@ impl Subscription {
             state: Mutex::new(state),
             notify: Notify::new(),
             closed: AtomicBool::new(false),
+            clock,
         })
     }
 
@@ -204,7 +212,7 @@ impl Subscription {
                 stream.commit(&self.topic, ids)?;
                 false
             }
-            State::Queue(queue) => queue.ack(&self.topic, ids)?,
+            State::Queue(queue) => queue.ack(&self.topic, ids, self.clock.now_ms())?,
         };
         if freed {
             self.notify.notify_waiters();
@@ -256,10 +264,10 @@ impl Subscription {
     }
 
     /// The dead-letter topic stored `letters` durably (`Ok`), or could not (`Err`: retry).
-    pub fn dead_letters_done(&self, letters: Vec<DeadLetter>, stored: bool) {
+    pub fn dead_letters_done(&self, letters: Vec<DeadLetter>, stored: bool, now_ms: i64) {
         if let State::Queue(queue) = &mut *self.state() {
             if stored {
-                queue.dead_letters_stored(&letters);
+                queue.dead_letters_stored(&letters, now_ms);
             } else {
                 queue.dead_letters_failed(letters);
             }
@@ -329,6 +337,45 @@ impl Subscription {
             ack_timeout_ms: self.record.ack_timeout_ms,
             backlog: partitions.iter().map(|partition| partition.backlog).sum(),
             partitions,
+        }
+    }
+
+    pub fn stats(&self, now_ms: i64) -> SubscriptionStats {
+        let info = self.info();
+        let (counters, success_rate, latency, consumers) = {
+            let state = self.state();
+            let (metrics, consumers) = match &*state {
+                State::Stream(stream) => (&stream.metrics, stream.consumer_stats()),
+                State::Queue(queue) => (&queue.metrics, queue.consumer_stats()),
+            };
+            (
+                metrics.counters,
+                metrics.success.rate(now_ms),
+                metrics.latency.summary(),
+                consumers,
+            )
+        };
+        SubscriptionStats {
+            topic: info.topic,
+            group: info.group,
+            kind: info.kind,
+            backlog: info.backlog,
+            in_flight: info
+                .partitions
+                .iter()
+                .map(|partition| u64::from(partition.in_flight))
+                .sum(),
+            consumers: consumers
+                .into_iter()
+                .map(|(id, delivered, in_flight)| ConsumerStats {
+                    id,
+                    delivered,
+                    in_flight,
+                })
+                .collect(),
+            counters,
+            success_rate,
+            latency,
         }
     }
 

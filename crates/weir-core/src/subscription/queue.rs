@@ -26,6 +26,7 @@ use super::{
 use crate::catalog::{Catalog, SubscriptionRecord};
 use crate::config::{Overflow, QueueSettings, StartPosition};
 use crate::error::Result;
+use crate::metrics::SubscriptionMetrics;
 use crate::topic::Topic;
 
 /// Most messages held back behind busy keys per partition; past it, fresh reading pauses.
@@ -85,6 +86,8 @@ struct StoredPosition {
 struct InFlight {
     consumer: ConsumerId,
     deadline_ms: i64,
+    /// The message's publish time, for the publish → ack latency.
+    published_ms: i64,
 }
 
 #[derive(Default)]
@@ -177,6 +180,7 @@ impl QueuePartition {
             InFlight {
                 consumer: fetch.consumer,
                 deadline_ms: fetch.deadline_ms,
+                published_ms: record.timestamp_ms,
             },
         );
         self.dirty = true;
@@ -219,14 +223,14 @@ impl QueuePartition {
         self.dead_lettering.insert(offset);
     }
 
-    /// Marks `offset` done.
-    fn complete(&mut self, offset: u64) {
+    /// Marks `offset` done; false if it already was.
+    fn complete(&mut self, offset: u64) -> bool {
         self.unlock_key(offset);
         self.deliveries.remove(&offset);
         self.dead_lettering.remove(&offset);
-        if self.acks.ack(offset) {
-            self.dirty = true;
-        }
+        let newly = self.acks.ack(offset);
+        self.dirty |= newly;
+        newly
     }
 
     fn backlog(&self, end_offset: u64) -> u64 {
@@ -240,6 +244,7 @@ impl QueuePartition {
 struct ConsumerSlot {
     prefetch: u32,
     in_flight: u32,
+    delivered: u64,
 }
 
 pub(super) struct QueueState {
@@ -248,6 +253,7 @@ pub(super) struct QueueState {
     settings: QueueSettings,
     outbox: Vec<DeadLetter>,
     rotation: usize,
+    pub metrics: SubscriptionMetrics,
 }
 
 impl QueueState {
@@ -279,6 +285,7 @@ impl QueueState {
             settings: record.queue.clone(),
             outbox: Vec::new(),
             rotation: 0,
+            metrics: SubscriptionMetrics::default(),
         })
     }
 
@@ -292,6 +299,7 @@ impl QueueState {
             ConsumerSlot {
                 prefetch,
                 in_flight: 0,
+                delivered: 0,
             },
         );
     }
@@ -380,7 +388,9 @@ impl QueueState {
                         take(partition, record, &mut deliveries, &mut self.outbox);
                     }
                     // Retention deleted it while it waited: nothing left to deliver.
-                    _ => partition.complete(offset),
+                    _ => {
+                        partition.complete(offset);
+                    }
                 }
             }
             // Then messages deferred behind keys that are free now, oldest first.
@@ -407,7 +417,9 @@ impl QueueState {
                         Some(record) if record.offset == offset => {
                             take(partition, record, &mut deliveries, &mut self.outbox);
                         }
-                        _ => partition.complete(offset),
+                        _ => {
+                            partition.complete(offset);
+                        }
                     }
                 }
             }
@@ -425,7 +437,14 @@ impl QueueState {
         }
         if let Some(slot) = self.consumers.get_mut(&consumer) {
             slot.in_flight += deliveries.len() as u32;
+            slot.delivered += deliveries.len() as u64;
         }
+        let counters = &mut self.metrics.counters;
+        counters.delivered += deliveries.len() as u64;
+        counters.redelivered += deliveries
+            .iter()
+            .filter(|delivery| delivery.delivery_count > 1)
+            .count() as u64;
         Ok(deliveries)
     }
 
@@ -435,20 +454,16 @@ impl QueueState {
         }
     }
 
-    /// Takes `offset` out of flight, returning credit to its holder. False if not in flight.
-    fn take_in_flight(&mut self, index: usize, offset: u64) -> bool {
-        match self.partitions[index].in_flight.remove(&offset) {
-            Some(in_flight) => {
-                self.release_credit(in_flight.consumer);
-                true
-            }
-            None => false,
-        }
+    /// Takes `offset` out of flight, returning credit to its holder.
+    fn take_in_flight(&mut self, index: usize, offset: u64) -> Option<InFlight> {
+        let in_flight = self.partitions[index].in_flight.remove(&offset)?;
+        self.release_credit(in_flight.consumer);
+        Some(in_flight)
     }
 
     /// Marks messages done. Returns whether credit was freed (a consumer may fetch again).
     /// Acks for offsets never delivered are ignored.
-    pub fn ack(&mut self, topic: &Topic, ids: &[MessageId]) -> Result<bool> {
+    pub fn ack(&mut self, topic: &Topic, ids: &[MessageId], now_ms: i64) -> Result<bool> {
         let mut freed = false;
         for id in ids {
             let index = topic.partition(id.partition)?.id as usize;
@@ -458,9 +473,13 @@ impl QueueState {
                 continue;
             }
             // A late ack from a consumer whose delivery timed out still counts: the work is done.
-            freed |= self.take_in_flight(index, id.offset);
+            let in_flight = self.take_in_flight(index, id.offset);
+            freed |= in_flight.is_some();
             // A copy waiting in `redeliver` is skipped when it comes up: it is acked now.
-            self.partitions[index].complete(id.offset);
+            if self.partitions[index].complete(id.offset) {
+                let published_ms = in_flight.map_or(now_ms, |in_flight| in_flight.published_ms);
+                self.metrics.acked(now_ms, published_ms);
+            }
         }
         Ok(freed)
     }
@@ -494,9 +513,15 @@ impl QueueState {
     ) -> Result<()> {
         for id in ids {
             let index = topic.partition(id.partition)?.id as usize;
-            if !self.take_in_flight(index, id.offset) {
+            if self.take_in_flight(index, id.offset).is_none() {
                 continue;
             }
+            if requeue {
+                self.metrics.counters.nacked += 1;
+            } else {
+                self.metrics.counters.rejected += 1;
+            }
+            self.metrics.failed(now_ms);
             let failures = self.partitions[index]
                 .deliveries
                 .get(&id.offset)
@@ -549,7 +574,8 @@ impl QueueState {
     pub fn release(&mut self, topic: &Topic, ids: &[MessageId], now_ms: i64) -> Result<()> {
         for id in ids {
             let index = topic.partition(id.partition)?.id as usize;
-            if self.take_in_flight(index, id.offset) {
+            if self.take_in_flight(index, id.offset).is_some() {
+                self.metrics.counters.released += 1;
                 let partition = &mut self.partitions[index];
                 uncount_delivery(partition, id.offset);
                 partition.redeliver.insert((now_ms, id.offset));
@@ -593,6 +619,8 @@ impl QueueState {
             for (offset, consumer) in expired {
                 partition.in_flight.remove(&offset);
                 expired_holders.push(consumer);
+                self.metrics.counters.timed_out += 1;
+                self.metrics.failed(now_ms);
                 let exhausted = max_deliveries.is_some_and(|max| {
                     partition
                         .deliveries
@@ -705,9 +733,25 @@ impl QueueState {
         std::mem::take(&mut self.outbox)
     }
 
+    /// Per consumer: (id, delivered, in flight).
+    pub fn consumer_stats(&self) -> Vec<(ConsumerId, u64, u32)> {
+        let mut stats: Vec<_> = self
+            .consumers
+            .iter()
+            .map(|(&id, slot)| (id, slot.delivered, slot.in_flight))
+            .collect();
+        stats.sort_unstable();
+        stats
+    }
+
     /// The dead-letter topic stored `letters`: they are done here.
-    pub fn dead_letters_stored(&mut self, letters: &[DeadLetter]) {
+    pub fn dead_letters_stored(&mut self, letters: &[DeadLetter], now_ms: i64) {
         for letter in letters {
+            self.metrics.counters.dead_lettered += 1;
+            if letter.reason == DeadLetterReason::Expired {
+                self.metrics.counters.expired += 1;
+                self.metrics.failed(now_ms);
+            }
             if let Some(partition) = self.partitions.get_mut(letter.partition as usize) {
                 partition.complete(letter.offset);
             }

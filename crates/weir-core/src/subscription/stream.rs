@@ -13,6 +13,7 @@ use super::{ConsumerId, Delivery, GroupPartitionInfo, MessageId, read_records, r
 use crate::catalog::{Catalog, SubscriptionRecord};
 use crate::config::StartPosition;
 use crate::error::Result;
+use crate::metrics::SubscriptionMetrics;
 use crate::topic::Topic;
 
 pub(super) struct StreamState {
@@ -28,6 +29,9 @@ pub(super) struct StreamState {
     dirty: Vec<bool>,
     /// Round-robin start among a consumer's partitions, for fairness.
     rotation: usize,
+    pub metrics: SubscriptionMetrics,
+    /// Deliveries per consumer.
+    delivered_by: std::collections::HashMap<ConsumerId, u64>,
 }
 
 impl StreamState {
@@ -54,6 +58,8 @@ impl StreamState {
             consumers: BTreeSet::new(),
             dirty,
             rotation: 0,
+            metrics: SubscriptionMetrics::default(),
+            delivered_by: std::collections::HashMap::new(),
         })
     }
 
@@ -68,6 +74,7 @@ impl StreamState {
 
     pub fn leave(&mut self, consumer: ConsumerId) {
         self.consumers.remove(&consumer);
+        self.delivered_by.remove(&consumer);
         self.rebalance();
     }
 
@@ -116,11 +123,18 @@ impl StreamState {
                 });
             }
         }
+        self.metrics.counters.delivered += deliveries.len() as u64;
+        self.metrics.counters.redelivered += deliveries
+            .iter()
+            .filter(|delivery| delivery.delivery_count > 1)
+            .count() as u64;
+        *self.delivered_by.entry(consumer).or_default() += deliveries.len() as u64;
         Ok(deliveries)
     }
 
     /// Commits each partition up to and including the highest acked offset.
     pub fn commit(&mut self, topic: &Topic, ids: &[MessageId]) -> Result<()> {
+        self.metrics.counters.acked += ids.len() as u64;
         for id in ids {
             let partition = topic.partition(id.partition)?.id as usize;
             let offset = id.offset + 1;
@@ -174,6 +188,26 @@ impl StreamState {
             }
         }
         moved
+    }
+
+    /// Per consumer: (id, delivered, in flight = delivered beyond the committed offsets).
+    pub fn consumer_stats(&self) -> Vec<(ConsumerId, u64, u32)> {
+        self.consumers
+            .iter()
+            .map(|&consumer| {
+                let in_flight: u64 = (0..self.owners.len())
+                    .filter(|&partition| self.owners[partition] == Some(consumer))
+                    .map(|partition| {
+                        self.positions[partition].saturating_sub(self.committed[partition])
+                    })
+                    .sum();
+                (
+                    consumer,
+                    self.delivered_by.get(&consumer).copied().unwrap_or(0),
+                    in_flight as u32,
+                )
+            })
+            .collect()
     }
 
     pub fn take_dirty(&mut self, topic: &str, group: &str) -> Vec<MetaOp> {
