@@ -11,7 +11,7 @@ use weir_core::{DLQ_HEADER_PREFIX, Delivery};
 use super::HttpState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{JsonBody, Path, Query};
-use super::model::{DeliveryView, parse_delivery_ids};
+use super::model::{DeliveryId, DeliveryView, Name, parse_delivery_ids};
 
 /// Most dead letters one browse or redrive handles.
 pub const MAX_DEAD_LETTERS: usize = 1000;
@@ -111,7 +111,7 @@ fn check_limit(limit: Option<usize>, default: usize) -> Result<usize, ApiError> 
 }
 
 #[utoipa::path(get, path = "/v1/dlq/{topic}/messages", tag = "dead letters",
-    params(("topic" = String, Path, description = "Dead-letter topic"), DeadLettersQuery),
+    params(("topic" = Name, Path, description = "Dead-letter topic"), DeadLettersQuery),
     responses(
         (status = 200, description = "Dead letters still held, oldest first", body = [DeadLetterView]),
         (status = 400, description = "Not a dead-letter topic, or bad parameters", body = ErrorBody),
@@ -131,8 +131,10 @@ pub async fn dead_letters(
 #[serde(deny_unknown_fields)]
 pub struct RedriveRequest {
     /// Publish here instead of to each dead letter's original topic.
+    #[schema(value_type = Option<Name>)]
     pub target: Option<String>,
     /// Only these dead letters (ids from the browse); default all, up to `max`.
+    #[schema(value_type = Option<Vec<DeliveryId>>)]
     pub delivery_ids: Option<Vec<String>>,
     /// Most dead letters looked at: 1 to 1000, default 1000.
     #[schema(minimum = 1, maximum = 1000)]
@@ -146,7 +148,7 @@ pub struct CountResponse {
 }
 
 #[utoipa::path(post, path = "/v1/dlq/{topic}/redrive", tag = "dead letters",
-    params(("topic" = String, Path, description = "Dead-letter topic")),
+    params(("topic" = Name, Path, description = "Dead-letter topic")),
     request_body = RedriveRequest,
     responses(
         (status = 200, description = "Published again and removed from the DLQ", body = CountResponse),
@@ -170,7 +172,7 @@ pub async fn redrive(
 }
 
 #[utoipa::path(post, path = "/v1/dlq/{topic}/purge", tag = "dead letters",
-    params(("topic" = String, Path, description = "Dead-letter topic")),
+    params(("topic" = Name, Path, description = "Dead-letter topic")),
     responses(
         (status = 200, description = "Every dead letter held now is dropped", body = CountResponse),
         (status = 400, description = "Not a dead-letter topic", body = ErrorBody),

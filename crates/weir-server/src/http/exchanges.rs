@@ -14,7 +14,7 @@ use weir_core::{BatchBuilder, Binding, Exchange, ExchangeKind, Message};
 use super::HttpState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{JsonBody, Path, Query};
-use super::model::{DurabilityView, MessageInput, RangeView, into_messages};
+use super::model::{DurabilityView, MessageInput, Name, RangeView, into_messages};
 
 /// How an exchange matches bindings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -56,6 +56,7 @@ impl From<ExchangeKind> for ExchangeKindView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BindingView {
+    #[schema(value_type = Name)]
     #[schema(example = "vip-orders")]
     pub topic: String,
     /// The routing key (direct) or pattern (topic); ignored by fanout and headers.
@@ -119,10 +120,12 @@ impl From<Exchange> for ExchangeView {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateExchangeRequest {
+    #[schema(value_type = Name)]
     #[schema(example = "orders")]
     pub name: String,
     pub kind: ExchangeKindView,
     /// Where messages no binding matches go.
+    #[schema(value_type = Option<Name>)]
     pub alternate_topic: Option<String>,
 }
 
@@ -158,7 +161,7 @@ pub async fn list_exchanges(State(state): State<HttpState>) -> Json<Vec<Exchange
 }
 
 #[utoipa::path(get, path = "/v1/exchanges/{name}", tag = "exchanges",
-    params(("name" = String, Path, description = "Exchange name")),
+    params(("name" = Name, Path, description = "Exchange name")),
     responses(
         (status = 200, description = "The exchange", body = ExchangeView),
         (status = 404, description = "No such exchange", body = ErrorBody),
@@ -171,7 +174,7 @@ pub async fn get_exchange(
 }
 
 #[utoipa::path(delete, path = "/v1/exchanges/{name}", tag = "exchanges",
-    params(("name" = String, Path, description = "Exchange name")),
+    params(("name" = Name, Path, description = "Exchange name")),
     responses(
         (status = 204, description = "Deleted (its topics stay)"),
         (status = 404, description = "No such exchange", body = ErrorBody),
@@ -185,7 +188,7 @@ pub async fn delete_exchange(
 }
 
 #[utoipa::path(post, path = "/v1/exchanges/{name}/bindings", tag = "exchanges",
-    params(("name" = String, Path, description = "Exchange name")),
+    params(("name" = Name, Path, description = "Exchange name")),
     request_body = BindingView,
     responses(
         (status = 200, description = "Bound (binding twice keeps one); the exchange as it is now", body = ExchangeView),
@@ -205,6 +208,7 @@ pub async fn bind(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UnbindQuery {
+    #[param(value_type = Name)]
     /// Remove bindings to this topic.
     pub topic: String,
     /// Only those with this key (default: any key).
@@ -212,7 +216,7 @@ pub struct UnbindQuery {
 }
 
 #[utoipa::path(delete, path = "/v1/exchanges/{name}/bindings", tag = "exchanges",
-    params(("name" = String, Path, description = "Exchange name"), UnbindQuery),
+    params(("name" = Name, Path, description = "Exchange name"), UnbindQuery),
     responses(
         (status = 200, description = "Unbound (nothing matching is not an error); the exchange as it is now", body = ExchangeView),
         (status = 400, description = "Bad parameters", body = ErrorBody),
@@ -281,7 +285,7 @@ fn encode_batch(now_ms: i64, messages: &[Message]) -> bytes::Bytes {
 }
 
 #[utoipa::path(post, path = "/v1/exchanges/{name}/publish", tag = "exchanges",
-    params(("name" = String, Path, description = "Exchange name")),
+    params(("name" = Name, Path, description = "Exchange name")),
     request_body = ExchangePublishRequest,
     responses(
         (status = 200, description = "Durable in every target topic", body = ExchangePublishResponse),

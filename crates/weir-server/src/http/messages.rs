@@ -11,7 +11,7 @@ use super::HttpState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{JsonBody, Path, Query};
 use super::model::{
-    DurabilityView, MessageInput, MessageView, PositionView, RangeView, into_messages,
+    DurabilityView, MessageInput, MessageView, Name, PositionView, RangeView, into_messages,
     message_positions,
 };
 
@@ -38,7 +38,7 @@ pub struct PublishResponse {
 }
 
 #[utoipa::path(post, path = "/v1/topics/{topic}/messages", tag = "messages",
-    params(("topic" = String, Path, description = "Topic name (created on first publish if the broker auto-creates topics)")),
+    params(("topic" = Name, Path, description = "Topic name (created on first publish if the broker auto-creates topics)")),
     request_body = PublishRequest,
     responses(
         (status = 200, description = "Durable", body = PublishResponse),
@@ -103,7 +103,7 @@ pub struct BrowseResponse {
 }
 
 #[utoipa::path(get, path = "/v1/topics/{topic}/messages", tag = "messages",
-    params(("topic" = String, Path, description = "Topic name"), BrowseQuery),
+    params(("topic" = Name, Path, description = "Topic name"), BrowseQuery),
     responses(
         (status = 200, description = "Messages in offset order", body = BrowseResponse),
         (status = 400, description = "Bad parameters or no such partition", body = ErrorBody),

@@ -17,6 +17,37 @@ use weir_core::{Delivery, Durability, Message, MessageId, PublishedRange, Record
 
 use super::error::ApiError;
 
+/// The OpenAPI schema of a topic, subscription or exchange name, so that generated clients and
+/// fuzzers know the rule the broker applies: 1 to 200 of `A-Z a-z 0-9 . _ -`.
+pub struct Name;
+
+impl utoipa::PartialSchema for Name {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^[A-Za-z0-9._-]{1,200}$"))
+            .examples([serde_json::json!("orders")])
+            .into()
+    }
+}
+
+impl ToSchema for Name {}
+
+/// The OpenAPI schema of a delivery id, `"<partition>-<offset>"`.
+pub struct DeliveryId;
+
+impl utoipa::PartialSchema for DeliveryId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^[0-9]{1,10}-[0-9]{1,20}$"))
+            .examples([serde_json::json!("0-42")])
+            .into()
+    }
+}
+
+impl ToSchema for DeliveryId {}
+
 /// The header that carries a producer-supplied message id; the broker deduplicates by it.
 pub const MESSAGE_ID_HEADER: &str = "weir.id";
 

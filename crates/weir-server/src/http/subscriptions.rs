@@ -21,7 +21,7 @@ use super::HttpState;
 use super::consumers::Attach;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{JsonBody, Path};
-use super::model::{DeliveryView, PositionInput, parse_delivery_ids};
+use super::model::{DeliveryId, DeliveryView, Name, PositionInput, parse_delivery_ids};
 
 /// Most deliveries one fetch returns.
 pub const MAX_FETCH: u32 = 1000;
@@ -155,6 +155,7 @@ pub enum OverflowView {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSubscriptionRequest {
+    #[schema(value_type = Name)]
     #[schema(example = "billing")]
     pub name: String,
     /// Default `"queue"`.
@@ -167,6 +168,7 @@ pub struct CreateSubscriptionRequest {
     /// Dead-letter a message after this many deliveries without an ack (queue).
     pub max_deliveries: Option<u32>,
     /// Default `<topic>.<name>.dlq` (queue).
+    #[schema(value_type = Option<Name>)]
     pub dead_letter_topic: Option<String>,
     /// Dead-letter messages older than this instead of delivering them (queue).
     pub message_ttl_ms: Option<u64>,
@@ -180,7 +182,7 @@ pub struct CreateSubscriptionRequest {
 }
 
 #[utoipa::path(post, path = "/v1/topics/{topic}/subscriptions", tag = "subscriptions",
-    params(("topic" = String, Path, description = "Topic name")),
+    params(("topic" = Name, Path, description = "Topic name")),
     request_body = CreateSubscriptionRequest,
     responses(
         (status = 201, description = "Created", body = SubscriptionView),
@@ -236,7 +238,7 @@ pub async fn create_subscription(
 }
 
 #[utoipa::path(get, path = "/v1/topics/{topic}/subscriptions", tag = "subscriptions",
-    params(("topic" = String, Path, description = "Topic name")),
+    params(("topic" = Name, Path, description = "Topic name")),
     responses(
         (status = 200, description = "The topic's subscriptions", body = [SubscriptionView]),
         (status = 404, description = "No such topic", body = ErrorBody),
@@ -258,7 +260,7 @@ pub async fn list_subscriptions(
 }
 
 #[utoipa::path(get, path = "/v1/topics/{topic}/subscriptions/{name}", tag = "subscriptions",
-    params(("topic" = String, Path, description = "Topic name"), ("name" = String, Path, description = "Subscription name")),
+    params(("topic" = Name, Path, description = "Topic name"), ("name" = Name, Path, description = "Subscription name")),
     responses(
         (status = 200, description = "The subscription", body = SubscriptionView),
         (status = 404, description = "No such subscription", body = ErrorBody),
@@ -271,7 +273,7 @@ pub async fn get_subscription(
 }
 
 #[utoipa::path(delete, path = "/v1/topics/{topic}/subscriptions/{name}", tag = "subscriptions",
-    params(("topic" = String, Path, description = "Topic name"), ("name" = String, Path, description = "Subscription name")),
+    params(("topic" = Name, Path, description = "Topic name"), ("name" = Name, Path, description = "Subscription name")),
     responses(
         (status = 204, description = "Deleted"),
         (status = 400, description = "The broker's internal subscription", body = ErrorBody),
@@ -296,7 +298,7 @@ pub struct ResetRequest {
 }
 
 #[utoipa::path(post, path = "/v1/topics/{topic}/subscriptions/{name}/reset", tag = "subscriptions",
-    params(("topic" = String, Path, description = "Topic name"), ("name" = String, Path, description = "Subscription name")),
+    params(("topic" = Name, Path, description = "Topic name"), ("name" = Name, Path, description = "Subscription name")),
     request_body = ResetRequest,
     responses(
         (status = 200, description = "Moved; the subscription as it is now", body = SubscriptionView),
@@ -337,7 +339,7 @@ pub struct FetchResponse {
 }
 
 #[utoipa::path(post, path = "/v1/topics/{topic}/subscriptions/{name}/fetch", tag = "subscriptions",
-    params(("topic" = String, Path, description = "Topic name"), ("name" = String, Path, description = "Subscription name; a queue subscription is created on first use")),
+    params(("topic" = Name, Path, description = "Topic name"), ("name" = Name, Path, description = "Subscription name; a queue subscription is created on first use")),
     request_body = FetchRequest,
     responses(
         (status = 200, description = "Deliveries (empty if none came in time)", body = FetchResponse),
@@ -411,7 +413,7 @@ async fn fetch_once(
 #[serde(deny_unknown_fields)]
 pub struct AckRequest {
     /// Ids from fetch. Streams: commits each partition up to the highest id given.
-    #[schema(example = json!(["0-42"]))]
+    #[schema(value_type = Vec<DeliveryId>)]
     pub delivery_ids: Vec<String>,
 }
 
@@ -422,7 +424,7 @@ pub struct SettledResponse {
 }
 
 #[utoipa::path(post, path = "/v1/topics/{topic}/subscriptions/{name}/ack", tag = "subscriptions",
-    params(("topic" = String, Path, description = "Topic name"), ("name" = String, Path, description = "Subscription name")),
+    params(("topic" = Name, Path, description = "Topic name"), ("name" = Name, Path, description = "Subscription name")),
     request_body = AckRequest,
     responses(
         (status = 200, description = "Acknowledged (ids already settled are ignored)", body = SettledResponse),
@@ -445,7 +447,7 @@ pub async fn ack(
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NackRequest {
-    #[schema(example = json!(["0-42"]))]
+    #[schema(value_type = Vec<DeliveryId>)]
     pub delivery_ids: Vec<String>,
     /// Deliver again (default), or reject: dead-letter at once (queue) / skip (stream).
     pub requeue: Option<bool>,
@@ -460,7 +462,7 @@ pub struct NackRequest {
 }
 
 #[utoipa::path(post, path = "/v1/topics/{topic}/subscriptions/{name}/nack", tag = "subscriptions",
-    params(("topic" = String, Path, description = "Topic name"), ("name" = String, Path, description = "Subscription name")),
+    params(("topic" = Name, Path, description = "Topic name"), ("name" = Name, Path, description = "Subscription name")),
     request_body = NackRequest,
     responses(
         (status = 200, description = "Given back (ids not in flight are ignored)", body = SettledResponse),

@@ -11,6 +11,7 @@ use weir_core::{FsyncPolicy, TopicConfig, TopicInfo};
 use super::HttpState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{JsonBody, Path};
+use super::model::Name;
 
 /// When a publish to a topic is confirmed: `"always"` (after fdatasync, survives power loss),
 /// `"os"` (in the page cache, survives a broker crash), or `{"interval_ms": N}` (page cache,
@@ -56,6 +57,7 @@ impl From<FsyncPolicy> for FsyncView {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTopicRequest {
+    #[schema(value_type = Name)]
     #[schema(example = "orders")]
     pub name: String,
     /// 1 to 4096; default 1.
@@ -150,7 +152,7 @@ pub async fn list_topics(State(state): State<HttpState>) -> Json<Vec<TopicView>>
 }
 
 #[utoipa::path(get, path = "/v1/topics/{topic}", tag = "topics",
-    params(("topic" = String, Path, description = "Topic name")),
+    params(("topic" = Name, Path, description = "Topic name")),
     responses(
         (status = 200, description = "The topic", body = TopicView),
         (status = 404, description = "No such topic", body = ErrorBody),
@@ -163,7 +165,7 @@ pub async fn get_topic(
 }
 
 #[utoipa::path(delete, path = "/v1/topics/{topic}", tag = "topics",
-    params(("topic" = String, Path, description = "Topic name")),
+    params(("topic" = Name, Path, description = "Topic name")),
     responses(
         (status = 204, description = "Deleted, with its data and subscriptions"),
         (status = 404, description = "No such topic", body = ErrorBody),
