@@ -4,7 +4,10 @@
 //! [`Weir::start`] runs `weir serve --native-addr 127.0.0.1:0 --data-dir <tempdir>` and reads
 //! its stderr until the `native listener on ADDR` line to learn the port; a thread keeps
 //! draining stderr afterwards (a full pipe would stall the server's logging) and keeps the text
-//! for failure messages. The process is SIGKILLed when the [`Weir`] is dropped. [`Connection`]
+//! for failure messages. The other listeners (HTTP, RESP) get free ports too, through their
+//! `WEIR_*_ADDR` variables. [`Weir::restart`] starts again on the same data directory and a new
+//! port; [`Weir::restart_on_same_address`] on the same port, for clients that reconnect by
+//! themselves. The process is SIGKILLed when the [`Weir`] is dropped. [`Connection`]
 //! is a blocking raw-protocol client over `weir-proto`, for tests that check the wire itself.
 //!
 //! Signals are sent with the `kill` utility rather than `libc::kill`: the workspace forbids
@@ -24,6 +27,9 @@ use weir_proto::{Frame, FrameError, Request, Response};
 
 /// How long to wait for the server to start, stop, or answer.
 pub const PATIENCE: Duration = Duration::from_secs(15);
+
+/// A listener address that lets the system pick a free port.
+const ANY_PORT: &str = "127.0.0.1:0";
 
 /// A running `weir serve`.
 pub struct Weir {
@@ -61,6 +67,7 @@ impl Weir {
         let data_dir = temporary.path().join("data");
         Weir::spawn(
             data_dir,
+            ANY_PORT,
             options.arguments,
             options.environment,
             Some(temporary),
@@ -69,6 +76,7 @@ impl Weir {
 
     fn spawn(
         data_dir: PathBuf,
+        native_address: &str,
         extra_arguments: Vec<String>,
         environment: Vec<(String, String)>,
         temporary: Option<Arc<tempfile::TempDir>>,
@@ -77,7 +85,7 @@ impl Weir {
         command
             .arg("serve")
             .arg("--native-addr")
-            .arg("127.0.0.1:0")
+            .arg(native_address)
             .arg("--data-dir")
             .arg(&data_dir)
             .args(&extra_arguments)
@@ -91,6 +99,12 @@ impl Weir {
             if name.starts_with("WEIR_") {
                 command.env_remove(name);
             }
+        }
+        // The other listeners default to fixed ports (DESIGN.md §4) and tests run in parallel:
+        // each server picks free ones unless its test says otherwise. A variable the binary
+        // does not know (a listener not built yet) is ignored.
+        for name in ["WEIR_HTTP_ADDR", "WEIR_RESP_ADDR"] {
+            command.env(name, ANY_PORT);
         }
         for (name, value) in &environment {
             command.env(name, value);
@@ -143,6 +157,24 @@ impl Weir {
         self.kill();
         let next = Weir::spawn(
             self.data_dir.clone(),
+            ANY_PORT,
+            self.extra_arguments.clone(),
+            self.environment.clone(),
+            self._temporary.clone(),
+        );
+        *self = next;
+    }
+
+    /// Like [`Weir::restart`], but listening on the same native address as before, so that
+    /// clients which reconnect by address (`weir-client` does) find the new server by
+    /// themselves. The old listener is gone once the process has exited, and tokio binds with
+    /// `SO_REUSEADDR`, so connections left in `TIME_WAIT` do not block the port.
+    pub fn restart_on_same_address(&mut self) {
+        self.kill();
+        let address = self.address.to_string();
+        let next = Weir::spawn(
+            self.data_dir.clone(),
+            &address,
             self.extra_arguments.clone(),
             self.environment.clone(),
             self._temporary.clone(),
