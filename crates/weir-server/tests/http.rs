@@ -259,7 +259,10 @@ async fn published_messages_are_confirmed_durable_and_browsable() {
     assert_eq!(confirm["durability"], "fsynced");
     assert_eq!(
         confirm["messages"],
-        json!([{"partition": 0, "offset": 0}, {"partition": 0, "offset": 1}])
+        json!([
+            {"partition": 0, "offset": 0, "duplicate": false},
+            {"partition": 0, "offset": 1, "duplicate": false}
+        ])
     );
     assert_eq!(
         confirm["ranges"],
@@ -345,16 +348,19 @@ async fn positions_of_a_batch_split_across_partitions_are_exact() {
 async fn invalid_messages_and_browse_parameters_are_refused_clearly() {
     let harness = Harness::new().await;
     let publish = |body: Value| harness.post("/v1/topics/orders/messages", body);
-    let delayed = publish(json!({"messages": [{"payload": "x", "delay_ms": 1000}]})).await;
-    assert_error(&delayed, StatusCode::BAD_REQUEST, "invalid_argument");
+    let too_late =
+        publish(json!({"messages": [{"payload": "x", "delay_ms": 400u64 * 86_400_000}]})).await;
+    assert_error(&too_late, StatusCode::BAD_REQUEST, "invalid_argument");
     assert!(
-        delayed.1["message"]
+        too_late.1["message"]
             .as_str()
-            .is_some_and(|text| text.contains("delayed messages are not available yet")),
+            .is_some_and(|text| text.contains("messages[0]")),
         "{}",
-        delayed.1
+        too_late.1
     );
     for body in [
+        json!({"messages": [{"payload": "a", "business_key": "k"}]}),
+        json!({"messages": [{"payload": "a", "delay_ms": 5, "business_key": ""}]}),
         json!({"messages": []}),
         json!({"messages": [{}]}),
         json!({"messages": [{"payload": "a", "payload_base64": "YQ=="}]}),
@@ -1291,6 +1297,10 @@ async fn the_openapi_document_describes_every_endpoint() {
         ("/v1/dlq/{topic}/messages", &["get"]),
         ("/v1/dlq/{topic}/redrive", &["post"]),
         ("/v1/dlq/{topic}/purge", &["post"]),
+        ("/v1/schedule", &["get"]),
+        ("/v1/schedule/{id}", &["get", "delete"]),
+        ("/v1/schedule/by-key/{business_key}", &["delete"]),
+        ("/v1/schedule/{id}/reschedule", &["post"]),
         ("/v1/stats", &["get"]),
         ("/v1/alerts", &["get"]),
     ];
@@ -1419,5 +1429,191 @@ async fn the_server_serves_http_beside_the_native_protocol() {
     assert!(
         tokio::net::TcpStream::connect(address).await.is_err(),
         "the http listener is closed"
+    );
+}
+
+/// A message id seen before is not stored again: the confirm points at the first copy, for a
+/// repeat within one batch and for a repeat of an earlier publish alike.
+#[tokio::test]
+async fn a_repeated_message_id_is_confirmed_as_a_duplicate_of_the_first_copy() {
+    let harness = Harness::new().await;
+    let first = harness
+        .publish(
+            "orders",
+            json!([{"payload": "created", "id": "order-1"}, {"payload": "other", "id": "order-2"}]),
+        )
+        .await;
+    assert_eq!(
+        first["messages"][0],
+        json!({"partition": 0, "offset": 0, "duplicate": false})
+    );
+    let again = harness
+        .publish(
+            "orders",
+            json!([
+                {"payload": "new", "id": "order-3"},
+                {"payload": "created", "id": "order-1"},
+                {"payload": "new again", "id": "order-3"},
+                {"payload": "no id"}
+            ]),
+        )
+        .await;
+    assert_eq!(
+        again["messages"],
+        json!([
+            {"partition": 0, "offset": 2, "duplicate": false},
+            {"partition": 0, "offset": 0, "duplicate": true},
+            {"partition": 0, "offset": 2, "duplicate": true},
+            {"partition": 0, "offset": 3, "duplicate": false}
+        ])
+    );
+    let (_, page) = harness.get("/v1/topics/orders/messages").await;
+    assert_eq!(page["next_offset"], 4, "duplicates are stored once: {page}");
+}
+
+/// Delayed messages: a publish with `delay_ms` schedules them durably; they are listed,
+/// inspected, moved, cancelled by id or business key, and appended to the topic when due.
+#[tokio::test]
+async fn delayed_messages_are_scheduled_listed_cancelled_and_delivered_when_due() {
+    let harness = Harness::with_manual_clock().await;
+    let clock = harness.clock.clone().expect("a manual clock");
+    let confirm = harness
+        .publish(
+            "orders",
+            json!([
+                {"payload": "now"},
+                {"payload": "auto-cancel order-1", "delay_ms": 1_800_000, "business_key": "cancel:order-1"},
+                {"payload": "reminder", "delay_ms": 60_000, "id": "reminder-1"},
+            ]),
+        )
+        .await;
+    assert_eq!(confirm["durability"], "fsynced");
+    assert_eq!(
+        confirm["messages"][0],
+        json!({"partition": 0, "offset": 0, "duplicate": false})
+    );
+    let auto_cancel = confirm["messages"][1]["scheduled_id"]
+        .as_u64()
+        .expect("scheduled");
+    let reminder = confirm["messages"][2]["scheduled_id"]
+        .as_u64()
+        .expect("scheduled");
+    assert_eq!(confirm["messages"][2]["deliver_at_ms"], 1_000_000 + 60_000);
+
+    let (status, listed) = harness.get("/v1/schedule?topic=orders").await;
+    assert_eq!(status, StatusCode::OK);
+    let ids: Vec<u64> = listed
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|scheduled| scheduled["id"].as_u64())
+        .collect();
+    assert_eq!(ids, [reminder, auto_cancel], "soonest first");
+    let (status, detail) = harness.get(&format!("/v1/schedule/{reminder}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(detail["messages"][0]["payload"], "reminder");
+    assert_eq!(detail["messages"][0]["id"], "reminder-1");
+    assert_eq!(detail["topic"], "orders");
+
+    // The order was paid: its auto-cancel is cancelled by business key.
+    let (status, cancelled) = harness.delete("/v1/schedule/by-key/cancel:order-1").await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+    assert_eq!(cancelled["id"], auto_cancel);
+    assert_error(
+        &harness.delete("/v1/schedule/by-key/cancel:order-1").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        &harness.delete(&format!("/v1/schedule/{auto_cancel}")).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+
+    let moved = harness
+        .post_ok(
+            &format!("/v1/schedule/{reminder}/reschedule"),
+            json!({"deliver_at_ms": 1_000_000 + 10_000}),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(moved["deliver_at_ms"], 1_010_000);
+    clock.advance(Duration::from_millis(10_000));
+    harness.broker.deliver_due().await.expect("hand-over");
+    let (_, page) = harness.get("/v1/topics/orders/messages").await;
+    let payloads: Vec<&Value> = page["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|message| &message["payload"])
+        .collect();
+    assert_eq!(payloads, [&json!("now"), &json!("reminder")]);
+    assert_eq!(page["messages"][1]["id"], "reminder-1");
+    let (_, listed) = harness.get("/v1/schedule").await;
+    assert_eq!(listed, json!([]));
+
+    for (answer, status, name) in [
+        (
+            harness.get("/v1/schedule/12345").await,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            harness.get("/v1/schedule/minus-one").await,
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+        ),
+        (
+            harness.get("/v1/schedule?limit=0").await,
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+        ),
+        (
+            harness.get("/v1/schedule?after_ms=5").await,
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+        ),
+        (
+            harness
+                .post("/v1/schedule/12345/reschedule", json!({"deliver_at_ms": 5}))
+                .await,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            harness
+                .post(&format!("/v1/schedule/{reminder}/reschedule"), json!({}))
+                .await,
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+        ),
+        (
+            harness
+                .post(
+                    "/v1/exchanges/any/publish",
+                    json!({"messages": [{"payload": "x", "delay_ms": 5}]}),
+                )
+                .await,
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+        ),
+    ] {
+        assert_error(&(answer.0, answer.1), status, name);
+    }
+    harness
+        .publish(
+            "orders",
+            json!([{"payload": "a", "delay_ms": 5, "business_key": "taken"}]),
+        )
+        .await;
+    assert_error(
+        &harness
+            .post(
+                "/v1/topics/orders/messages",
+                json!({"messages": [{"payload": "b", "delay_ms": 5, "business_key": "taken"}]}),
+            )
+            .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_argument",
     );
 }

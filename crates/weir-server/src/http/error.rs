@@ -94,7 +94,9 @@ impl From<Error> for ApiError {
         match &error {
             // The shared mapping does not name these yet; give them their public meaning here
             // rather than let them fall through to `internal`.
-            Error::UnknownExchange(_) => ApiError::new(ErrorCode::NotFound, error.to_string()),
+            Error::UnknownExchange(_) | Error::NotFound(_) => {
+                ApiError::new(ErrorCode::NotFound, error.to_string())
+            }
             Error::ExchangeExists(_) => ApiError::conflict(error.to_string()),
             Error::Unroutable { .. } => ApiError::new(ErrorCode::Unroutable, error.to_string()),
             Error::BacklogFull { .. } => ApiError::new(ErrorCode::BacklogFull, error.to_string()),
@@ -193,6 +195,8 @@ mod tests {
         assert_eq!(backlog.status, StatusCode::TOO_MANY_REQUESTS);
         let unknown = ApiError::from(Error::UnknownExchange("e".into()));
         assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+        let scheduled = ApiError::from(Error::NotFound("no scheduled message 7".into()));
+        assert_eq!(scheduled.code, ErrorCode::NotFound);
         let exists = ApiError::from(Error::ExchangeExists("e".into()));
         assert_eq!(exists.status, StatusCode::CONFLICT);
     }

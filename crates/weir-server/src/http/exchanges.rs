@@ -9,12 +9,14 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use weir_core::{BatchBuilder, Binding, Exchange, ExchangeKind, Message};
+use weir_core::{Binding, Exchange, ExchangeKind, Message};
 
 use super::HttpState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{JsonBody, Path, Query};
-use super::model::{DurabilityView, MessageInput, Name, RangeView, into_messages};
+use super::model::{
+    DurabilityView, MessageInput, Name, RangeView, encode_batch, into_immediate_messages,
+};
 
 /// How an exchange matches bindings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -264,26 +266,6 @@ pub struct ExchangePublishResponse {
     pub dropped: u32,
 }
 
-/// One batch of `messages`, stamped with the broker's clock, as `Broker::publish_messages`
-/// would build it.
-fn encode_batch(now_ms: i64, messages: &[Message]) -> bytes::Bytes {
-    let mut builder = BatchBuilder::new();
-    for message in messages {
-        let headers: Vec<(&str, &[u8])> = message
-            .headers
-            .iter()
-            .map(|(name, value)| (name.as_str(), &value[..]))
-            .collect();
-        builder.push(
-            message.timestamp_ms.unwrap_or(now_ms),
-            message.key.as_deref(),
-            &headers,
-            &message.value,
-        );
-    }
-    builder.finish()
-}
-
 #[utoipa::path(post, path = "/v1/exchanges/{name}/publish", tag = "exchanges",
     params(("name" = Name, Path, description = "Exchange name")),
     request_body = ExchangePublishRequest,
@@ -300,7 +282,8 @@ pub async fn publish(
     Path(name): Path<String>,
     JsonBody(request): JsonBody<ExchangePublishRequest>,
 ) -> Result<Json<ExchangePublishResponse>, ApiError> {
-    let messages = into_messages(request.messages)?;
+    let messages = into_immediate_messages(request.messages)?;
+    let messages: Vec<&Message> = messages.iter().collect();
     let batch = encode_batch(state.broker.config().clock.now_ms(), &messages);
     let routed = state
         .broker

@@ -1,39 +1,63 @@
 //! Publishing to a topic and browsing its messages. A publish answers only once the broker
-//! confirmed the batch durable under the topic's fsync policy, and says which durability that
-//! was; browsing reads the log without touching any subscription's state.
+//! confirmed the batch durable under the topic's fsync policy (and delayed messages durable in
+//! its schedule), and says which durability that was; browsing reads the log without touching
+//! any subscription's state.
 
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use weir_core::{Durability, Message, ScheduleRequest};
 
 use super::HttpState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{JsonBody, Path, Query};
 use super::model::{
-    DurabilityView, MessageInput, MessageView, Name, PositionView, RangeView, into_messages,
-    message_positions,
+    DurabilityView, MESSAGE_ID_HEADER, MessageInput, MessageView, Name, RangeView, encode_batch,
+    into_outgoing,
 };
+use super::placement::place_messages;
 
 /// `POST /v1/topics/{topic}/messages`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PublishRequest {
-    /// Published as one batch: one write, one confirm.
+    /// The messages without a delay are published as one batch: one write, one confirm.
     pub messages: Vec<MessageInput>,
     /// Put every message in this partition instead of choosing by key.
     pub partition: Option<u32>,
+}
+
+/// What became of one message of a publish: stored (`partition`, `offset`, `duplicate`) or
+/// scheduled (`scheduled_id`, `deliver_at_ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, ToSchema)]
+pub struct PublishedView {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// True when the broker already held a message with this id: `partition` and `offset`
+    /// are the earlier copy's, and nothing was stored again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicate: Option<bool>,
+    /// A delayed message's id in the broker's schedule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduled_id: Option<u64>,
+    /// When a delayed message will be appended to the topic, ms since the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deliver_at_ms: Option<i64>,
 }
 
 /// The confirm of a publish.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct PublishResponse {
     /// What the confirm promises: `"os"` (survives a broker crash) or `"fsynced"` (survives a
-    /// power loss). The weakest of the partitions written.
+    /// power loss). The weakest of the partitions written; the schedule is always fsynced.
     pub durability: DurabilityView,
-    /// Each message's partition and offset, in request order.
-    pub messages: Vec<PositionView>,
-    /// The offsets written, one range per partition.
+    /// What became of each message, in request order. Empty in the rare case the broker's
+    /// confirm cannot be matched to the messages one by one; `ranges` still says where they are.
+    pub messages: Vec<PublishedView>,
+    /// The offsets stored now, one range per partition.
     pub ranges: Vec<RangeView>,
 }
 
@@ -53,25 +77,84 @@ pub async fn publish(
     Path(topic): Path<String>,
     JsonBody(request): JsonBody<PublishRequest>,
 ) -> Result<Json<PublishResponse>, ApiError> {
-    let messages = into_messages(request.messages)?;
-    let confirm = state
-        .broker
-        .publish_messages(&topic, request.partition, &messages)
-        .await?;
-    // Several ranges only come from a multi-partition topic; its partition count places the
-    // keyed messages. Not found only if the topic was deleted meanwhile.
-    let partition_count = || {
-        state
+    let outgoing = into_outgoing(request.messages)?;
+    let (now, later): (Vec<_>, Vec<_>) = outgoing
+        .into_iter()
+        .enumerate()
+        .partition(|(_, outgoing)| outgoing.delay.is_zero());
+    let mut published = vec![PublishedView::default(); now.len() + later.len()];
+    let mut durability = Durability::Fsynced;
+    let mut ranges = Vec::new();
+    let mut placed = true;
+
+    // Delayed messages first: once scheduled they can still be cancelled, while messages
+    // already in the topic cannot be taken back if scheduling failed.
+    if !later.is_empty() {
+        let now_ms = state.broker.config().clock.now_ms();
+        let requests = later
+            .iter()
+            .map(|(_, outgoing)| ScheduleRequest {
+                topic: topic.clone(),
+                partition: request.partition,
+                batch: encode_batch(now_ms, &[&outgoing.message]),
+                deliver_at_ms: now_ms.saturating_add(outgoing.delay.as_millis() as i64),
+                business_key: outgoing.business_key.clone(),
+            })
+            .collect();
+        let scheduled = state.broker.schedule(requests).await?;
+        for ((index, _), scheduled) in later.iter().zip(scheduled) {
+            published[*index] = PublishedView {
+                scheduled_id: Some(scheduled.id),
+                deliver_at_ms: Some(scheduled.deliver_at_ms),
+                ..PublishedView::default()
+            };
+        }
+    }
+
+    if !now.is_empty() {
+        let messages: Vec<Message> = now
+            .iter()
+            .map(|(_, outgoing)| outgoing.message.clone())
+            .collect();
+        let confirm = state
             .broker
-            .topic(&topic)
-            .ok()
-            .map(|info| info.config.partitions)
-    };
+            .publish_messages(&topic, request.partition, &messages)
+            .await?;
+        durability = confirm.durability;
+        ranges = confirm.ranges.iter().map(RangeView::from).collect();
+        // Asked only when the confirm spans partitions, or names duplicates of earlier
+        // publishes; both read the broker's in-memory state or page cache.
+        let partition_count = || {
+            state
+                .broker
+                .topic(&topic)
+                .ok()
+                .map(|info| info.config.partitions)
+        };
+        let stored_id = |partition: u32, offset: u64| {
+            let records = state.broker.read(&topic, partition, offset, 1).ok()?;
+            let record = records.into_iter().find(|record| record.offset == offset)?;
+            record.header(MESSAGE_ID_HEADER).cloned()
+        };
+        match place_messages(&messages, &confirm, partition_count, stored_id) {
+            Some(positions) => {
+                for ((index, _), position) in now.iter().zip(positions) {
+                    published[*index] = PublishedView {
+                        partition: Some(position.partition),
+                        offset: Some(position.offset),
+                        duplicate: Some(position.duplicate),
+                        ..PublishedView::default()
+                    };
+                }
+            }
+            None => placed = false,
+        }
+    }
+
     Ok(Json(PublishResponse {
-        durability: confirm.durability.into(),
-        messages: message_positions(&messages, &confirm.ranges, partition_count)
-            .unwrap_or_default(),
-        ranges: confirm.ranges.iter().map(RangeView::from).collect(),
+        durability: durability.into(),
+        messages: if placed { published } else { Vec::new() },
+        ranges,
     }))
 }
 

@@ -10,8 +10,9 @@
 //!
 //! - [`HttpApi`]: builds the router over a broker and serves it on a listener until shutdown.
 //! - `topics.rs`, `messages.rs`, `subscriptions.rs`, `exchanges.rs`, `dead_letters.rs`,
-//!   `stats.rs`: the handlers, one per endpoint, each annotated for the OpenAPI document.
-//! - `model.rs`: JSON shapes shared by several endpoints; `extract.rs`: extractors whose
+//!   `schedule.rs`, `stats.rs`: the handlers, one per endpoint, each annotated for the OpenAPI document.
+//! - `model.rs`: JSON shapes shared by several endpoints; `placement.rs`: each published
+//!   message's position from the broker's per-partition confirm; `extract.rs`: extractors whose
 //!   rejections are JSON errors; `error.rs`: error code → HTTP status.
 //!
 //! The endpoints, with curl examples, are documented in `docs/http-api.md`.
@@ -35,6 +36,8 @@ mod exchanges;
 mod extract;
 mod messages;
 mod model;
+mod placement;
+mod schedule;
 mod stats;
 mod subscriptions;
 mod topics;
@@ -75,7 +78,7 @@ pub(crate) struct HttpState {
 #[openapi(
     info(
         title = "Weir HTTP API",
-        description = "Topics, publishing, consuming, exchanges and dead letters of a Weir broker, as JSON. Errors are `{code, name, message}` with the public error codes."
+        description = "Topics, publishing, consuming, exchanges, dead letters and delayed messages of a Weir broker, as JSON. Errors are `{code, name, message}` with the public error codes."
     ),
     tags(
         (name = "topics", description = "Create, list, describe and delete topics"),
@@ -83,6 +86,7 @@ pub(crate) struct HttpState {
         (name = "subscriptions", description = "Subscriptions, and consuming over HTTP: fetch, ack, nack"),
         (name = "exchanges", description = "Routing by key, pattern or headers to topics"),
         (name = "dead letters", description = "Browse, redrive and purge dead-letter queues"),
+        (name = "schedule", description = "Delayed messages: list, inspect, cancel, reschedule"),
         (name = "monitoring", description = "Stats and alerts"),
     )
 )]
@@ -117,6 +121,10 @@ fn documented_routes() -> OpenApiRouter<HttpState> {
         .routes(routes!(dead_letters::dead_letters))
         .routes(routes!(dead_letters::redrive))
         .routes(routes!(dead_letters::purge))
+        .routes(routes!(schedule::list_scheduled))
+        .routes(routes!(schedule::get_scheduled, schedule::cancel_scheduled))
+        .routes(routes!(schedule::cancel_scheduled_by_key))
+        .routes(routes!(schedule::reschedule))
         .routes(routes!(stats::stats))
         .routes(routes!(stats::alerts))
 }

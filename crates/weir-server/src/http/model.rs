@@ -7,6 +7,7 @@
 //! round-trips and the common case stays readable.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -69,20 +70,41 @@ pub struct MessageInput {
     /// A producer-supplied message id (stored as header `weir.id`): the broker's dedup key.
     #[schema(example = "m-1")]
     pub id: Option<String>,
-    /// Deliver no earlier than this many milliseconds from now. Only 0 is accepted today.
+    /// Deliver this many milliseconds from now (at most 366 days) instead of at once: the
+    /// message is stored durably in the broker's schedule and appended to the topic when due.
+    /// Topics only; an exchange publish refuses delays.
     #[serde(default)]
     pub delay_ms: u64,
+    /// With `delay_ms`: a key to find or cancel the scheduled message by (unique among
+    /// scheduled messages), e.g. `"auto-cancel:order-1"`.
+    pub business_key: Option<String>,
+}
+
+/// A message to publish now, or to schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub message: Message,
+    /// Zero: publish now.
+    pub delay: Duration,
+    pub business_key: Option<String>,
 }
 
 impl MessageInput {
-    /// The core message, or why this one (the `index`-th of its request) is refused.
-    pub fn into_message(self, index: usize) -> Result<Message, ApiError> {
+    /// The core message with its delay, or why this one (the `index`-th of its request) is
+    /// refused.
+    pub fn into_outgoing(self, index: usize) -> Result<Outgoing, ApiError> {
         let refuse =
             |reason: &str| ApiError::invalid_argument(format!("messages[{index}]: {reason}"));
-        if self.delay_ms > 0 {
-            // The seam for the scheduler: once delayed delivery exists, a message with a delay
-            // goes to it instead of being refused here.
-            return Err(refuse("delayed messages are not available yet"));
+        if self.delay_ms > MAX_DELAY_MS {
+            return Err(refuse(&format!("delay_ms is at most {MAX_DELAY_MS}")));
+        }
+        if self.business_key.is_some() && self.delay_ms == 0 {
+            return Err(refuse(
+                "a business_key names a delayed message: give delay_ms too",
+            ));
+        }
+        if self.business_key.as_ref().is_some_and(String::is_empty) {
+            return Err(refuse("a business_key cannot be empty"));
         }
         let value = match (self.payload, self.payload_base64) {
             (Some(text), None) => Bytes::from(text),
@@ -109,12 +131,19 @@ impl MessageInput {
                 .headers
                 .push((MESSAGE_ID_HEADER.to_owned(), Bytes::from(id)));
         }
-        Ok(message)
+        Ok(Outgoing {
+            message,
+            delay: Duration::from_millis(self.delay_ms),
+            business_key: self.business_key,
+        })
     }
 }
 
+/// The longest delay, in milliseconds: the broker's limit.
+pub const MAX_DELAY_MS: u64 = weir_core::MAX_DELAY.as_millis() as u64;
+
 /// Converts a request's messages, refusing an empty list.
-pub fn into_messages(inputs: Vec<MessageInput>) -> Result<Vec<Message>, ApiError> {
+pub fn into_outgoing(inputs: Vec<MessageInput>) -> Result<Vec<Outgoing>, ApiError> {
     if inputs.is_empty() {
         return Err(ApiError::invalid_argument(
             "messages is empty: nothing to publish",
@@ -123,8 +152,45 @@ pub fn into_messages(inputs: Vec<MessageInput>) -> Result<Vec<Message>, ApiError
     inputs
         .into_iter()
         .enumerate()
-        .map(|(index, input)| input.into_message(index))
+        .map(|(index, input)| input.into_outgoing(index))
         .collect()
+}
+
+/// Converts a request's messages for a publish that cannot be delayed (through an exchange).
+pub fn into_immediate_messages(inputs: Vec<MessageInput>) -> Result<Vec<Message>, ApiError> {
+    into_outgoing(inputs)?
+        .into_iter()
+        .enumerate()
+        .map(|(index, outgoing)| {
+            if outgoing.delay.is_zero() {
+                Ok(outgoing.message)
+            } else {
+                Err(ApiError::invalid_argument(format!(
+                    "messages[{index}]: delayed messages are published to a topic, not through an exchange"
+                )))
+            }
+        })
+        .collect()
+}
+
+/// One batch of `messages`, stamped with `now_ms` where they carry no time, as
+/// `Broker::publish_messages` would build it.
+pub fn encode_batch(now_ms: i64, messages: &[&Message]) -> Bytes {
+    let mut builder = weir_core::BatchBuilder::new();
+    for message in messages {
+        let headers: Vec<(&str, &[u8])> = message
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), &value[..]))
+            .collect();
+        builder.push(
+            message.timestamp_ms.unwrap_or(now_ms),
+            message.key.as_deref(),
+            &headers,
+            &message.value,
+        );
+    }
+    builder.finish()
 }
 
 /// What a confirm promises.
@@ -164,88 +230,6 @@ impl From<&PublishedRange> for RangeView {
     }
 }
 
-/// Where one published message is stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-pub struct PositionView {
-    pub partition: u32,
-    pub offset: u64,
-}
-
-/// Each message's partition and offset, in request order, from the ranges of its confirm.
-///
-/// The broker confirms one range per partition written; within a partition the messages keep
-/// their request order. With one range the answer is immediate. With several, keyed messages
-/// are placed by the key hash over `partition_count` partitions and the unkeyed ones (which
-/// the broker sends together to one partition) fill the range with room left. `None` when the
-/// ranges do not account for exactly these messages (for instance once the broker starts
-/// skipping duplicates), rather than a guess.
-pub fn message_positions(
-    messages: &[Message],
-    ranges: &[PublishedRange],
-    partition_count: impl FnOnce() -> Option<u32>,
-) -> Option<Vec<PositionView>> {
-    let stored: u64 = ranges
-        .iter()
-        .map(|range| range.last_offset - range.base_offset + 1)
-        .sum();
-    if stored != messages.len() as u64 {
-        return None;
-    }
-    if let [range] = ranges {
-        return Some(
-            (0..messages.len() as u64)
-                .map(|index| PositionView {
-                    partition: range.partition,
-                    offset: range.base_offset + index,
-                })
-                .collect(),
-        );
-    }
-    let partition_count = partition_count()?;
-    let keyed: Vec<Option<u32>> = messages
-        .iter()
-        .map(|message| {
-            message
-                .key
-                .as_ref()
-                .map(|key| weir_core::partition_for_key(key, partition_count))
-        })
-        .collect();
-    let mut room: BTreeMap<u32, (u64, u64)> = ranges
-        .iter()
-        .map(|range| {
-            let length = range.last_offset - range.base_offset + 1;
-            (range.partition, (range.base_offset, length))
-        })
-        .collect();
-    for partition in keyed.iter().flatten() {
-        let (_, length) = room.get_mut(partition)?;
-        *length = length.checked_sub(1)?;
-    }
-    let mut with_room = room.iter().filter(|(_, (_, length))| *length > 0);
-    let unkeyed_partition = with_room.next().map(|(&partition, _)| partition);
-    if with_room.next().is_some() {
-        return None;
-    }
-    let mut next: BTreeMap<u32, u64> = ranges
-        .iter()
-        .map(|range| (range.partition, range.base_offset))
-        .collect();
-    keyed
-        .iter()
-        .map(|partition| {
-            let partition = (*partition).or(unkeyed_partition)?;
-            let offset = next.get_mut(&partition)?;
-            let position = PositionView {
-                partition,
-                offset: *offset,
-            };
-            *offset += 1;
-            Some(position)
-        })
-        .collect()
-}
-
 /// A stored message, as browsing and deliveries show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct MessageView {
@@ -273,7 +257,7 @@ pub struct MessageView {
 }
 
 /// `(text, base64)`: exactly one is set.
-fn text_or_base64(bytes: &[u8]) -> (Option<String>, Option<String>) {
+pub fn text_or_base64(bytes: &[u8]) -> (Option<String>, Option<String>) {
     match std::str::from_utf8(bytes) {
         Ok(text) => (Some(text.to_owned()), None),
         Err(_) => (None, Some(BASE64.encode(bytes))),
@@ -405,14 +389,6 @@ impl From<StartPosition> for PositionInput {
 mod tests {
     use super::*;
 
-    fn range(partition: u32, base_offset: u64, last_offset: u64) -> PublishedRange {
-        PublishedRange {
-            partition,
-            base_offset,
-            last_offset,
-        }
-    }
-
     #[test]
     fn delivery_ids_round_trip_and_garbage_is_refused() {
         let id = MessageId {
@@ -436,87 +412,33 @@ mod tests {
     }
 
     #[test]
-    fn one_range_numbers_messages_in_order() {
-        let messages = vec![Message::new("a"), Message::new("b")];
-        let positions = message_positions(&messages, &[range(2, 10, 11)], || None);
-        assert_eq!(
-            positions,
-            Some(vec![
-                PositionView {
-                    partition: 2,
-                    offset: 10
-                },
-                PositionView {
-                    partition: 2,
-                    offset: 11
-                },
-            ])
-        );
-    }
-
-    #[test]
-    fn keyed_and_unkeyed_messages_are_placed_by_key_hash_and_leftover_room() {
-        let count = 4;
-        let key_partition = weir_core::partition_for_key(b"k", count);
-        let unkeyed_partition = (key_partition + 1) % count;
-        let messages = vec![
-            Message::new("x"),
-            Message::new("y").with_key("k"),
-            Message::new("z"),
-        ];
-        let mut ranges = vec![range(key_partition, 5, 5), range(unkeyed_partition, 7, 8)];
-        ranges.sort_by_key(|range| range.partition);
-        let positions = message_positions(&messages, &ranges, || Some(count));
-        assert_eq!(
-            positions,
-            Some(vec![
-                PositionView {
-                    partition: unkeyed_partition,
-                    offset: 7
-                },
-                PositionView {
-                    partition: key_partition,
-                    offset: 5
-                },
-                PositionView {
-                    partition: unkeyed_partition,
-                    offset: 8
-                },
-            ])
-        );
-    }
-
-    #[test]
-    fn ranges_that_do_not_account_for_the_messages_give_no_positions() {
-        let messages = vec![Message::new("a"), Message::new("b")];
-        assert_eq!(
-            message_positions(&messages, &[range(0, 0, 0)], || Some(1)),
-            None
-        );
-    }
-
-    #[test]
-    fn a_message_needs_exactly_one_payload_and_no_delay() {
+    fn a_message_needs_exactly_one_payload_and_a_delay_in_range() {
         let both = MessageInput {
             payload: Some("a".into()),
             payload_base64: Some("YQ==".into()),
             ..MessageInput::default()
         };
-        assert!(both.into_message(0).is_err());
-        assert!(MessageInput::default().into_message(0).is_err());
-        let delayed = MessageInput {
+        assert!(both.into_outgoing(0).is_err());
+        assert!(MessageInput::default().into_outgoing(0).is_err());
+        let too_late = MessageInput {
             payload: Some("a".into()),
-            delay_ms: 5,
+            delay_ms: MAX_DELAY_MS + 1,
             ..MessageInput::default()
         };
-        let error = delayed.into_message(3).expect_err("delays are refused");
+        let error = too_late.into_outgoing(3).expect_err("too long a delay");
         assert!(error.message.contains("messages[3]"), "{}", error.message);
+        let key_without_delay = MessageInput {
+            payload: Some("a".into()),
+            business_key: Some("k".into()),
+            ..MessageInput::default()
+        };
+        assert!(key_without_delay.into_outgoing(0).is_err());
         let binary = MessageInput {
             payload_base64: Some("AP8=".into()),
             id: Some("m-1".into()),
             ..MessageInput::default()
         };
-        let message = binary.into_message(0).expect("valid base64");
+        let message = binary.into_outgoing(0).expect("valid base64").message;
         assert_eq!(&message.value[..], &[0, 255]);
         assert_eq!(
             message.headers,
