@@ -365,7 +365,8 @@ impl Client {
             .await
     }
 
-    /// A producer that batches messages on this client's connection.
+    /// A producer that batches messages on this client's connection. Starts a background
+    /// task, so it must be called within a tokio runtime.
     pub fn producer(&self, options: ProducerOptions) -> Producer {
         Producer::new(self.clone(), options)
     }

@@ -84,6 +84,9 @@ struct Shared {
     state: Mutex<State>,
     /// Mirrors `state.closed.is_some()` for the lock-free check on every request.
     closed: AtomicBool,
+    /// Mirrors `state.detached_error.is_some()`: consumers check it on every call, so the
+    /// common answer ("no error") must not take the lock.
+    has_detached_error: AtomicBool,
     /// Tells both tasks to stop.
     stop: watch::Sender<bool>,
     /// Woken when the last detached request is answered, or on close.
@@ -233,6 +236,7 @@ impl Connection {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             closed: AtomicBool::new(false),
+            has_detached_error: AtomicBool::new(false),
             stop,
             settled: Notify::new(),
         });
@@ -297,7 +301,14 @@ impl Connection {
 
     /// The first error answer to a detached request since the last call, if any.
     pub(crate) fn take_detached_error(&self) -> Option<Error> {
-        self.shared.lock().detached_error.take()
+        if !self.shared.has_detached_error.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut state = self.shared.lock();
+        self.shared
+            .has_detached_error
+            .store(false, Ordering::Release);
+        state.detached_error.take()
     }
 
     /// The error the server pushed unasked before closing the connection, if any.
@@ -597,6 +608,7 @@ async fn dispatch(
                 state
                     .detached_error
                     .get_or_insert(Error::server(code, message));
+                shared.has_detached_error.store(true, Ordering::Release);
             }
             if state.detached == 0 {
                 shared.settled.notify_waiters();

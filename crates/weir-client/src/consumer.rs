@@ -280,7 +280,9 @@ impl Consumer {
 
     /// Sends coalesced acks and waits until the broker has answered every ack and nack sent
     /// so far; fails with the first one it refused. Messages arriving meanwhile are kept for
-    /// `next`.
+    /// `next`. If the connection is lost, fails with [`Error::Closed`]: acks not yet sent stay
+    /// queued and go out once `next` has reconnected; those sent and unanswered may be lost,
+    /// and their messages delivered again.
     pub async fn flush_acks(&mut self) -> Result<()> {
         self.take_error()?;
         self.send_acks().await?;

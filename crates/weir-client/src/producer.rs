@@ -137,7 +137,9 @@ impl std::fmt::Debug for Producer {
 
 impl Producer {
     pub(crate) fn new(client: Client, mut options: ProducerOptions) -> Producer {
-        options.max_in_flight = options.max_in_flight.clamp(1, Semaphore::MAX_PERMITS);
+        // `flush` takes every permit in one `acquire_many`, which counts in `u32`.
+        let permits_max = Semaphore::MAX_PERMITS.min(u32::MAX as usize);
+        options.max_in_flight = options.max_in_flight.clamp(1, permits_max);
         options.max_batch_messages = options.max_batch_messages.max(1);
         let limits = Limits {
             linger: options.linger,
@@ -407,6 +409,15 @@ mod tests {
     use crate::scripted_server::scripted_server;
 
     const PATIENCE: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn handles_can_be_shared_between_tasks() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Client>();
+        shareable::<Producer>();
+        shareable::<ConfirmFuture>();
+        shareable::<crate::Consumer>();
+    }
 
     fn records_in(batch: &bytes::Bytes) -> u64 {
         u64::from(

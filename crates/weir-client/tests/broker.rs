@@ -39,6 +39,8 @@ impl TestServer {
             native_addr: address,
             max_connections: 1024,
             max_frame_bytes: 16 << 20,
+            // Other listeners stay off unless a test asks for them.
+            ..ServerConfig::default()
         };
         let server = Server::bind(broker, config)
             .await
