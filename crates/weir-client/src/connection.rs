@@ -374,31 +374,45 @@ impl Connection {
     /// Like [`Connection::send_detached`], but never waits: fails if the writer's queue is
     /// full. For `Drop`, which cannot await.
     pub(crate) fn try_send_detached(&self, correlation_id: u64, frame: Bytes) -> Result<()> {
-        self.register(correlation_id, frame.len(), Pending::Detached)?;
-        if self.outgoing.try_send(frame).is_err() {
-            self.unregister(correlation_id);
-            return Err(self.shared.closed_error());
-        }
+        self.check_size(frame.len())?;
+        let permit = self
+            .outgoing
+            .try_reserve()
+            .map_err(|_| self.shared.closed_error())?;
+        self.register(correlation_id, Pending::Detached)?;
+        permit.send(frame);
         Ok(())
     }
 
+    /// Queues `frame` with its waiter.
+    ///
+    /// Cancel-safe: the only wait is for room in the queue, before anything is registered,
+    /// so a caller dropped mid-way (a `select!` that took another branch) leaves no waiter
+    /// behind for an answer that will never come.
     async fn send(&self, correlation_id: u64, frame: Bytes, waiter: Pending) -> Result<()> {
-        self.register(correlation_id, frame.len(), waiter)?;
-        if self.outgoing.send(frame).await.is_err() {
-            self.unregister(correlation_id);
-            return Err(self.shared.closed_error());
-        }
+        self.check_size(frame.len())?;
+        let permit = self
+            .outgoing
+            .reserve()
+            .await
+            .map_err(|_| self.shared.closed_error())?;
+        self.register(correlation_id, waiter)?;
+        permit.send(frame);
         Ok(())
     }
 
-    /// Registers the waiter *before* its frame is queued, so the answer cannot overtake it.
-    fn register(&self, correlation_id: u64, frame_bytes: usize, waiter: Pending) -> Result<()> {
+    fn check_size(&self, frame_bytes: usize) -> Result<()> {
         if frame_bytes > self.max_frame_bytes {
             return Err(Error::TooLarge {
                 size: frame_bytes,
                 limit: self.max_frame_bytes,
             });
         }
+        Ok(())
+    }
+
+    /// Registers the waiter *before* its frame is queued, so the answer cannot overtake it.
+    fn register(&self, correlation_id: u64, waiter: Pending) -> Result<()> {
         let mut state = self.shared.lock();
         if let Some(reason) = &state.closed {
             return Err(Error::Closed(reason.clone()));
@@ -408,14 +422,6 @@ impl Connection {
         }
         state.pending.insert(correlation_id, waiter);
         Ok(())
-    }
-
-    /// Forgets a waiter whose frame could not be queued.
-    fn unregister(&self, correlation_id: u64) {
-        let mut state = self.shared.lock();
-        if let Some(Pending::Detached) = state.pending.remove(&correlation_id) {
-            state.detached = state.detached.saturating_sub(1);
-        }
     }
 }
 

@@ -187,6 +187,9 @@ impl Consumer {
 
     /// The next message, waiting for one if none is buffered. Reconnects by itself after a
     /// connection loss; fails with an error the broker or an earlier ack reported.
+    ///
+    /// Cancel-safe, like [`Consumer::next_batch`]: used in a `select!` that takes another
+    /// branch, no message and no ack is lost.
     pub async fn next(&mut self) -> Result<Delivery> {
         self.take_error()?;
         loop {
