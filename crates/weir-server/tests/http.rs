@@ -1492,11 +1492,13 @@ async fn delayed_messages_are_scheduled_listed_cancelled_and_delivered_when_due(
         confirm["messages"][0],
         json!({"partition": 0, "offset": 0, "duplicate": false})
     );
-    let auto_cancel = confirm["messages"][1]["scheduled_id"]
-        .as_u64()
+    let auto_cancel: u64 = confirm["messages"][1]["scheduled_id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
         .expect("scheduled");
-    let reminder = confirm["messages"][2]["scheduled_id"]
-        .as_u64()
+    let reminder: u64 = confirm["messages"][2]["scheduled_id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
         .expect("scheduled");
     assert_eq!(confirm["messages"][2]["deliver_at_ms"], 1_000_000 + 60_000);
 
@@ -1506,7 +1508,7 @@ async fn delayed_messages_are_scheduled_listed_cancelled_and_delivered_when_due(
         .as_array()
         .expect("a list")
         .iter()
-        .filter_map(|scheduled| scheduled["id"].as_u64())
+        .filter_map(|scheduled| scheduled["id"].as_str()?.parse().ok())
         .collect();
     assert_eq!(ids, [reminder, auto_cancel], "soonest first");
     let (status, detail) = harness.get(&format!("/v1/schedule/{reminder}")).await;
@@ -1518,7 +1520,7 @@ async fn delayed_messages_are_scheduled_listed_cancelled_and_delivered_when_due(
     // The order was paid: its auto-cancel is cancelled by business key.
     let (status, cancelled) = harness.delete("/v1/schedule/by-key/cancel:order-1").await;
     assert_eq!(status, StatusCode::OK, "{cancelled}");
-    assert_eq!(cancelled["id"], auto_cancel);
+    assert_eq!(cancelled["id"], auto_cancel.to_string());
     assert_error(
         &harness.delete("/v1/schedule/by-key/cancel:order-1").await,
         StatusCode::NOT_FOUND,

@@ -30,7 +30,7 @@ pub struct PublishRequest {
 
 /// What became of one message of a publish: stored (`partition`, `offset`, `duplicate`) or
 /// scheduled (`scheduled_id`, `deliver_at_ms`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, ToSchema)]
 pub struct PublishedView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partition: Option<u32>,
@@ -40,9 +40,10 @@ pub struct PublishedView {
     /// are the earlier copy's, and nothing was stored again.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duplicate: Option<bool>,
-    /// A delayed message's id in the broker's schedule.
+    /// A delayed message's id in the broker's schedule, as a decimal string (the ids use all
+    /// 64 bits, more than a JavaScript number holds exactly).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub scheduled_id: Option<u64>,
+    pub scheduled_id: Option<String>,
     /// When a delayed message will be appended to the topic, ms since the epoch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deliver_at_ms: Option<i64>,
@@ -104,7 +105,7 @@ pub async fn publish(
         let scheduled = state.broker.schedule(requests).await?;
         for ((index, _), scheduled) in later.iter().zip(scheduled) {
             published[*index] = PublishedView {
-                scheduled_id: Some(scheduled.id),
+                scheduled_id: Some(scheduled.id.to_string()),
                 deliver_at_ms: Some(scheduled.deliver_at_ms),
                 ..PublishedView::default()
             };

@@ -22,7 +22,9 @@ pub const MAX_LISTED: usize = 1000;
 /// A scheduled publish.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct ScheduledView {
-    pub id: u64,
+    /// A decimal string: the ids use all 64 bits, more than a JavaScript number holds exactly.
+    #[schema(example = "1882885369507086336")]
+    pub id: String,
     pub topic: String,
     /// The partition it was published to, if one was named.
     pub partition: Option<u32>,
@@ -36,7 +38,7 @@ pub struct ScheduledView {
 impl From<ScheduledMessage> for ScheduledView {
     fn from(scheduled: ScheduledMessage) -> ScheduledView {
         ScheduledView {
-            id: scheduled.id,
+            id: scheduled.id.to_string(),
             topic: scheduled.topic,
             partition: scheduled.partition,
             deliver_at_ms: scheduled.deliver_at_ms,
