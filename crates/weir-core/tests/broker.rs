@@ -1,35 +1,16 @@
 //! The broker through its public API, in process, with a manual clock where time matters.
 
+mod common;
+
+use common::Fixture;
+
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use weir_core::{
-    Broker, BrokerConfig, Durability, Error, FsyncPolicy, ManualClock, Message, MessageId,
-    StartPosition, SubscribeOptions, SubscriptionKind, TopicConfig,
+    Durability, Error, FsyncPolicy, Message, MessageId, StartPosition, SubscribeOptions,
+    SubscriptionKind, TopicConfig,
 };
-
-struct Fixture {
-    dir: tempfile::TempDir,
-    clock: Arc<ManualClock>,
-}
-
-impl Fixture {
-    fn new() -> Fixture {
-        Fixture {
-            dir: tempfile::tempdir().expect("temp dir"),
-            clock: Arc::new(ManualClock::new(1_700_000_000_000)),
-        }
-    }
-
-    async fn open(&self) -> Broker {
-        let mut config = BrokerConfig::new(self.dir.path());
-        config.clock = self.clock.clone();
-        // Timers run only when a test calls tick().
-        config.tick_interval = Duration::from_secs(3600);
-        Broker::open(config).await.expect("broker opens")
-    }
-}
 
 fn messages(range: std::ops::Range<u32>) -> Vec<Message> {
     range

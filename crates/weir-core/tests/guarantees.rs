@@ -1,43 +1,17 @@
 //! Routing, dead letters, back-pressure and per-key ordering through the public API, with a
 //! manual clock.
 
+mod common;
+
+use common::{Fixture, batch};
+
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
 use std::time::Duration;
 
 use weir_core::{
-    Binding, Broker, BrokerConfig, Error, ExchangeKind, ManualClock, Message, MessageId, Overflow,
-    QueueSettings, SubscribeOptions, SubscriptionKind,
+    Binding, Error, ExchangeKind, Message, MessageId, Overflow, QueueSettings, SubscribeOptions,
+    SubscriptionKind,
 };
-
-struct Fixture {
-    dir: tempfile::TempDir,
-    clock: Arc<ManualClock>,
-}
-
-impl Fixture {
-    fn new() -> Fixture {
-        Fixture {
-            dir: tempfile::tempdir().expect("temp dir"),
-            clock: Arc::new(ManualClock::new(1_700_000_000_000)),
-        }
-    }
-
-    async fn open(&self) -> Broker {
-        let mut config = BrokerConfig::new(self.dir.path());
-        config.clock = self.clock.clone();
-        config.tick_interval = Duration::from_secs(3600);
-        Broker::open(config).await.expect("broker opens")
-    }
-}
-
-fn batch(values: &[&str]) -> bytes::Bytes {
-    let mut builder = weir_core::BatchBuilder::new();
-    for value in values {
-        builder.push(1_700_000_000_000, None, &[], value.as_bytes());
-    }
-    builder.finish()
-}
 
 fn queue_with(settings: QueueSettings, prefetch: u32) -> SubscribeOptions {
     SubscribeOptions {

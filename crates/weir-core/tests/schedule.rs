@@ -1,42 +1,15 @@
 //! Delayed messages with a manual clock: exact due times, cancel by business key, restart
 //! with messages falling due during downtime, cancel and reschedule.
 
-use std::sync::Arc;
+mod common;
+
+use common::{Fixture, START_MS, batch};
+
 use std::time::Duration;
 
 use weir_core::{
-    Broker, BrokerConfig, Error, ManualClock, ScheduleRequest, StartPosition, SubscribeOptions,
-    SubscriptionKind,
+    Broker, Error, ScheduleRequest, StartPosition, SubscribeOptions, SubscriptionKind,
 };
-
-const START_MS: i64 = 1_700_000_000_000;
-
-struct Fixture {
-    dir: tempfile::TempDir,
-    clock: Arc<ManualClock>,
-}
-
-impl Fixture {
-    fn new() -> Fixture {
-        Fixture {
-            dir: tempfile::tempdir().expect("temp dir"),
-            clock: Arc::new(ManualClock::new(START_MS)),
-        }
-    }
-
-    async fn open(&self) -> Broker {
-        let mut config = BrokerConfig::new(self.dir.path());
-        config.clock = self.clock.clone();
-        config.tick_interval = Duration::from_secs(3600);
-        Broker::open(config).await.expect("broker opens")
-    }
-}
-
-fn batch(value: &str) -> bytes::Bytes {
-    let mut builder = weir_core::BatchBuilder::new();
-    builder.push(START_MS, None, &[], value.as_bytes());
-    builder.finish()
-}
 
 fn stream() -> SubscribeOptions {
     SubscribeOptions {
@@ -74,7 +47,7 @@ async fn a_delayed_message_is_invisible_until_its_millisecond() {
         .publish_delayed(
             "reminders",
             None,
-            batch("in 1500 ms"),
+            batch(&["in 1500 ms"]),
             Duration::from_millis(1500),
             None,
         )
@@ -113,7 +86,7 @@ async fn paying_an_order_cancels_its_auto_cancellation() {
             .publish_delayed(
                 "order-timeouts",
                 None,
-                batch(&format!("cancel {order}")),
+                batch(&[&format!("cancel {order}")]),
                 Duration::from_secs(30 * 60),
                 Some(order.to_owned()),
             )
@@ -155,7 +128,7 @@ async fn messages_due_during_downtime_arrive_after_start_in_due_order() {
         .map(|(value, delay_ms)| ScheduleRequest {
             topic: "jobs".into(),
             partition: None,
-            batch: batch(value),
+            batch: batch(&[value]),
             deliver_at_ms: START_MS + delay_ms,
             business_key: None,
         })
@@ -181,7 +154,7 @@ async fn reschedule_moves_and_limits_are_clear_errors() {
     let fixture = Fixture::new();
     let broker = fixture.open().await;
     let scheduled = broker
-        .publish_delayed("jobs", None, batch("job"), Duration::from_secs(60), None)
+        .publish_delayed("jobs", None, batch(&["job"]), Duration::from_secs(60), None)
         .await
         .unwrap();
     broker
@@ -198,7 +171,7 @@ async fn reschedule_moves_and_limits_are_clear_errors() {
         .publish_delayed(
             "jobs",
             None,
-            batch("x"),
+            batch(&["x"]),
             Duration::from_secs(400 * 86_400),
             None,
         )
@@ -208,7 +181,7 @@ async fn reschedule_moves_and_limits_are_clear_errors() {
     let request = ScheduleRequest {
         topic: "jobs".into(),
         partition: None,
-        batch: batch("overdue"),
+        batch: batch(&["overdue"]),
         deliver_at_ms: START_MS - 1_000_000,
         business_key: None,
     };

@@ -1,46 +1,20 @@
 //! Transactional messages with a manual clock: visibility, rollback, check-back answered by
 //! another producer of the group, settlement after the last check, restart with pending halves.
 
-use std::sync::Arc;
+mod common;
+
+use common::{Fixture, batch};
+
 use std::time::Duration;
 
-use weir_core::{
-    Broker, BrokerConfig, Decision, Error, ManualClock, TransactionState, UnresolvedOutcome,
-};
+use weir_core::{Broker, Decision, Error, TransactionState, UnresolvedOutcome};
 
-struct Fixture {
-    dir: tempfile::TempDir,
-    clock: Arc<ManualClock>,
-}
-
-impl Fixture {
-    fn new() -> Fixture {
-        Fixture {
-            dir: tempfile::tempdir().expect("temp dir"),
-            clock: Arc::new(ManualClock::new(1_700_000_000_000)),
-        }
-    }
-
-    async fn open_with(&self, unresolved: UnresolvedOutcome) -> Broker {
-        let mut config = BrokerConfig::new(self.dir.path());
-        config.clock = self.clock.clone();
-        config.tick_interval = Duration::from_secs(3600);
-        config.transactions.max_checks = 3;
-        config.transactions.unresolved = unresolved;
-        Broker::open(config).await.expect("broker opens")
-    }
-
-    async fn open(&self) -> Broker {
-        self.open_with(UnresolvedOutcome::Rollback).await
-    }
-}
-
-fn batch(values: &[&str]) -> bytes::Bytes {
-    let mut builder = weir_core::BatchBuilder::new();
-    for value in values {
-        builder.push(1, None, &[], value.as_bytes());
-    }
-    builder.finish()
+/// A broker that settles undecided transactions after 3 checks, by `unresolved`.
+async fn open(fixture: &Fixture, unresolved: UnresolvedOutcome) -> Broker {
+    let mut config = fixture.config();
+    config.transactions.max_checks = 3;
+    config.transactions.unresolved = unresolved;
+    fixture.open_with(config).await
 }
 
 fn count(broker: &Broker, topic: &str) -> usize {
@@ -52,7 +26,7 @@ fn count(broker: &Broker, topic: &str) -> usize {
 #[tokio::test]
 async fn half_messages_are_invisible_until_commit_and_gone_on_rollback() {
     let fixture = Fixture::new();
-    let broker = fixture.open().await;
+    let broker = open(&fixture, UnresolvedOutcome::Rollback).await;
     broker
         .create_topic("orders", Default::default())
         .await
@@ -100,7 +74,7 @@ async fn half_messages_are_invisible_until_commit_and_gone_on_rollback() {
 #[tokio::test]
 async fn a_check_back_is_answered_by_another_producer_of_the_group() {
     let fixture = Fixture::new();
-    let broker = fixture.open().await;
+    let broker = open(&fixture, UnresolvedOutcome::Rollback).await;
     let transaction = broker.begin_transaction("payments", None).unwrap();
     broker
         .send_half(transaction, "charges", None, batch(&["charge 42"]))
@@ -147,7 +121,7 @@ async fn a_transaction_nobody_answers_is_settled_after_max_checks() {
         (UnresolvedOutcome::Commit, 1),
     ] {
         let fixture = Fixture::new();
-        let broker = fixture.open_with(outcome).await;
+        let broker = open(&fixture, outcome).await;
         let transaction = broker.begin_transaction("ghosts", None).unwrap();
         broker
             .send_half(transaction, "haunted", None, batch(&["boo"]))
@@ -175,7 +149,7 @@ async fn a_transaction_nobody_answers_is_settled_after_max_checks() {
 async fn pending_transactions_and_their_checks_survive_a_restart() {
     let fixture = Fixture::new();
     let transaction = {
-        let broker = fixture.open().await;
+        let broker = open(&fixture, UnresolvedOutcome::Rollback).await;
         let transaction = broker.begin_transaction("billing", None).unwrap();
         broker
             .send_half(transaction, "invoices", None, batch(&["invoice 7"]))
@@ -188,7 +162,7 @@ async fn pending_transactions_and_their_checks_survive_a_restart() {
         broker.shutdown().await;
         transaction
     };
-    let broker = fixture.open().await;
+    let broker = open(&fixture, UnresolvedOutcome::Rollback).await;
     let pending = broker.transactions().unwrap();
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].checks, 1);
