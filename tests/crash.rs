@@ -1,0 +1,433 @@
+//! The kill -9 loop: confirmed messages survive `SIGKILL`, exactly once, and a queue
+//! subscription gets every one of them.
+//!
+//! A producer publishes with confirms and a queue consumer acks, both through `weir-client`,
+//! while the real `weir serve` is killed with `SIGKILL` at random moments and started again on
+//! the same data directory and address (the clients reconnect by themselves). Afterwards:
+//! - every confirmed message is in the log exactly once, at the partition and offset its
+//!   confirm named, and each partition reads back in offset order with no gap (a stream
+//!   subscription from the earliest message reads the log);
+//! - the log holds nothing that was not published;
+//! - every confirmed message was delivered to the queue subscription at least once over the
+//!   whole run, and the subscription ends with nothing left unacked.
+//!
+//! Exactly once despite the producer's retries (a batch whose confirm was lost in a kill is
+//! sent again) comes from the broker's deduplication: each message carries its payload as its
+//! message id (`weir.id` header) and is pinned to a partition, so a retry is recognised.
+//!
+//! Known bug, pinned by `tests/regression.rs`: the confirm of such a recognised retry names no
+//! position, and the client fails that message. Those messages were stored, so this test holds
+//! them to everything a confirmed message is held to except the confirmed position, and counts
+//! them; any other failed confirm fails the test.
+//!
+//! `WEIR_KILL_CYCLES` sets the number of kills (default 20); the RNG seed of the kill
+//! schedule is printed, and `WEIR_CRASH_SEED` replays it (the timing of the processes still
+//! varies between runs).
+
+mod util;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use util::{PATIENCE, Weir};
+use weir_batch::MESSAGE_ID_HEADER;
+use weir_client::{
+    Client, ClientOptions, ConfirmFuture, Consumer, Fsync, Message, Producer, ProducerOptions,
+    Start, SubscribeOptions, TopicOptions,
+};
+
+/// Kills per run unless `WEIR_KILL_CYCLES` says otherwise.
+const DEFAULT_CYCLES: usize = 20;
+/// How the client reports the confirm of a batch the broker recognised as already stored:
+/// the known bug pinned by `tests/regression.rs` (see the module documentation).
+const KNOWN_DUPLICATE_CONFIRM_BUG: &str = "cannot be matched to its messages";
+const TOPIC: &str = "ledger";
+const PARTITIONS: u32 = 3;
+const QUEUE_GROUP: &str = "workers";
+/// Messages published per tick of [`PUBLISH_EVERY`]: about 2,500 a second, enough for every
+/// kill to land among batches in flight, few enough to verify in a second or two.
+const MESSAGES_PER_TICK: usize = 5;
+const PUBLISH_EVERY: Duration = Duration::from_millis(2);
+/// The longest the workload runs between a restart and the next kill.
+const RUN_MAX_MS: u64 = 400;
+/// The longest the server stays down (clients meanwhile retry against a closed port).
+const DOWN_MAX_MS: u64 = 50;
+
+/// What the producer and the consumer have seen, shared with the test thread.
+#[derive(Default)]
+struct Ledger {
+    /// Payload → (partition, offset) of every confirmed message.
+    confirmed: Mutex<BTreeMap<String, (u32, u64)>>,
+    /// Payload and error of every message whose confirm failed.
+    failed: Mutex<Vec<(String, String)>>,
+    /// Payloads delivered to the queue subscription, at least once.
+    delivered: Mutex<BTreeSet<String>>,
+    /// Deliveries to the queue subscription, redeliveries included.
+    deliveries: AtomicUsize,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().expect("no recording thread panicked")
+}
+
+impl Ledger {
+    fn confirmed_count(&self) -> usize {
+        lock(&self.confirmed).len()
+    }
+}
+
+fn payload_of(sequence: usize) -> String {
+    format!("message-{sequence}")
+}
+
+/// Returns once the watched flag is true (or its sender is gone).
+async fn until_true(flag: &mut watch::Receiver<bool>) {
+    let _ = flag.wait_for(|value| *value).await;
+}
+
+/// Publishes `message-0`, `message-1`, … round robin over the partitions, each with its
+/// payload as its message id, at a steady pace until `stopped`; records each confirm as it
+/// arrives. Returns how many were sent, once every confirm has been recorded.
+async fn produce(
+    producer: Producer,
+    mut stopped: watch::Receiver<bool>,
+    ledger: Arc<Ledger>,
+) -> usize {
+    let mut recorders: Vec<JoinHandle<()>> = Vec::new();
+    let mut ticks = tokio::time::interval(PUBLISH_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sent = 0;
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = until_true(&mut stopped) => break,
+        }
+        for _ in 0..MESSAGES_PER_TICK {
+            let payload = payload_of(sent);
+            let partition = u32::try_from(sent).unwrap() % PARTITIONS;
+            let message = Message::new(payload.clone())
+                .with_partition(partition)
+                .with_header(MESSAGE_ID_HEADER, payload.clone());
+            // Waits while the producer's in-flight limit is reached (the server is down).
+            let confirm = producer.send(TOPIC, message).await.expect("buffered");
+            recorders.push(tokio::spawn(record(confirm, payload, ledger.clone())));
+            sent += 1;
+        }
+    }
+    // Failures are recorded per message below; flush only waits for every answer.
+    let _ = producer.flush().await;
+    for recorder in recorders {
+        recorder.await.expect("the recorder did not panic");
+    }
+    sent
+}
+
+async fn record(confirm: ConfirmFuture, payload: String, ledger: Arc<Ledger>) {
+    match confirm.await {
+        Ok(confirm) => {
+            let position = (confirm.partition, confirm.offset);
+            let previous = lock(&ledger.confirmed).insert(payload.clone(), position);
+            assert_eq!(previous, None, "{payload} confirmed twice");
+        }
+        Err(error) => lock(&ledger.failed).push((payload, error.to_string())),
+    }
+}
+
+/// Takes deliveries of the queue subscription and acks each, until `stopped`. A failure of
+/// the consumer (it reconnects by itself; any error it reports is a finding) ends the task.
+async fn consume(
+    mut consumer: Consumer,
+    mut stopped: watch::Receiver<bool>,
+    ledger: Arc<Ledger>,
+) -> Result<(), weir_client::Error> {
+    loop {
+        tokio::select! {
+            delivery = consumer.next() => {
+                let delivery = delivery?;
+                let payload = String::from_utf8(delivery.value.to_vec()).expect("text");
+                lock(&ledger.delivered).insert(payload);
+                ledger.deliveries.fetch_add(1, Ordering::SeqCst);
+                consumer.ack_one(&delivery).await?;
+            }
+            () = until_true(&mut stopped) => break,
+        }
+    }
+    consumer.flush_acks().await?;
+    consumer.close().await
+}
+
+/// Polls `condition` every few milliseconds until it holds, failing with `what` after
+/// `patience`.
+fn wait_until(what: &str, patience: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + patience;
+    while !condition() {
+        assert!(Instant::now() < deadline, "{what}: not within {patience:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn client_options() -> ClientOptions {
+    ClientOptions {
+        reconnect_delay_min: Duration::from_millis(5),
+        reconnect_delay_max: Duration::from_millis(50),
+        ..ClientOptions::default()
+    }
+}
+
+/// The log as a stream subscription from the earliest message reads it: per partition, the
+/// payloads in offset order. Checks that offsets run from the start with no gap.
+async fn read_log(client: &Client) -> Vec<Vec<String>> {
+    let topic = client.topic(TOPIC).await.expect("the topic is described");
+    let mut expected_next: Vec<u64> = topic
+        .partitions
+        .iter()
+        .map(|partition| partition.start_offset)
+        .collect();
+    let ends: Vec<u64> = topic
+        .partitions
+        .iter()
+        .map(|partition| partition.end_offset)
+        .collect();
+    assert!(
+        expected_next.iter().all(|start| *start == 0),
+        "nothing was deleted: {topic:?}"
+    );
+    let mut log = vec![Vec::new(); topic.partitions.len()];
+    let mut reader = client
+        .subscribe(TOPIC, "verifier", SubscribeOptions::stream(Start::Earliest))
+        .await
+        .expect("the verifier subscribes");
+    while expected_next != ends {
+        let batch = tokio::time::timeout(PATIENCE, reader.next_batch())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("reading the log stalled at {expected_next:?}, end {ends:?}")
+            })
+            .expect("a delivery");
+        for delivery in batch {
+            let partition = delivery.partition as usize;
+            assert_eq!(
+                delivery.offset, expected_next[partition],
+                "partition {partition} read out of order or with a gap"
+            );
+            expected_next[partition] += 1;
+            log[partition].push(String::from_utf8(delivery.value.to_vec()).expect("text"));
+        }
+    }
+    reader.close().await.expect("the verifier leaves");
+    log
+}
+
+/// Goal and method: see the module documentation.
+#[test]
+fn confirmed_messages_survive_kill_9_exactly_once_and_all_reach_the_queue() {
+    let cycles: usize = std::env::var("WEIR_KILL_CYCLES")
+        .map(|text| text.parse().expect("WEIR_KILL_CYCLES is a number"))
+        .unwrap_or(DEFAULT_CYCLES);
+    let seed: u64 = std::env::var("WEIR_CRASH_SEED")
+        .map(|text| text.parse().expect("WEIR_CRASH_SEED is a number"))
+        .unwrap_or_else(|_| rand::random());
+    println!("kill -9 loop: {cycles} cycles, seed {seed} (replay with WEIR_CRASH_SEED={seed})");
+    let mut random = StdRng::seed_from_u64(seed);
+    let started = Instant::now();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let mut weir = Weir::start();
+    let ledger = Arc::new(Ledger::default());
+    let (stop_producing, producing_stopped) = watch::channel(false);
+    let (stop_consuming, consuming_stopped) = watch::channel(false);
+    let (client, producer_task, consumer_task) = runtime.block_on(async {
+        let client = Client::connect_with(&weir.address.to_string(), client_options())
+            .await
+            .expect("the client connects");
+        let topic = TopicOptions {
+            partitions: PARTITIONS,
+            fsync: Fsync::Always,
+            ..TopicOptions::default()
+        };
+        client.create_topic(TOPIC, topic).await.expect("the topic");
+        let consumer = client
+            .subscribe(
+                TOPIC,
+                QUEUE_GROUP,
+                SubscribeOptions {
+                    prefetch: 100,
+                    ..SubscribeOptions::queue()
+                },
+            )
+            .await
+            .expect("the consumer subscribes");
+        let producer = client.producer(ProducerOptions {
+            max_batch_messages: 20,
+            max_in_flight: 16,
+            ..ProducerOptions::default()
+        });
+        let producer_task = tokio::spawn(produce(producer, producing_stopped, ledger.clone()));
+        let consumer_task = tokio::spawn(consume(consumer, consuming_stopped, ledger.clone()));
+        (client, producer_task, consumer_task)
+    });
+
+    for cycle in 0..cycles {
+        let confirmed_before = ledger.confirmed_count();
+        let delivered_before = ledger.deliveries.load(Ordering::SeqCst);
+        // The random moment of the kill: this pause is the schedule, not a wait for anything.
+        std::thread::sleep(Duration::from_millis(random.random_range(0..=RUN_MAX_MS)));
+        // Every other cycle, also wait for progress since the restart, so that kills land
+        // mid-stream and not only during recovery, and a client that never recovers fails here.
+        if cycle % 2 == 1 {
+            wait_until(
+                &format!(
+                    "cycle {cycle}: new confirms and deliveries after a restart (seed {seed})"
+                ),
+                PATIENCE,
+                || {
+                    ledger.confirmed_count() > confirmed_before
+                        && ledger.deliveries.load(Ordering::SeqCst) > delivered_before
+                },
+            );
+        }
+        weir.kill();
+        std::thread::sleep(Duration::from_millis(random.random_range(0..=DOWN_MAX_MS)));
+        weir.restart_on_same_address();
+    }
+    let killed_at = started.elapsed();
+
+    // Stop publishing; every message sent is then confirmed (or failed) and recorded.
+    stop_producing.send(true).expect("the producer listens");
+    let sent = runtime
+        .block_on(async { tokio::time::timeout(PATIENCE * 2, producer_task).await })
+        .unwrap_or_else(|_| panic!("the producer's confirms did not all arrive (seed {seed})"))
+        .expect("the producer did not panic");
+    // Messages hit by the known bug (module documentation) were stored: they are held to
+    // everything a confirmed one is, except the confirmed position. Any other failure is a
+    // finding.
+    let (stored_unconfirmed, failed): (Vec<_>, Vec<_>) = lock(&ledger.failed)
+        .iter()
+        .cloned()
+        .partition(|(_, error)| error.contains(KNOWN_DUPLICATE_CONFIRM_BUG));
+    assert!(
+        failed.is_empty(),
+        "{} of {sent} messages were not confirmed (seed {seed}), first: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    let confirmed = lock(&ledger.confirmed).clone();
+    assert_eq!(
+        confirmed.len() + stored_unconfirmed.len(),
+        sent,
+        "every message sent is answered once"
+    );
+    let must_be_stored: BTreeSet<String> = confirmed
+        .keys()
+        .cloned()
+        .chain(
+            stored_unconfirmed
+                .iter()
+                .map(|(payload, _)| payload.clone()),
+        )
+        .collect();
+
+    // The queue consumer keeps going until it has had every confirmed message and the group
+    // has nothing left unacked.
+    wait_until(
+        &format!("every confirmed message delivered to the queue (seed {seed})"),
+        PATIENCE * 2,
+        || {
+            let delivered = lock(&ledger.delivered);
+            must_be_stored
+                .iter()
+                .all(|payload| delivered.contains(payload))
+        },
+    );
+    wait_until(
+        &format!("the queue subscription fully acked (seed {seed})"),
+        PATIENCE,
+        || {
+            let group = runtime.block_on(client.group(TOPIC, QUEUE_GROUP));
+            group.is_ok_and(|group| group.backlog == 0)
+        },
+    );
+    stop_consuming.send(true).expect("the consumer listens");
+    runtime
+        .block_on(async { tokio::time::timeout(PATIENCE, consumer_task).await })
+        .expect("the consumer stops")
+        .expect("the consumer did not panic")
+        .unwrap_or_else(|error| panic!("the consumer failed (seed {seed}): {error}"));
+
+    let log = runtime.block_on(read_log(&client));
+    let mut stored: BTreeMap<&str, (u32, u64)> = BTreeMap::new();
+    let mut duplicates = Vec::new();
+    let mut inversions = 0;
+    for (partition, payloads) in log.iter().enumerate() {
+        let mut previous_sequence = None;
+        for (offset, payload) in payloads.iter().enumerate() {
+            let position = (u32::try_from(partition).unwrap(), offset as u64);
+            if let Some(first) = stored.insert(payload, position) {
+                duplicates.push((payload.clone(), first, position));
+            }
+            let sequence: usize = payload
+                .strip_prefix("message-")
+                .and_then(|number| number.parse().ok())
+                .unwrap_or_else(|| panic!("a payload never published: {payload}"));
+            assert!(sequence < sent, "a payload never published: {payload}");
+            if previous_sequence.is_some_and(|previous| previous > sequence) {
+                inversions += 1;
+            }
+            previous_sequence = Some(sequence);
+        }
+    }
+    assert!(
+        duplicates.is_empty(),
+        "{} messages stored more than once (seed {seed}), first: {:?} (payload, first, again)",
+        duplicates.len(),
+        duplicates.first()
+    );
+    let misplaced: Vec<_> = confirmed
+        .iter()
+        .filter(|(payload, position)| stored.get(payload.as_str()) != Some(position))
+        .map(|(payload, position)| (payload, position, stored.get(payload.as_str())))
+        .take(5)
+        .collect();
+    assert!(
+        misplaced.is_empty(),
+        "confirmed messages missing or not where their confirm said (seed {seed}): \
+         {misplaced:?} (payload, confirmed at, stored at)"
+    );
+    assert_eq!(
+        stored
+            .keys()
+            .map(|payload| payload.to_string())
+            .collect::<BTreeSet<_>>(),
+        must_be_stored,
+        "the log holds exactly the messages the broker said it stored (seed {seed})"
+    );
+    let delivered = lock(&ledger.delivered).clone();
+    assert!(
+        delivered
+            .iter()
+            .all(|payload| stored.contains_key(payload.as_str())),
+        "the queue delivered only stored messages"
+    );
+
+    println!(
+        "{cycles} kills in {killed_at:.1?}; {sent} messages sent, each stored once, {} of them \
+         confirmed and {} stored with a failed confirm (the known bug); {} queue deliveries \
+         ({} redeliveries); {inversions} places where a partition holds a message before one \
+         sent earlier (retried batches may be reordered); total {:.1?}",
+        confirmed.len(),
+        stored_unconfirmed.len(),
+        ledger.deliveries.load(Ordering::SeqCst),
+        ledger.deliveries.load(Ordering::SeqCst) - delivered.len(),
+        started.elapsed()
+    );
+}
