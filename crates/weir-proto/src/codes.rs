@@ -77,7 +77,10 @@ kind_table! {
     /// The command table: every request a client may send, by kind byte and dotted name.
     ///
     /// Numbers are grouped by area with room to grow: `0x0_` session, `0x1_` topics,
-    /// `0x2_` messages in, `0x3_` consuming, `0x4_` groups.
+    /// `0x2_` messages in, `0x3_` consuming, `0x4_` groups; then half rows of eight:
+    /// `0x50` exchanges, `0x58` dead letters, `0x60` schedule, `0x68` transactions,
+    /// `0x70` idempotency keys, `0x78` broker-wide monitoring. Each area's answers sit at the
+    /// same place plus `0x80` in [`ResponseKind`].
     pub enum RequestKind {
         /// [`crate::Request::Hello`]: the mandatory first request of a connection.
         0x01 => Hello, "session.hello";
@@ -93,6 +96,13 @@ kind_table! {
         0x13 => DescribeTopic, "topic.describe";
         /// [`crate::Request::Publish`]: one record batch to one topic.
         0x20 => Publish, "message.publish";
+        /// [`crate::Request::PublishToExchange`]: one batch routed through an exchange.
+        0x21 => PublishToExchange, "message.publish_to_exchange";
+        /// [`crate::Request::PublishDelayed`]: one batch stored now, appended when due.
+        0x22 => PublishDelayed, "message.publish_delayed";
+        /// [`crate::Request::PublishReportingDuplicates`]: `Publish` whose confirm also
+        /// lists the messages recognised as duplicates.
+        0x23 => PublishReportingDuplicates, "message.publish_reporting_duplicates";
         /// [`crate::Request::Subscribe`]: join a group; deliveries follow as `Deliver` pushes.
         0x30 => Subscribe, "consumer.subscribe";
         /// [`crate::Request::Unsubscribe`].
@@ -101,12 +111,64 @@ kind_table! {
         0x32 => Ack, "message.ack";
         /// [`crate::Request::Nack`].
         0x33 => Nack, "message.nack";
+        /// [`crate::Request::SubscribeWithSettings`]: `Subscribe` plus the queue settings.
+        0x34 => SubscribeWithSettings, "consumer.subscribe_with_settings";
+        /// [`crate::Request::Release`]: give deliveries back without counting a failure.
+        0x35 => Release, "message.release";
         /// [`crate::Request::ListGroups`].
         0x40 => ListGroups, "group.list";
         /// [`crate::Request::DescribeGroup`].
         0x41 => DescribeGroup, "group.describe";
         /// [`crate::Request::ResetGroup`]: move a group's position (replay).
         0x42 => ResetGroup, "group.reset";
+        /// [`crate::Request::CreateExchange`].
+        0x50 => CreateExchange, "exchange.create";
+        /// [`crate::Request::DeleteExchange`].
+        0x51 => DeleteExchange, "exchange.delete";
+        /// [`crate::Request::ListExchanges`].
+        0x52 => ListExchanges, "exchange.list";
+        /// [`crate::Request::Bind`].
+        0x53 => Bind, "exchange.bind";
+        /// [`crate::Request::Unbind`].
+        0x54 => Unbind, "exchange.unbind";
+        /// [`crate::Request::ListDeadLetterQueues`].
+        0x58 => ListDeadLetterQueues, "dlq.list";
+        /// [`crate::Request::ListDeadLetters`]: browse one dead-letter topic.
+        0x59 => ListDeadLetters, "dlq.browse";
+        /// [`crate::Request::Redrive`].
+        0x5a => Redrive, "dlq.redrive";
+        /// [`crate::Request::PurgeDeadLetters`].
+        0x5b => PurgeDeadLetters, "dlq.purge";
+        /// [`crate::Request::ListScheduled`].
+        0x60 => ListScheduled, "schedule.list";
+        /// [`crate::Request::ShowScheduled`].
+        0x61 => ShowScheduled, "schedule.show";
+        /// [`crate::Request::CancelScheduled`].
+        0x62 => CancelScheduled, "schedule.cancel";
+        /// [`crate::Request::Reschedule`].
+        0x63 => Reschedule, "schedule.reschedule";
+        /// [`crate::Request::BeginTransaction`].
+        0x68 => BeginTransaction, "transaction.begin";
+        /// [`crate::Request::SendHalf`]: half messages, invisible until commit.
+        0x69 => SendHalf, "transaction.send_half";
+        /// [`crate::Request::CommitTransaction`].
+        0x6a => CommitTransaction, "transaction.commit";
+        /// [`crate::Request::RollbackTransaction`].
+        0x6b => RollbackTransaction, "transaction.rollback";
+        /// [`crate::Request::ListTransactions`].
+        0x6c => ListTransactions, "transaction.list";
+        /// [`crate::Request::RegisterTransactionChecker`]: receive `CheckTransaction` pushes.
+        0x6d => RegisterTransactionChecker, "transaction.register_checker";
+        /// [`crate::Request::ResolveTransaction`]: the answer to a `CheckTransaction`.
+        0x6e => ResolveTransaction, "transaction.resolve";
+        /// [`crate::Request::ClaimKey`].
+        0x70 => ClaimKey, "key.claim";
+        /// [`crate::Request::CompleteKey`].
+        0x71 => CompleteKey, "key.complete";
+        /// [`crate::Request::ReleaseKey`].
+        0x72 => ReleaseKey, "key.release";
+        /// [`crate::Request::Stats`]: a snapshot of the broker's numbers.
+        0x78 => Stats, "broker.stats";
     }
 }
 
@@ -121,18 +183,52 @@ kind_table! {
         0x82 => Ok, "ok";
         /// [`crate::Response::Error`]: the request failed; carries an [`ErrorCode`].
         0x83 => Error, "error";
+        /// [`crate::Response::Count`]: success, with how many things it affected.
+        0x84 => Count, "count";
         /// [`crate::Response::Topic`]: one topic's description.
         0x90 => Topic, "topic.info";
         /// [`crate::Response::Topics`]: a list of topic descriptions.
         0x91 => Topics, "topic.infos";
         /// [`crate::Response::Published`]: the publish confirm, with offsets and durability.
         0xa0 => Published, "message.published";
+        /// [`crate::Response::PublishedWithDuplicates`]: the confirm of
+        /// `PublishReportingDuplicates`.
+        0xa1 => PublishedWithDuplicates, "message.published_with_duplicates";
+        /// [`crate::Response::Routed`]: the confirm of a publish through an exchange.
+        0xa2 => Routed, "message.routed";
+        /// [`crate::Response::Scheduled`]: a delayed batch is stored, or was moved.
+        0xa3 => Scheduled, "message.scheduled";
         /// [`crate::Response::Subscribed`]: the new subscription's id.
         0xb0 => Subscribed, "consumer.subscribed";
         /// [`crate::Response::Deliver`]: server push of messages, correlation id 0.
         0xb1 => Deliver, "consumer.deliver";
         /// [`crate::Response::Groups`]: a list of group descriptions.
         0xc0 => Groups, "group.infos";
+        /// [`crate::Response::Exchange`]: one exchange with its bindings.
+        0xd0 => Exchange, "exchange.info";
+        /// [`crate::Response::Exchanges`]: a list of exchanges.
+        0xd1 => Exchanges, "exchange.infos";
+        /// [`crate::Response::DeadLetterQueues`]: dead-letter topics and what they hold.
+        0xd8 => DeadLetterQueues, "dlq.infos";
+        /// [`crate::Response::DeadLetters`]: dead letters of one topic.
+        0xd9 => DeadLetters, "dlq.messages";
+        /// [`crate::Response::ScheduledList`]: scheduled batches.
+        0xe0 => ScheduledList, "schedule.infos";
+        /// [`crate::Response::ScheduledMessage`]: one scheduled batch with its messages.
+        0xe1 => ScheduledMessage, "schedule.message";
+        /// [`crate::Response::TransactionBegun`]: the new transaction's id.
+        0xe8 => TransactionBegun, "transaction.begun";
+        /// [`crate::Response::Transactions`]: undecided transactions.
+        0xe9 => Transactions, "transaction.infos";
+        /// [`crate::Response::CheckTransaction`]: server push, correlation id 0: decide this
+        /// transaction.
+        0xea => CheckTransaction, "transaction.check";
+        /// [`crate::Response::TransactionCommitted`]: where a committed transaction landed.
+        0xeb => TransactionCommitted, "transaction.committed";
+        /// [`crate::Response::Claimed`]: the outcome of a key claim.
+        0xf0 => Claimed, "key.claimed";
+        /// [`crate::Response::Stats`]: the broker's numbers.
+        0xf8 => Stats, "broker.stats";
     }
 }
 
@@ -327,6 +423,10 @@ mod tests {
     /// out by hand; a renumbering or rename fails here. Append rows when adding entries; a
     /// row is only ever deleted together with adding its number to `RETIRED_*`.
     #[test]
+    #[allow(
+        clippy::too_many_lines,
+        reason = "the frozen tables are data, one row per released number"
+    )]
     fn released_numbers_keep_their_meaning() {
         let requests: &[(u8, &str)] = &[
             (0x01, "session.hello"),
@@ -343,6 +443,35 @@ mod tests {
             (0x40, "group.list"),
             (0x41, "group.describe"),
             (0x42, "group.reset"),
+            (0x21, "message.publish_to_exchange"),
+            (0x22, "message.publish_delayed"),
+            (0x23, "message.publish_reporting_duplicates"),
+            (0x34, "consumer.subscribe_with_settings"),
+            (0x35, "message.release"),
+            (0x50, "exchange.create"),
+            (0x51, "exchange.delete"),
+            (0x52, "exchange.list"),
+            (0x53, "exchange.bind"),
+            (0x54, "exchange.unbind"),
+            (0x58, "dlq.list"),
+            (0x59, "dlq.browse"),
+            (0x5a, "dlq.redrive"),
+            (0x5b, "dlq.purge"),
+            (0x60, "schedule.list"),
+            (0x61, "schedule.show"),
+            (0x62, "schedule.cancel"),
+            (0x63, "schedule.reschedule"),
+            (0x68, "transaction.begin"),
+            (0x69, "transaction.send_half"),
+            (0x6a, "transaction.commit"),
+            (0x6b, "transaction.rollback"),
+            (0x6c, "transaction.list"),
+            (0x6d, "transaction.register_checker"),
+            (0x6e, "transaction.resolve"),
+            (0x70, "key.claim"),
+            (0x71, "key.complete"),
+            (0x72, "key.release"),
+            (0x78, "broker.stats"),
         ];
         for (code, name) in requests {
             assert_eq!(
@@ -361,6 +490,22 @@ mod tests {
             (0xb0, "consumer.subscribed"),
             (0xb1, "consumer.deliver"),
             (0xc0, "group.infos"),
+            (0x84, "count"),
+            (0xa1, "message.published_with_duplicates"),
+            (0xa2, "message.routed"),
+            (0xa3, "message.scheduled"),
+            (0xd0, "exchange.info"),
+            (0xd1, "exchange.infos"),
+            (0xd8, "dlq.infos"),
+            (0xd9, "dlq.messages"),
+            (0xe0, "schedule.infos"),
+            (0xe1, "schedule.message"),
+            (0xe8, "transaction.begun"),
+            (0xe9, "transaction.infos"),
+            (0xea, "transaction.check"),
+            (0xeb, "transaction.committed"),
+            (0xf0, "key.claimed"),
+            (0xf8, "broker.stats"),
         ];
         for (code, name) in responses {
             assert_eq!(

@@ -16,7 +16,10 @@
 //! - [`response`]: [`Response`], what the server sends back, including the `Deliver` push,
 //!   and [`DeliverWriter`], which writes deliveries straight from log records.
 //! - [`types`]: the values both share ([`Fsync`], [`Start`], [`SubscriptionMode`],
-//!   [`Durability`], [`MessageId`], [`TopicInfo`], [`GroupInfo`], [`Delivery`], …).
+//!   [`Durability`], [`MessageId`], [`TopicInfo`], [`GroupInfo`], [`Delivery`],
+//!   [`QueueSettings`], [`TopicConfirm`], …); and by area, [`exchange`] (kinds, bindings),
+//!   [`schedule`] (delayed messages), [`transaction`] (half messages and check-back) and
+//!   [`stats`] (the broker's numbers).
 //! - [`codes`]: the wire contract's numbers as data — the command table ([`RequestKind`], with
 //!   dotted names for logs and metrics), [`ResponseKind`], and the public [`ErrorCode`] table
 //!   that every front end reports.
@@ -25,8 +28,8 @@
 //!
 //! A connection starts with [`Request::Hello`]; the server answers [`Response::HelloOk`] with
 //! a version from [`negotiate_version`], or an `unsupported_version` error. Every later
-//! request carries a client-chosen correlation id that its response echoes; deliveries are
-//! pushed with correlation id 0.
+//! request carries a client-chosen correlation id that its response echoes; deliveries and
+//! transaction check-backs are pushed with correlation id 0.
 //!
 //! # Example
 //!
@@ -69,9 +72,13 @@
 
 pub mod codes;
 pub mod error;
+pub mod exchange;
 pub mod frame;
 pub mod request;
 pub mod response;
+pub mod schedule;
+pub mod stats;
+pub mod transaction;
 pub mod types;
 mod wire;
 
@@ -80,12 +87,20 @@ pub mod fuzzing;
 
 pub use codes::{ErrorCode, RequestKind, ResponseKind};
 pub use error::{DecodeError, FrameError};
+pub use exchange::{Binding, ExchangeInfo, ExchangeKind};
 pub use frame::{DEFAULT_MAX_FRAME_BYTES, FRAME_HEADER_LEN, Frame, LENGTH_PREFIX_LEN};
 pub use request::Request;
 pub use response::{DeliverWriter, Response};
+pub use schedule::{ScheduleTime, ScheduledInfo, ScheduledSelector};
+pub use stats::{
+    BrokerStats, ConsumerStats, LatencySummary, PartitionStats, SubscriptionCounters,
+    SubscriptionStats, TopicStats,
+};
+pub use transaction::{Decision, TransactionInfo, TransactionState};
 pub use types::{
-    Delivery, Durability, Fsync, GroupInfo, GroupPartition, MessageId, PartitionInfo,
-    PublishedRange, Start, SubscriptionMode, TopicInfo,
+    ClaimOutcome, DeadLetterQueueInfo, Delivery, Durability, Fsync, GroupInfo, GroupPartition,
+    Message, MessageId, Overflow, PartitionInfo, PublishedRange, QueueSettings, Start,
+    SubscriptionMode, TopicConfirm, TopicInfo,
 };
 
 /// The newest protocol version this build speaks.

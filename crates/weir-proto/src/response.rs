@@ -8,9 +8,14 @@
 
 use crate::codes::{ErrorCode, ResponseKind};
 use crate::error::DecodeError;
+use crate::exchange::ExchangeInfo;
 use crate::frame::{FRAME_HEADER_LEN, begin, finish};
+use crate::schedule::ScheduledInfo;
+use crate::stats::BrokerStats;
+use crate::transaction::TransactionInfo;
 use crate::types::{
-    Delivery, Durability, GroupInfo, PublishedRange, TopicInfo, encoded_len, put_delivery,
+    ClaimOutcome, DeadLetterQueueInfo, Delivery, Durability, GroupInfo, Message, MessageId,
+    PublishedRange, TopicConfirm, TopicInfo, encoded_len, put_delivery,
 };
 use crate::wire::{Reader, put_list, put_string};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -66,6 +71,78 @@ pub enum Response {
         /// The messages, in delivery order.
         messages: Vec<Delivery>,
     },
+    /// Success, with how many things the request affected (dead letters redriven or
+    /// purged).
+    Count {
+        /// How many.
+        count: u64,
+    },
+    /// The confirm of `PublishReportingDuplicates`: `Published` plus the duplicates.
+    PublishedWithDuplicates {
+        /// The offsets written, one entry per partition the batch went to.
+        partitions: Vec<PublishedRange>,
+        /// Messages not stored again because an earlier copy is: where that copy is.
+        duplicates: Vec<MessageId>,
+        /// How durable every message of the publish was when this was sent.
+        durability: Durability,
+    },
+    /// The confirm of a publish through an exchange, sent once every copy is durable.
+    Routed {
+        /// Each topic the messages were routed to (the alternate topic included), with
+        /// where they landed.
+        targets: Vec<TopicConfirm>,
+        /// Messages nothing matched that were dropped (not mandatory, no alternate topic).
+        dropped: u32,
+    },
+    /// A delayed batch is stored durably (or was moved) and becomes visible then.
+    Scheduled {
+        /// Its id: to show, cancel or reschedule it.
+        id: u64,
+        /// When it becomes visible, in milliseconds since the Unix epoch.
+        deliver_at_ms: i64,
+    },
+    /// One exchange.
+    Exchange(ExchangeInfo),
+    /// Several exchanges.
+    Exchanges(Vec<ExchangeInfo>),
+    /// Dead-letter topics and what each still holds.
+    DeadLetterQueues(Vec<DeadLetterQueueInfo>),
+    /// Dead letters, oldest first; each carries `weir.dlq.*` headers saying why and from where.
+    DeadLetters(Vec<Delivery>),
+    /// Scheduled batches, in due order (one entry for `CancelScheduled`).
+    ScheduledList(Vec<ScheduledInfo>),
+    /// One scheduled batch and its messages.
+    ScheduledMessage {
+        /// The batch.
+        info: ScheduledInfo,
+        /// Its messages, in order; fewer than `info.message_count` if they would not fit in
+        /// one frame.
+        messages: Vec<Message>,
+    },
+    /// A transaction began.
+    TransactionBegun {
+        /// Its id, for `SendHalf`, commit and rollback.
+        transaction: u64,
+    },
+    /// Undecided transactions, oldest first.
+    Transactions(Vec<TransactionInfo>),
+    /// Server push, correlation id 0, to a connection that registered as a checker of the
+    /// group: decide this transaction and answer with `ResolveTransaction`.
+    CheckTransaction {
+        /// The transaction.
+        transaction: u64,
+        /// Its producer group (a connection may check for several).
+        producer_group: String,
+    },
+    /// A transaction is committed: where its messages landed, per topic.
+    TransactionCommitted {
+        /// One entry per topic written.
+        targets: Vec<TopicConfirm>,
+    },
+    /// The outcome of a key claim.
+    Claimed(ClaimOutcome),
+    /// The broker's numbers.
+    Stats(BrokerStats),
 }
 
 impl Response {
@@ -106,6 +183,22 @@ impl Response {
             Response::Groups(_) => ResponseKind::Groups,
             Response::Pong => ResponseKind::Pong,
             Response::Deliver { .. } => ResponseKind::Deliver,
+            Response::Count { .. } => ResponseKind::Count,
+            Response::PublishedWithDuplicates { .. } => ResponseKind::PublishedWithDuplicates,
+            Response::Routed { .. } => ResponseKind::Routed,
+            Response::Scheduled { .. } => ResponseKind::Scheduled,
+            Response::Exchange(_) => ResponseKind::Exchange,
+            Response::Exchanges(_) => ResponseKind::Exchanges,
+            Response::DeadLetterQueues(_) => ResponseKind::DeadLetterQueues,
+            Response::DeadLetters(_) => ResponseKind::DeadLetters,
+            Response::ScheduledList(_) => ResponseKind::ScheduledList,
+            Response::ScheduledMessage { .. } => ResponseKind::ScheduledMessage,
+            Response::TransactionBegun { .. } => ResponseKind::TransactionBegun,
+            Response::Transactions(_) => ResponseKind::Transactions,
+            Response::CheckTransaction { .. } => ResponseKind::CheckTransaction,
+            Response::TransactionCommitted { .. } => ResponseKind::TransactionCommitted,
+            Response::Claimed(_) => ResponseKind::Claimed,
+            Response::Stats(_) => ResponseKind::Stats,
         }
     }
 
@@ -156,6 +249,64 @@ impl Response {
             Response::Subscribed { subscription } => buf.put_u32_le(*subscription),
             Response::Groups(groups) => put_list(buf, groups, |buf, group| group.put(buf)),
             Response::Deliver { .. } => unreachable!("encoded by the DeliverWriter above"),
+            Response::Count { count } => buf.put_u64_le(*count),
+            Response::PublishedWithDuplicates {
+                partitions,
+                duplicates,
+                durability,
+            } => {
+                put_list(buf, partitions, |buf, range| range.put(buf));
+                put_list(buf, duplicates, |buf, id| id.put(buf));
+                durability.put(buf);
+            }
+            Response::Routed { targets, dropped } => {
+                put_list(buf, targets, |buf, target| target.put(buf));
+                buf.put_u32_le(*dropped);
+            }
+            Response::Scheduled { id, deliver_at_ms } => {
+                buf.put_u64_le(*id);
+                buf.put_i64_le(*deliver_at_ms);
+            }
+            Response::Exchange(exchange) => exchange.put(buf),
+            Response::Exchanges(exchanges) => {
+                put_list(buf, exchanges, |buf, exchange| exchange.put(buf));
+            }
+            Response::DeadLetterQueues(queues) => {
+                put_list(buf, queues, |buf, queue| queue.put(buf));
+            }
+            Response::DeadLetters(letters) => put_list(buf, letters, |buf, letter| {
+                put_delivery(
+                    buf,
+                    letter.partition,
+                    letter.offset,
+                    letter.delivery_count,
+                    letter.timestamp_ms,
+                    letter.key.as_deref(),
+                    &letter.headers,
+                    &letter.value,
+                );
+            }),
+            Response::ScheduledList(entries) => put_list(buf, entries, |buf, entry| entry.put(buf)),
+            Response::ScheduledMessage { info, messages } => {
+                info.put(buf);
+                put_list(buf, messages, |buf, message| message.put(buf));
+            }
+            Response::TransactionBegun { transaction } => buf.put_u64_le(*transaction),
+            Response::Transactions(transactions) => {
+                put_list(buf, transactions, |buf, transaction| transaction.put(buf));
+            }
+            Response::CheckTransaction {
+                transaction,
+                producer_group,
+            } => {
+                buf.put_u64_le(*transaction);
+                put_string(buf, producer_group);
+            }
+            Response::TransactionCommitted { targets } => {
+                put_list(buf, targets, |buf, target| target.put(buf));
+            }
+            Response::Claimed(outcome) => outcome.put(buf),
+            Response::Stats(stats) => stats.put(buf),
         }
         finish(buf, start);
     }
@@ -176,6 +327,10 @@ impl Response {
         Ok(response)
     }
 
+    #[allow(
+        clippy::too_many_lines,
+        reason = "one arm per response kind, in table order: splitting the match would only hide that"
+    )]
     fn read(kind: ResponseKind, reader: &mut Reader) -> Result<Response, DecodeError> {
         Ok(match kind {
             ResponseKind::HelloOk => Response::HelloOk {
@@ -215,6 +370,80 @@ impl Response {
                 subscription: reader.u32("subscription id")?,
                 messages: reader.list("delivery list", Delivery::MINIMUM_BYTES, Delivery::read)?,
             },
+            ResponseKind::Count => Response::Count {
+                count: reader.u64("count")?,
+            },
+            ResponseKind::PublishedWithDuplicates => Response::PublishedWithDuplicates {
+                partitions: reader.list(
+                    "published partition list",
+                    PublishedRange::MINIMUM_BYTES,
+                    PublishedRange::read,
+                )?,
+                duplicates: reader.list(
+                    "duplicate list",
+                    MessageId::MINIMUM_BYTES,
+                    MessageId::read,
+                )?,
+                durability: Durability::read(reader)?,
+            },
+            ResponseKind::Routed => Response::Routed {
+                targets: reader.list(
+                    "routed topic list",
+                    TopicConfirm::MINIMUM_BYTES,
+                    TopicConfirm::read,
+                )?,
+                dropped: reader.u32("dropped message count")?,
+            },
+            ResponseKind::Scheduled => Response::Scheduled {
+                id: reader.u64("scheduled message id")?,
+                deliver_at_ms: reader.i64("delivery time in milliseconds")?,
+            },
+            ResponseKind::Exchange => Response::Exchange(ExchangeInfo::read(reader)?),
+            ResponseKind::Exchanges => Response::Exchanges(reader.list(
+                "exchange list",
+                ExchangeInfo::MINIMUM_BYTES,
+                ExchangeInfo::read,
+            )?),
+            ResponseKind::DeadLetterQueues => Response::DeadLetterQueues(reader.list(
+                "dead-letter queue list",
+                DeadLetterQueueInfo::MINIMUM_BYTES,
+                DeadLetterQueueInfo::read,
+            )?),
+            ResponseKind::DeadLetters => Response::DeadLetters(reader.list(
+                "dead letter list",
+                Delivery::MINIMUM_BYTES,
+                Delivery::read,
+            )?),
+            ResponseKind::ScheduledList => Response::ScheduledList(reader.list(
+                "scheduled message list",
+                ScheduledInfo::MINIMUM_BYTES,
+                ScheduledInfo::read,
+            )?),
+            ResponseKind::ScheduledMessage => Response::ScheduledMessage {
+                info: ScheduledInfo::read(reader)?,
+                messages: reader.list("message list", Message::MINIMUM_BYTES, Message::read)?,
+            },
+            ResponseKind::TransactionBegun => Response::TransactionBegun {
+                transaction: reader.u64("transaction id")?,
+            },
+            ResponseKind::Transactions => Response::Transactions(reader.list(
+                "transaction list",
+                TransactionInfo::MINIMUM_BYTES,
+                TransactionInfo::read,
+            )?),
+            ResponseKind::CheckTransaction => Response::CheckTransaction {
+                transaction: reader.u64("transaction id")?,
+                producer_group: reader.string("producer group")?,
+            },
+            ResponseKind::TransactionCommitted => Response::TransactionCommitted {
+                targets: reader.list(
+                    "committed topic list",
+                    TopicConfirm::MINIMUM_BYTES,
+                    TopicConfirm::read,
+                )?,
+            },
+            ResponseKind::Claimed => Response::Claimed(ClaimOutcome::read(reader)?),
+            ResponseKind::Stats => Response::Stats(BrokerStats::read(reader)?),
         })
     }
 }

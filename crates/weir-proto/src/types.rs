@@ -7,7 +7,9 @@
 //! to the broker, and is only summarised here.
 
 use crate::error::DecodeError;
-use crate::wire::{Reader, put_bytes, put_list, put_option, put_option_u64, put_string, wire_u32};
+use crate::wire::{
+    Reader, put_bool, put_bytes, put_list, put_option, put_option_u64, put_string, wire_u32,
+};
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// When a topic's appends are fsynced, and so what a publish confirm promises.
@@ -422,11 +424,7 @@ impl Delivery {
             delivery_count: reader.u32("delivery count")?,
             timestamp_ms: reader.i64("delivery timestamp")?,
             key: reader.option("delivery key option", |reader| reader.bytes("delivery key"))?,
-            headers: reader.list(
-                "delivery header list",
-                Delivery::MINIMUM_HEADER_BYTES,
-                |reader| Ok((reader.string("header name")?, reader.bytes("header value")?)),
-            )?,
+            headers: read_headers(reader, "delivery header list")?,
             value: reader.bytes("delivery value")?,
         })
     }
@@ -468,4 +466,286 @@ pub(crate) fn put_delivery(
         put_bytes(buf, value);
     }
     put_bytes(buf, value);
+}
+
+/// Reads a header list, as deliveries and messages lay it out: `(name: string, value: bytes)`
+/// pairs.
+fn read_headers(
+    reader: &mut Reader,
+    expected: &'static str,
+) -> Result<Vec<(String, Bytes)>, DecodeError> {
+    reader.list(expected, Delivery::MINIMUM_HEADER_BYTES, |reader| {
+        Ok((reader.string("header name")?, reader.bytes("header value")?))
+    })
+}
+
+fn put_headers(buf: &mut BytesMut, headers: &[(String, Bytes)]) {
+    put_list(buf, headers, |buf, (name, value)| {
+        put_string(buf, name);
+        put_bytes(buf, value);
+    });
+}
+
+/// What a queue subscription does when its backlog reaches `max_backlog`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Overflow {
+    /// Publishes to the topic are refused with `backlog_full` until consumers catch up.
+    /// Tag 0.
+    #[default]
+    RejectPublish,
+    /// The oldest waiting messages are moved to the dead-letter topic. Tag 1.
+    DeadLetterOldest,
+}
+
+impl Overflow {
+    pub(crate) fn put(self, buf: &mut BytesMut) {
+        buf.put_u8(match self {
+            Overflow::RejectPublish => 0,
+            Overflow::DeadLetterOldest => 1,
+        });
+    }
+
+    pub(crate) fn read(reader: &mut Reader) -> Result<Overflow, DecodeError> {
+        Ok(
+            match reader.tag(
+                1,
+                "overflow policy (0 reject publish, 1 dead-letter oldest)",
+            )? {
+                0 => Overflow::RejectPublish,
+                _ => Overflow::DeadLetterOldest,
+            },
+        )
+    }
+}
+
+/// The delivery guarantees of a queue subscription, fixed when the subscription is created
+/// (joining an existing one keeps its settings). The default is what `Subscribe` without
+/// settings gets.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct QueueSettings {
+    /// After this many deliveries without an ack, a message is dead-lettered; `None` for
+    /// never.
+    pub max_deliveries: Option<u32>,
+    /// Where dead letters go; `None` for `<topic>.<group>.dlq`.
+    pub dead_letter_topic: Option<String>,
+    /// Messages older than this (by publish time) are dead-lettered instead of delivered.
+    pub message_ttl_ms: Option<u64>,
+    /// Never two messages with the same key in flight: per-key order with many consumers.
+    pub ordered_by_key: bool,
+    /// Waits before redelivering a message nacked with requeue and no delay of its own: the
+    /// n-th failure waits the n-th entry, the last one repeating. Empty for no wait.
+    pub retry_backoff_ms: Vec<u64>,
+    /// Most messages waiting (not yet acked) before `overflow` applies; `None` for no limit.
+    pub max_backlog: Option<u64>,
+    /// What happens at `max_backlog`.
+    pub overflow: Overflow,
+}
+
+impl QueueSettings {
+    pub(crate) fn put(&self, buf: &mut BytesMut) {
+        put_option(buf, self.max_deliveries, BytesMut::put_u32_le);
+        put_option(buf, self.dead_letter_topic.as_deref(), put_string);
+        put_option_u64(buf, self.message_ttl_ms);
+        put_bool(buf, self.ordered_by_key);
+        put_list(buf, &self.retry_backoff_ms, |buf, delay| {
+            buf.put_u64_le(*delay);
+        });
+        put_option_u64(buf, self.max_backlog);
+        self.overflow.put(buf);
+    }
+
+    pub(crate) fn read(reader: &mut Reader) -> Result<QueueSettings, DecodeError> {
+        Ok(QueueSettings {
+            max_deliveries: reader.option("max_deliveries option", |reader| {
+                reader.u32("maximum deliveries")
+            })?,
+            dead_letter_topic: reader.option("dead_letter_topic option", |reader| {
+                reader.string("dead-letter topic name")
+            })?,
+            message_ttl_ms: reader.option("message_ttl_ms option", |reader| {
+                reader.u64("message time to live in milliseconds")
+            })?,
+            ordered_by_key: reader.bool("ordered_by_key flag (0 or 1)")?,
+            retry_backoff_ms: reader.list("retry backoff list", 8, |reader| {
+                reader.u64("retry backoff in milliseconds")
+            })?,
+            max_backlog: reader.option("max_backlog option", |reader| {
+                reader.u64("maximum backlog in messages")
+            })?,
+            overflow: Overflow::read(reader)?,
+        })
+    }
+}
+
+/// A message as stored, without a place in a log yet (a scheduled message, for instance).
+///
+/// Decoded messages share the frame's bytes, as deliveries do.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Message {
+    /// When it was published, in milliseconds since the Unix epoch.
+    pub timestamp_ms: i64,
+    /// The routing / partitioning key, if it has one.
+    pub key: Option<Bytes>,
+    /// Application headers, in the order published.
+    pub headers: Vec<(String, Bytes)>,
+    /// The payload.
+    pub value: Bytes,
+}
+
+impl Message {
+    /// timestamp, key tag, header count, value length.
+    pub(crate) const MINIMUM_BYTES: usize = 8 + 1 + 4 + 4;
+
+    /// Bytes this message adds to a frame: check it against the peer's maximum frame size
+    /// before adding it to a response.
+    pub fn encoded_len(&self) -> usize {
+        // A delivery is a message plus partition, offset and delivery count.
+        encoded_len(self.key.as_deref(), &self.headers, &self.value)
+            - (Delivery::MINIMUM_BYTES - Message::MINIMUM_BYTES)
+    }
+
+    pub(crate) fn put(&self, buf: &mut BytesMut) {
+        buf.put_i64_le(self.timestamp_ms);
+        put_option(buf, self.key.as_deref(), put_bytes);
+        put_headers(buf, &self.headers);
+        put_bytes(buf, &self.value);
+    }
+
+    pub(crate) fn read(reader: &mut Reader) -> Result<Message, DecodeError> {
+        Ok(Message {
+            timestamp_ms: reader.i64("message timestamp")?,
+            key: reader.option("message key option", |reader| reader.bytes("message key"))?,
+            headers: read_headers(reader, "message header list")?,
+            value: reader.bytes("message value")?,
+        })
+    }
+}
+
+/// Where one topic's share of a publish landed (a publish through an exchange, or a
+/// committed transaction, may write to several topics).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TopicConfirm {
+    /// The topic written.
+    pub topic: String,
+    /// The offsets written, one entry per partition.
+    pub partitions: Vec<PublishedRange>,
+    /// Messages not stored again because an earlier copy is stored (same message id within
+    /// the dedup window, or an idempotent producer's retry): where that copy is.
+    pub duplicates: Vec<MessageId>,
+    /// How durable this topic's messages were when the confirm was sent.
+    pub durability: Durability,
+}
+
+impl TopicConfirm {
+    /// Name length, two list counts, durability.
+    pub(crate) const MINIMUM_BYTES: usize = 4 + 4 + 4 + 1;
+
+    pub(crate) fn put(&self, buf: &mut BytesMut) {
+        put_string(buf, &self.topic);
+        put_list(buf, &self.partitions, |buf, range| range.put(buf));
+        put_list(buf, &self.duplicates, |buf, id| id.put(buf));
+        self.durability.put(buf);
+    }
+
+    pub(crate) fn read(reader: &mut Reader) -> Result<TopicConfirm, DecodeError> {
+        Ok(TopicConfirm {
+            topic: reader.string("confirmed topic name")?,
+            partitions: reader.list(
+                "published partition list",
+                PublishedRange::MINIMUM_BYTES,
+                PublishedRange::read,
+            )?,
+            duplicates: reader.list("duplicate list", MessageId::MINIMUM_BYTES, MessageId::read)?,
+            durability: Durability::read(reader)?,
+        })
+    }
+}
+
+/// A dead-letter topic and how many dead letters it still holds.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DeadLetterQueueInfo {
+    /// The dead-letter topic (an ordinary topic, by default `<topic>.<group>.dlq`).
+    pub topic: String,
+    /// Dead letters neither redriven nor purged.
+    pub pending: u64,
+}
+
+impl DeadLetterQueueInfo {
+    pub(crate) const MINIMUM_BYTES: usize = 4 + 8;
+
+    pub(crate) fn put(&self, buf: &mut BytesMut) {
+        put_string(buf, &self.topic);
+        buf.put_u64_le(self.pending);
+    }
+
+    pub(crate) fn read(reader: &mut Reader) -> Result<DeadLetterQueueInfo, DecodeError> {
+        Ok(DeadLetterQueueInfo {
+            topic: reader.string("dead-letter topic name")?,
+            pending: reader.u64("pending dead letters")?,
+        })
+    }
+}
+
+/// The answer to a claim of an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ClaimOutcome {
+    /// The caller holds the key until then: do the work, then `CompleteKey`. Tag 0, then
+    /// `i64` ms since the epoch.
+    Acquired {
+        /// When the claim lapses unless completed or claimed again.
+        expires_at_ms: i64,
+    },
+    /// Another holder has it; retry after it expires or is released. Tag 1, then the holder
+    /// (`string`) and `i64`.
+    Busy {
+        /// Who holds it.
+        holder: String,
+        /// When their claim lapses.
+        expires_at_ms: i64,
+    },
+    /// The work was already done: skip it. Tag 2, then `i64`.
+    Completed {
+        /// When it was completed.
+        completed_at_ms: i64,
+    },
+}
+
+impl ClaimOutcome {
+    pub(crate) fn put(&self, buf: &mut BytesMut) {
+        match self {
+            ClaimOutcome::Acquired { expires_at_ms } => {
+                buf.put_u8(0);
+                buf.put_i64_le(*expires_at_ms);
+            }
+            ClaimOutcome::Busy {
+                holder,
+                expires_at_ms,
+            } => {
+                buf.put_u8(1);
+                put_string(buf, holder);
+                buf.put_i64_le(*expires_at_ms);
+            }
+            ClaimOutcome::Completed { completed_at_ms } => {
+                buf.put_u8(2);
+                buf.put_i64_le(*completed_at_ms);
+            }
+        }
+    }
+
+    pub(crate) fn read(reader: &mut Reader) -> Result<ClaimOutcome, DecodeError> {
+        Ok(
+            match reader.tag(2, "claim outcome (0 acquired, 1 busy, 2 completed)")? {
+                0 => ClaimOutcome::Acquired {
+                    expires_at_ms: reader.i64("claim expiry in milliseconds")?,
+                },
+                1 => ClaimOutcome::Busy {
+                    holder: reader.string("claim holder")?,
+                    expires_at_ms: reader.i64("claim expiry in milliseconds")?,
+                },
+                _ => ClaimOutcome::Completed {
+                    completed_at_ms: reader.i64("completion time in milliseconds")?,
+                },
+            },
+        )
+    }
 }

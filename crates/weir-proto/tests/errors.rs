@@ -447,3 +447,322 @@ fn a_deliver_writer_dropped_without_finish_still_leaves_a_valid_frame() {
     assert_eq!(messages.len(), 2);
     assert_eq!(messages[0].key.as_deref(), Some(&b"k"[..]));
 }
+
+/// Goal: every tag the new operations added refuses values outside its set, at the tag's
+/// own offset. Method: one hand-built payload per tag, with the tag one past its last value.
+#[test]
+fn the_tags_of_routing_scheduling_transactions_and_keys_are_checked() {
+    let create_exchange = |kind: u8| {
+        payload(|buf| {
+            put_string(buf, "orders");
+            buf.put_u8(kind);
+            buf.put_u8(0);
+        })
+    };
+    assert!(Request::decode(RequestKind::CreateExchange.code(), create_exchange(3)).is_ok());
+    assert_eq!(
+        Request::decode(RequestKind::CreateExchange.code(), create_exchange(4)),
+        Err(DecodeError::InvalidValue {
+            offset: 10,
+            expected: "exchange kind (0 direct, 1 topic, 2 fanout, 3 headers)",
+            found: 4
+        })
+    );
+    let delayed = |when: u8| {
+        let batch = batch();
+        payload(move |buf| {
+            put_string(buf, "t");
+            buf.put_u8(0);
+            buf.put_u8(when);
+            buf.put_u64_le(30_000);
+            buf.put_u8(0);
+            buf.put_slice(&batch);
+        })
+    };
+    assert!(Request::decode(RequestKind::PublishDelayed.code(), delayed(1)).is_ok());
+    assert_eq!(
+        Request::decode(RequestKind::PublishDelayed.code(), delayed(2)),
+        Err(DecodeError::InvalidValue {
+            offset: 6,
+            expected: "schedule time (0 delay, 1 absolute time)",
+            found: 2
+        })
+    );
+    let cancel = payload(|buf| {
+        buf.put_u8(2);
+        buf.put_u64_le(7);
+    });
+    assert!(matches!(
+        Request::decode(RequestKind::CancelScheduled.code(), cancel),
+        Err(DecodeError::InvalidValue {
+            offset: 0,
+            found: 2,
+            ..
+        })
+    ));
+    let resolve = |decision: u8| {
+        payload(|buf| {
+            buf.put_u64_le(9);
+            buf.put_u8(decision);
+        })
+    };
+    assert!(Request::decode(RequestKind::ResolveTransaction.code(), resolve(2)).is_ok());
+    assert_eq!(
+        Request::decode(RequestKind::ResolveTransaction.code(), resolve(3)),
+        Err(DecodeError::InvalidValue {
+            offset: 8,
+            expected: "decision (0 commit, 1 rollback, 2 unknown)",
+            found: 3
+        })
+    );
+    let bind = payload(|buf| {
+        put_string(buf, "e");
+        put_string(buf, "t");
+        put_string(buf, "k");
+        buf.put_u32_le(0);
+        buf.put_u8(2); // match_all
+    });
+    assert!(matches!(
+        Request::decode(RequestKind::Bind.code(), bind),
+        Err(DecodeError::InvalidValue {
+            offset: 19,
+            found: 2,
+            ..
+        })
+    ));
+    let claimed = payload(|buf| {
+        buf.put_u8(3);
+        buf.put_i64_le(0);
+    });
+    assert!(matches!(
+        Response::decode(ResponseKind::Claimed.code(), claimed),
+        Err(DecodeError::InvalidValue {
+            offset: 0,
+            found: 3,
+            ..
+        })
+    ));
+    let transactions = payload(|buf| {
+        buf.put_u32_le(1);
+        buf.put_u64_le(1);
+        put_string(buf, "g");
+        buf.put_u8(2); // state
+        buf.put_slice(&[0; 16]);
+    });
+    assert!(matches!(
+        Response::decode(ResponseKind::Transactions.code(), transactions),
+        Err(DecodeError::InvalidValue {
+            offset: 17,
+            expected: "transaction state (0 open, 1 committing)",
+            found: 2
+        })
+    ));
+}
+
+/// Goal: the queue settings block is checked field by field: its overflow tag, its flag and
+/// its backoff count. Method: a valid `SubscribeWithSettings`, then one field spoilt at a time.
+#[test]
+fn queue_settings_refuse_bad_tags_and_impossible_counts() {
+    let settings_at = 4 + 1 + 4 + 1 + 1 + 1 + 4 + 1;
+    let subscribe = |ordered: u8, backoff_count: u32, overflow: u8| {
+        payload(|buf| {
+            put_string(buf, "t");
+            put_string(buf, "g");
+            buf.put_u8(1); // queue
+            buf.put_u8(0); // earliest
+            buf.put_u32_le(10);
+            buf.put_u8(0); // no ack timeout
+            buf.put_u8(0); // max_deliveries
+            buf.put_u8(0); // dead_letter_topic
+            buf.put_u8(0); // message_ttl_ms
+            buf.put_u8(ordered);
+            buf.put_u32_le(backoff_count);
+            buf.put_u64_le(1000);
+            buf.put_u8(0); // max_backlog
+            buf.put_u8(overflow);
+        })
+    };
+    let code = RequestKind::SubscribeWithSettings.code();
+    let Ok(Request::SubscribeWithSettings { settings, .. }) =
+        Request::decode(code, subscribe(1, 1, 1))
+    else {
+        panic!("a valid subscribe with settings")
+    };
+    assert!(settings.ordered_by_key);
+    assert_eq!(settings.retry_backoff_ms, [1000]);
+    assert_eq!(settings.overflow, weir_proto::Overflow::DeadLetterOldest);
+    assert!(matches!(
+        Request::decode(code, subscribe(2, 1, 0)),
+        Err(DecodeError::InvalidValue { offset, found: 2, .. }) if offset == settings_at + 3
+    ));
+    assert!(matches!(
+        Request::decode(code, subscribe(0, 2, 0)),
+        Err(DecodeError::CountTooLarge {
+            expected: "retry backoff list",
+            count: 2,
+            needed: 16,
+            available: 10,
+            ..
+        })
+    ));
+    assert!(matches!(
+        Request::decode(code, subscribe(0, 1, 2)),
+        Err(DecodeError::InvalidValue {
+            expected: "overflow policy (0 reject publish, 1 dead-letter oldest)",
+            found: 2,
+            ..
+        })
+    ));
+    // A plain `Subscribe` payload is not a `SubscribeWithSettings`: the settings are not
+    // optional within their kind.
+    let plain = payload(|buf| {
+        put_string(buf, "t");
+        put_string(buf, "g");
+        buf.put_slice(&[1, 0, 10, 0, 0, 0, 0]);
+    });
+    assert!(matches!(
+        Request::decode(code, plain),
+        Err(DecodeError::Truncated {
+            expected: "max_deliveries option",
+            ..
+        })
+    ));
+}
+
+/// Goal: every request that carries a batch carries exactly one, at the end, like `Publish`.
+#[test]
+fn requests_with_a_batch_need_exactly_one_whole_batch() {
+    let batch = batch();
+    // Each kind with the fields before its batch.
+    let cases = [
+        (
+            RequestKind::PublishToExchange,
+            payload(|buf| {
+                put_string(buf, "e");
+                put_string(buf, "k");
+                buf.put_u8(1);
+            }),
+        ),
+        (
+            RequestKind::SendHalf,
+            payload(|buf| {
+                buf.put_u64_le(1);
+                put_string(buf, "t");
+                buf.put_u8(0);
+            }),
+        ),
+        (
+            RequestKind::PublishReportingDuplicates,
+            payload(|buf| {
+                put_string(buf, "t");
+                buf.put_u8(0);
+            }),
+        ),
+    ];
+    for (kind, head) in cases {
+        let with = |tail: &[u8]| {
+            payload(|buf| {
+                buf.put_slice(&head);
+                buf.put_slice(tail);
+            })
+        };
+        assert!(Request::decode(kind.code(), with(&batch)).is_ok(), "{kind}");
+        assert!(
+            matches!(
+                Request::decode(kind.code(), with(&[])),
+                Err(DecodeError::Truncated {
+                    expected: "record batch",
+                    ..
+                })
+            ),
+            "{kind}"
+        );
+        let mut longer = batch.to_vec();
+        longer.push(0);
+        assert!(
+            matches!(
+                Request::decode(kind.code(), with(&longer)),
+                Err(DecodeError::TrailingBytes { count: 1, .. })
+            ),
+            "{kind}"
+        );
+    }
+}
+
+/// Goal: the lists inside the new responses refuse counts the payload cannot hold, before
+/// allocating: dead letters, exchanges with bindings, statistics.
+#[test]
+fn counts_in_the_new_responses_are_refused_before_allocating() {
+    let dead_letters = payload(|buf| buf.put_u32_le(u32::MAX));
+    assert!(matches!(
+        Response::decode(ResponseKind::DeadLetters.code(), dead_letters),
+        Err(DecodeError::CountTooLarge {
+            expected: "dead letter list",
+            available: 0,
+            ..
+        })
+    ));
+    let exchange = payload(|buf| {
+        put_string(buf, "e");
+        buf.put_u8(1);
+        buf.put_u8(0);
+        buf.put_u32_le(1_000_000); // bindings
+        buf.put_slice(&[0; 12]);
+    });
+    assert!(matches!(
+        Response::decode(ResponseKind::Exchange.code(), exchange),
+        Err(DecodeError::CountTooLarge {
+            expected: "binding list",
+            count: 1_000_000,
+            ..
+        })
+    ));
+    let stats = payload(|buf| {
+        buf.put_slice(&[0; 8 * 5 + 32]);
+        buf.put_u32_le(0); // topics
+        buf.put_u32_le(1); // subscriptions
+        buf.put_slice(&[0; 10]);
+    });
+    assert!(matches!(
+        Response::decode(ResponseKind::Stats.code(), stats),
+        Err(DecodeError::CountTooLarge {
+            expected: "subscription statistics list",
+            count: 1,
+            ..
+        })
+    ));
+    let redrive = payload(|buf| {
+        put_string(buf, "dlq");
+        buf.put_u8(0);
+        buf.put_u8(1);
+        buf.put_u32_le(5); // ids
+        buf.put_u32_le(10);
+    });
+    assert!(matches!(
+        Request::decode(RequestKind::Redrive.code(), redrive),
+        Err(DecodeError::CountTooLarge {
+            expected: "message id list",
+            count: 5,
+            ..
+        })
+    ));
+}
+
+/// Goal: the check-back push decodes only whole: a transaction id and its producer group.
+#[test]
+fn a_check_transaction_push_cut_short_is_truncated() {
+    let check = payload(|buf| {
+        buf.put_u64_le(42);
+        buf.put_u32_le(8);
+        buf.put_slice(b"orders");
+    });
+    assert_eq!(
+        Response::decode(ResponseKind::CheckTransaction.code(), check),
+        Err(DecodeError::Truncated {
+            offset: 12,
+            expected: "producer group",
+            needed: 8,
+            available: 6
+        })
+    );
+}

@@ -3,7 +3,7 @@
 
 use bytes::BytesMut;
 use weir_proto::{
-    DeliverWriter, ErrorCode, MessageId, Request, RequestKind, Response, ResponseKind,
+    Decision, DeliverWriter, ErrorCode, MessageId, Request, RequestKind, Response, ResponseKind,
 };
 
 fn document() -> String {
@@ -59,6 +59,20 @@ fn the_byte_examples_are_what_the_codec_writes() {
     encode(&|buf| {
         let mut writer = DeliverWriter::new(buf, 3);
         writer.push_parts(0, 42, 1, 1_700_000_000_000, Some(b"k"), &[], b"hi");
+    });
+    encode(&|buf| {
+        Response::CheckTransaction {
+            transaction: 5,
+            producer_group: "orders".into(),
+        }
+        .encode(0, buf);
+    });
+    encode(&|buf| {
+        Request::ResolveTransaction {
+            transaction: 5,
+            decision: Decision::Commit,
+        }
+        .encode(4, buf);
     });
     for example in examples {
         assert!(

@@ -21,7 +21,7 @@ fn is_slice_of(part: &Bytes, whole: &Bytes) -> bool {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(2048))]
 
     /// Goal: the client's encoding is what the server decodes, for every request variant.
     /// Method: encode a random request, cut the frame off the buffer, decode, compare.
@@ -34,7 +34,12 @@ proptest! {
         prop_assert_eq!(frame.kind, request.kind().code());
         prop_assert_eq!(frame.correlation_id, correlation_id);
         let decoded = Request::decode(frame.kind, frame.payload.clone()).unwrap();
-        if let Request::Publish { batch, .. } = &decoded {
+        if let Request::Publish { batch, .. }
+        | Request::PublishReportingDuplicates { batch, .. }
+        | Request::PublishToExchange { batch, .. }
+        | Request::PublishDelayed { batch, .. }
+        | Request::SendHalf { batch, .. } = &decoded
+        {
             prop_assert!(is_slice_of(batch, &frame.payload), "the batch is not copied");
         }
         prop_assert_eq!(decoded, request);
@@ -48,13 +53,19 @@ proptest! {
         prop_assert_eq!(frame.kind, response.kind().code());
         prop_assert_eq!(frame.correlation_id, correlation_id);
         let decoded = Response::decode(frame.kind, frame.payload.clone()).unwrap();
-        if let Response::Deliver { messages, .. } = &decoded {
+        if let Response::Deliver { messages, .. } | Response::DeadLetters(messages) = &decoded {
             for delivery in messages {
                 prop_assert!(is_slice_of(&delivery.value, &frame.payload));
                 if let Some(key) = &delivery.key {
                     prop_assert!(is_slice_of(key, &frame.payload));
                 }
                 prop_assert_eq!(delivery.encoded_len(), weir_proto_len(delivery));
+            }
+        }
+        if let Response::ScheduledMessage { messages, .. } = &decoded {
+            for message in messages {
+                prop_assert!(is_slice_of(&message.value, &frame.payload));
+                prop_assert_eq!(message.encoded_len(), message_len(message));
             }
         }
         prop_assert_eq!(decoded, response);
@@ -122,6 +133,20 @@ fn weir_proto_len(delivery: &weir_proto::Delivery) -> usize {
             .sum::<usize>()
         + 4
         + delivery.value.len()
+}
+
+/// The documented size of one message, computed independently of the codec.
+fn message_len(message: &weir_proto::Message) -> usize {
+    8 + 1
+        + message.key.as_ref().map_or(0, |key| 4 + key.len())
+        + 4
+        + message
+            .headers
+            .iter()
+            .map(|(name, value)| 8 + name.len() + value.len())
+            .sum::<usize>()
+        + 4
+        + message.value.len()
 }
 
 #[test]
