@@ -17,7 +17,8 @@ fi
 
 start_weir_server
 
-# One worker: the run is short anyway, and schemathesis's example phase has failed with
+# The live stats stream is endless by design (tested in crates/weir-server/tests/http.rs), so
+# it is left out. One worker: the run is short anyway, and schemathesis's example phase has failed with
 # threading errors inside CPython's compiler on more.
 status=0
 SCHEMATHESIS_HOOKS=scripts/schemathesis_hooks.py timeout 120 schemathesis run \
@@ -30,6 +31,7 @@ SCHEMATHESIS_HOOKS=scripts/schemathesis_hooks.py timeout 120 schemathesis run \
     --request-timeout 10 \
     --generation-database none \
     --no-color \
+    --exclude-path /v1/stats/stream \
     "$@" || status=$?
 if [[ $status -ne 0 ]]; then
     echo "schemathesis found problems (exit $status)" >&2

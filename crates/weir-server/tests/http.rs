@@ -1239,6 +1239,59 @@ async fn without_auto_created_topics_an_unknown_topic_is_404() {
     );
 }
 
+/// The live stats stream sends a `stats` event at once and then one per interval; a bad
+/// interval is refused.
+#[tokio::test]
+async fn the_stats_stream_sends_snapshots_as_server_sent_events() {
+    let harness = Harness::new().await;
+    harness.publish("orders", json!([{"payload": "a"}])).await;
+    let request = Request::builder()
+        .uri("/v1/stats/stream?interval_ms=100")
+        .body(Body::empty())
+        .expect("a request");
+    let response = harness
+        .router
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("an answer");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/event-stream",
+        "{:?}",
+        response.headers()
+    );
+    let mut body = response.into_body();
+    let mut text = String::new();
+    let mut events = 0;
+    while events < 2 {
+        let frame = tokio::time::timeout(PATIENCE, body.frame())
+            .await
+            .expect("an event in time")
+            .expect("the stream goes on")
+            .expect("a frame");
+        if let Some(data) = frame.data_ref() {
+            text.push_str(&String::from_utf8_lossy(data));
+            events = text.matches("event: stats").count();
+        }
+    }
+    let data = text
+        .lines()
+        .find_map(|line| line.strip_prefix("data: "))
+        .expect("a data line");
+    let snapshot: Value = serde_json::from_str(data).expect("JSON data");
+    assert_eq!(snapshot["topics"][0]["name"], "orders");
+
+    for query in ["interval_ms=5", "interval_ms=60001", "interval_ms=x"] {
+        assert_error(
+            &harness.get(&format!("/v1/stats/stream?{query}")).await,
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+        );
+    }
+}
+
 #[tokio::test]
 async fn stats_show_topics_and_subscriptions_and_alerts_are_empty() {
     let harness = Harness::new().await;
@@ -1256,7 +1309,14 @@ async fn stats_show_topics_and_subscriptions_and_alerts_are_empty() {
     assert_eq!(billing["kind"], "queue");
     assert_eq!(billing["backlog"], 2);
     assert_eq!(billing["in_flight"], 1);
-    assert_eq!(billing["consumers"], 1);
+    assert_eq!(billing["consumers"].as_array().map(Vec::len), Some(1));
+    assert_eq!(billing["consumers"][0]["in_flight"], 1);
+    assert_eq!(billing["delivered"], 1);
+    assert_eq!(billing["acked"], 0);
+    assert_eq!(stats["topics"][0]["published_messages"], 2);
+    assert!(stats["topics"][0]["size_bytes"].as_u64().is_some_and(|size| size > 0));
+    assert!(stats["fsync"]["count"].as_u64().is_some_and(|count| count > 0));
+    assert!(stats["now_ms"].as_i64().is_some_and(|now| now > 0));
 
     let (status, alerts) = harness.get("/v1/alerts").await;
     assert_eq!(status, StatusCode::OK);
@@ -1302,6 +1362,7 @@ async fn the_openapi_document_describes_every_endpoint() {
         ("/v1/schedule/by-key/{business_key}", &["delete"]),
         ("/v1/schedule/{id}/reschedule", &["post"]),
         ("/v1/stats", &["get"]),
+        ("/v1/stats/stream", &["get"]),
         ("/v1/alerts", &["get"]),
     ];
     let paths = document["paths"].as_object().expect("paths");

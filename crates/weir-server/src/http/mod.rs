@@ -87,7 +87,7 @@ pub(crate) struct HttpState {
         (name = "exchanges", description = "Routing by key, pattern or headers to topics"),
         (name = "dead letters", description = "Browse, redrive and purge dead-letter queues"),
         (name = "schedule", description = "Delayed messages: list, inspect, cancel, reschedule"),
-        (name = "monitoring", description = "Stats and alerts"),
+        (name = "monitoring", description = "Stats, a live stats stream, and alerts"),
     )
 )]
 struct ApiDocument;
@@ -126,6 +126,7 @@ fn documented_routes() -> OpenApiRouter<HttpState> {
         .routes(routes!(schedule::cancel_scheduled_by_key))
         .routes(routes!(schedule::reschedule))
         .routes(routes!(stats::stats))
+        .routes(routes!(stats::stats_stream))
         .routes(routes!(stats::alerts))
 }
 
