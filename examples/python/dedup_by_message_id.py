@@ -6,8 +6,9 @@ Two places where a message can be duplicated, and what to do about each:
    `id`. The broker stores a message id once within its dedup window; the retry is answered
    with the original's partition and offset and `"duplicate": true`.
 2. The consumer handles a message, then crashes before its ack: the broker delivers it again
-   (at-least-once). Keep a record of processed ids with an expiry, and skip what is in it —
-   the guide's `SET processed:{id} NX EX 86400`. Here a dict stands in for Redis.
+   (at-least-once). Guard the handler with an idempotency key — the guide's
+   `SET processed:{id} NX EX 86400` — which Weir keeps itself: claim the key before acting,
+   complete it after; a redelivery finds it completed and is skipped.
 
 Run: python3 dedup_by_message_id.py --url http://127.0.0.1:15680 [--topic payments]
 """
@@ -18,20 +19,7 @@ import time
 
 from weir_http import Weir
 
-
-class ProcessedIds:
-    """`SET processed:{id} NX EX ttl` in memory: `claim` is true only the first time."""
-
-    def __init__(self, ttl_seconds):
-        self.ttl_seconds = ttl_seconds
-        self.expiry = {}
-
-    def claim(self, message_id):
-        now = time.monotonic()
-        if self.expiry.get(message_id, 0) > now:
-            return False
-        self.expiry[message_id] = now + self.ttl_seconds
-        return True
+DAY_MS = 86_400_000
 
 
 def main():
@@ -40,27 +28,32 @@ def main():
     parser.add_argument("--topic", default="payments")
     arguments = parser.parse_args()
     weir = Weir(arguments.url)
-    topic, subscription = arguments.topic, "ledger"
+    topic, subscription, worker = arguments.topic, "ledger", "ledger-worker-1"
     weir.create_subscription(topic, subscription, visibility_ms=30_000)
 
     # 1. A publish, then its retry with the same message id.
-    payment = {"payment_id": "pay-1", "order_id": "order-1", "amount": 99}
-    message = {"payload": json.dumps(payment), "id": "pay-1", "key": "order-1"}
+    payment_id = f"pay-{int(time.time() * 1000)}"
+    payment = {"payment_id": payment_id, "order_id": "order-1", "amount": 99}
+    message = {"payload": json.dumps(payment), "id": payment_id, "key": "order-1"}
     first = weir.publish(topic, [message])["messages"][0]
     retry = weir.publish(topic, [message])["messages"][0]
     print(f"first publish: {first}; retry: {retry}")
     assert first["duplicate"] is False and retry["duplicate"] is True, (first, retry)
     assert (retry["partition"], retry["offset"]) == (first["partition"], first["offset"])
 
-    # 2. The consumer handles the payment but "crashes" before acking: it is delivered again.
-    processed = ProcessedIds(ttl_seconds=86_400)
+    # 2. A handler guarded by a broker-kept idempotency key.
     ledger = []
 
     def handle(delivery):
-        if processed.claim(delivery["id"]):
-            ledger.append(json.loads(delivery["payload"])["amount"])
-            return "handled"
-        return "skipped (already processed)"
+        key = f"processed:{delivery['id']}"
+        claim = weir.claim(key, worker, ttl_ms=60_000)
+        if claim["state"] == "completed":
+            return "skipped (already processed)"
+        if claim["state"] == "busy":
+            return f"skipped (being processed by {claim['holder']})"
+        ledger.append(json.loads(delivery["payload"])["amount"])
+        weir.complete(key, worker, ttl_ms=DAY_MS)
+        return "handled"
 
     delivery = weir.fetch(topic, subscription, max=1, wait_ms=1000)[0]
     print(f"delivery {delivery['delivery_count']}: {handle(delivery)}; crash before the ack")
@@ -68,7 +61,7 @@ def main():
     # timeout; the nack makes the example quick).
     weir.nack(topic, subscription, [delivery["delivery_id"]], requeue=True)
     again = weir.fetch(topic, subscription, max=1, wait_ms=5000)[0]
-    assert again["id"] == "pay-1" and again["delivery_count"] == 2, again
+    assert again["id"] == payment_id and again["delivery_count"] == 2, again
     print(f"delivery {again['delivery_count']}: {handle(again)}; ack")
     weir.ack(topic, subscription, [again["delivery_id"]])
 

@@ -71,6 +71,17 @@ class Weir:
             body["error"] = error
         return self._call("POST", f"/v1/topics/{topic}/subscriptions/{subscription}/nack", body)
 
+    # Idempotency keys kept by the broker: the guide's `SET processed:{id} NX EX ttl`.
+    def claim(self, key, holder, ttl_ms):
+        """{"state": "acquired" | "busy" | "completed", ...}"""
+        return self._call("POST", f"/v1/idempotency/{key}/claim", {"holder": holder, "ttl_ms": ttl_ms})
+
+    def complete(self, key, holder, ttl_ms):
+        return self._call("POST", f"/v1/idempotency/{key}/complete", {"holder": holder, "ttl_ms": ttl_ms})
+
+    def release(self, key, holder):
+        return self._call("POST", f"/v1/idempotency/{key}/release", {"holder": holder})
+
     # Dead letters
     def dead_letters(self, dlq_topic, limit=100):
         return self._call("GET", f"/v1/dlq/{dlq_topic}/messages", params={"limit": limit})

@@ -4,6 +4,7 @@
 # removes the directory) when the calling script exits.
 #
 # Environment: WEIR_BINARY (default: target/debug/weir, built with cargo if unset).
+# Arguments of start_weir_server are passed on to `weir serve`.
 
 start_weir_server() {
     local binary="${WEIR_BINARY:-target/debug/weir}"
@@ -13,7 +14,7 @@ start_weir_server() {
     WEIR_SERVER_WORK="$(mktemp -d)"
     WEIR_SERVER_LOG="$WEIR_SERVER_WORK/weir.log"
     "$binary" serve --data-dir "$WEIR_SERVER_WORK/data" --native-addr 127.0.0.1:0 \
-        --http-addr 127.0.0.1:0 --log-level info >"$WEIR_SERVER_LOG" 2>&1 &
+        --http-addr 127.0.0.1:0 --log-level info "$@" >"$WEIR_SERVER_LOG" 2>&1 &
     WEIR_SERVER_PID=$!
     trap stop_weir_server EXIT
 

@@ -94,7 +94,10 @@ impl Weir {
             .stderr(Stdio::piped());
         // The HTTP listener's default port is fixed; tests run in parallel, so each takes a
         // free one unless it asks for something else.
-        if !extra_arguments.iter().any(|argument| argument.starts_with("--http-addr")) {
+        if !extra_arguments
+            .iter()
+            .any(|argument| argument.starts_with("--http-addr"))
+        {
             command.arg("--http-addr").arg("127.0.0.1:0");
         }
         // The developer's own settings must not leak into the test: the harness depends on the

@@ -1314,8 +1314,16 @@ async fn stats_show_topics_and_subscriptions_and_alerts_are_empty() {
     assert_eq!(billing["delivered"], 1);
     assert_eq!(billing["acked"], 0);
     assert_eq!(stats["topics"][0]["published_messages"], 2);
-    assert!(stats["topics"][0]["size_bytes"].as_u64().is_some_and(|size| size > 0));
-    assert!(stats["fsync"]["count"].as_u64().is_some_and(|count| count > 0));
+    assert!(
+        stats["topics"][0]["size_bytes"]
+            .as_u64()
+            .is_some_and(|size| size > 0)
+    );
+    assert!(
+        stats["fsync"]["count"]
+            .as_u64()
+            .is_some_and(|count| count > 0)
+    );
     assert!(stats["now_ms"].as_i64().is_some_and(|now| now > 0));
 
     let (status, alerts) = harness.get("/v1/alerts").await;
@@ -1361,6 +1369,13 @@ async fn the_openapi_document_describes_every_endpoint() {
         ("/v1/schedule/{id}", &["get", "delete"]),
         ("/v1/schedule/by-key/{business_key}", &["delete"]),
         ("/v1/schedule/{id}/reschedule", &["post"]),
+        ("/v1/transactions", &["get", "post"]),
+        ("/v1/transactions/{id}/messages", &["post"]),
+        ("/v1/transactions/{id}/commit", &["post"]),
+        ("/v1/transactions/{id}/rollback", &["post"]),
+        ("/v1/idempotency/{key}/claim", &["post"]),
+        ("/v1/idempotency/{key}/complete", &["post"]),
+        ("/v1/idempotency/{key}/release", &["post"]),
         ("/v1/stats", &["get"]),
         ("/v1/stats/stream", &["get"]),
         ("/v1/alerts", &["get"]),
@@ -1679,4 +1694,219 @@ async fn delayed_messages_are_scheduled_listed_cancelled_and_delivered_when_due(
         StatusCode::BAD_REQUEST,
         "invalid_argument",
     );
+}
+
+/// Half messages stay invisible until their transaction commits; a rolled-back transaction
+/// leaves nothing; a decided or unknown transaction is refused.
+#[tokio::test]
+async fn transactions_commit_all_half_messages_or_roll_back_all() {
+    let harness = Harness::new().await;
+    let begun = harness
+        .post_ok(
+            "/v1/transactions",
+            json!({"producer_group": "orders-service", "timeout_ms": 60000}),
+            StatusCode::CREATED,
+        )
+        .await;
+    let id = begun["id"].as_str().expect("an id").to_owned();
+    let (status, _) = harness
+        .post(
+            &format!("/v1/transactions/{id}/messages"),
+            json!({"topic": "orders", "messages": [{"payload": "order 1 paid", "key": "order-1"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = harness
+        .post(
+            &format!("/v1/transactions/{id}/messages"),
+            json!({"topic": "points", "messages": [{"payload": "+10 points"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, open) = harness.get("/v1/transactions").await;
+    assert_eq!(open[0]["id"], id);
+    assert_eq!(open[0]["state"], "open");
+    assert_eq!(open[0]["parts"], 2);
+    let (_, invisible) = harness.get("/v1/topics/orders/messages").await;
+    assert_eq!(
+        invisible["messages"],
+        json!([]),
+        "half messages are invisible"
+    );
+
+    let committed = harness
+        .post_ok(
+            &format!("/v1/transactions/{id}/commit"),
+            json!({}),
+            StatusCode::OK,
+        )
+        .await;
+    let mut topics: Vec<&str> = committed["targets"]
+        .as_array()
+        .expect("targets")
+        .iter()
+        .filter_map(|target| target["topic"].as_str())
+        .collect();
+    topics.sort_unstable();
+    assert_eq!(topics, ["orders", "points"]);
+    let (_, visible) = harness.get("/v1/topics/orders/messages").await;
+    assert_eq!(visible["messages"][0]["payload"], "order 1 paid");
+    let (_, none_open) = harness.get("/v1/transactions").await;
+    assert_eq!(none_open, json!([]));
+
+    let rolled = harness
+        .post_ok(
+            "/v1/transactions",
+            json!({"producer_group": "orders-service"}),
+            StatusCode::CREATED,
+        )
+        .await;
+    let rolled = rolled["id"].as_str().expect("an id").to_owned();
+    harness
+        .post(
+            &format!("/v1/transactions/{rolled}/messages"),
+            json!({"topic": "orders", "messages": [{"payload": "never"}]}),
+        )
+        .await;
+    let (status, _) = harness
+        .post(&format!("/v1/transactions/{rolled}/rollback"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, after) = harness.get("/v1/topics/orders/messages").await;
+    assert_eq!(after["messages"].as_array().map(Vec::len), Some(1));
+
+    for (answer, status, name) in [
+        (
+            harness
+                .post(&format!("/v1/transactions/{rolled}/commit"), json!({}))
+                .await,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            harness
+                .post("/v1/transactions/12345/rollback", json!({}))
+                .await,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            harness
+                .post(
+                    "/v1/transactions/12345/messages",
+                    json!({"topic": "orders", "messages": [{"payload": "x"}]}),
+                )
+                .await,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            harness
+                .post("/v1/transactions/not-a-number/commit", json!({}))
+                .await,
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+        ),
+        (
+            harness
+                .post("/v1/transactions", json!({"producer_group": "bad group"}))
+                .await,
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+        ),
+        (
+            harness
+                .post(
+                    "/v1/transactions",
+                    json!({"producer_group": "g", "timeout_ms": 0}),
+                )
+                .await,
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+        ),
+    ] {
+        assert_error(&(answer.0, answer.1), status, name);
+    }
+}
+
+/// The guide's `SET processed:{id} NX EX`, kept by the broker: the first claim wins, a second
+/// holder is told it is busy, a completed key is reported done, a released one is free again.
+#[tokio::test]
+async fn idempotency_keys_are_claimed_completed_and_released() {
+    let harness = Harness::new().await;
+    let claim = |holder: &str| {
+        harness.post(
+            "/v1/idempotency/payment:pay-1/claim",
+            json!({"holder": holder, "ttl_ms": 60000}),
+        )
+    };
+    let first = claim("worker-1").await;
+    assert_eq!(first.0, StatusCode::OK);
+    assert_eq!(first.1["state"], "acquired", "{}", first.1);
+    let busy = claim("worker-2").await;
+    assert_eq!(busy.1["state"], "busy");
+    assert_eq!(busy.1["holder"], "worker-1");
+    assert_error(
+        &harness
+            .post(
+                "/v1/idempotency/payment:pay-1/complete",
+                json!({"holder": "worker-2", "ttl_ms": 60000}),
+            )
+            .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_argument",
+    );
+    let (status, _) = harness
+        .post(
+            "/v1/idempotency/payment:pay-1/complete",
+            json!({"holder": "worker-1", "ttl_ms": 86_400_000}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(claim("worker-2").await.1["state"], "completed");
+
+    let other = |path: &'static str, holder: &'static str| {
+        harness.post(path, json!({"holder": holder, "ttl_ms": 60000}))
+    };
+    assert_eq!(
+        other("/v1/idempotency/k2/claim", "a").await.1["state"],
+        "acquired"
+    );
+    let (status, _) = harness
+        .post("/v1/idempotency/k2/release", json!({"holder": "a"}))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        other("/v1/idempotency/k2/claim", "b").await.1["state"],
+        "acquired"
+    );
+
+    for (answer, name) in [
+        (
+            harness
+                .post(
+                    "/v1/idempotency/k3/claim",
+                    json!({"holder": "a", "ttl_ms": 0}),
+                )
+                .await,
+            "invalid_argument",
+        ),
+        (
+            harness
+                .post(
+                    &format!("/v1/idempotency/{}/claim", "k".repeat(600)),
+                    json!({"holder": "a", "ttl_ms": 5}),
+                )
+                .await,
+            "invalid_argument",
+        ),
+        (
+            harness
+                .post("/v1/idempotency/k3/claim", json!({"holder": "a"}))
+                .await,
+            "invalid_argument",
+        ),
+    ] {
+        assert_error(&answer, StatusCode::BAD_REQUEST, name);
+    }
 }

@@ -10,7 +10,7 @@
 //!
 //! - [`HttpApi`]: builds the router over a broker and serves it on a listener until shutdown.
 //! - `topics.rs`, `messages.rs`, `subscriptions.rs`, `exchanges.rs`, `dead_letters.rs`,
-//!   `schedule.rs`, `stats.rs`: the handlers, one per endpoint, each annotated for the OpenAPI document.
+//!   `schedule.rs`, `transactions.rs`, `idempotency.rs`, `stats.rs`: the handlers, one per endpoint, each annotated for the OpenAPI document.
 //! - `model.rs`: JSON shapes shared by several endpoints; `placement.rs`: each published
 //!   message's position from the broker's per-partition confirm; `extract.rs`: extractors whose
 //!   rejections are JSON errors; `error.rs`: error code → HTTP status.
@@ -34,6 +34,7 @@ mod dead_letters;
 pub mod error;
 mod exchanges;
 mod extract;
+mod idempotency;
 mod messages;
 mod model;
 mod placement;
@@ -41,6 +42,7 @@ mod schedule;
 mod stats;
 mod subscriptions;
 mod topics;
+mod transactions;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -78,7 +80,7 @@ pub(crate) struct HttpState {
 #[openapi(
     info(
         title = "Weir HTTP API",
-        description = "Topics, publishing, consuming, exchanges, dead letters and delayed messages of a Weir broker, as JSON. Errors are `{code, name, message}` with the public error codes."
+        description = "Topics, publishing, consuming, exchanges, dead letters, delayed messages, transactions and idempotency keys of a Weir broker, as JSON. Errors are `{code, name, message}` with the public error codes."
     ),
     tags(
         (name = "topics", description = "Create, list, describe and delete topics"),
@@ -87,6 +89,8 @@ pub(crate) struct HttpState {
         (name = "exchanges", description = "Routing by key, pattern or headers to topics"),
         (name = "dead letters", description = "Browse, redrive and purge dead-letter queues"),
         (name = "schedule", description = "Delayed messages: list, inspect, cancel, reschedule"),
+        (name = "transactions", description = "Half messages: begin, send, commit, roll back"),
+        (name = "idempotency", description = "Broker-kept idempotency keys: claim, complete, release"),
         (name = "monitoring", description = "Stats, a live stats stream, and alerts"),
     )
 )]
@@ -125,6 +129,13 @@ fn documented_routes() -> OpenApiRouter<HttpState> {
         .routes(routes!(schedule::get_scheduled, schedule::cancel_scheduled))
         .routes(routes!(schedule::cancel_scheduled_by_key))
         .routes(routes!(schedule::reschedule))
+        .routes(routes!(transactions::begin, transactions::list))
+        .routes(routes!(transactions::send))
+        .routes(routes!(transactions::commit))
+        .routes(routes!(transactions::rollback))
+        .routes(routes!(idempotency::claim))
+        .routes(routes!(idempotency::complete))
+        .routes(routes!(idempotency::release))
         .routes(routes!(stats::stats))
         .routes(routes!(stats::stats_stream))
         .routes(routes!(stats::alerts))
