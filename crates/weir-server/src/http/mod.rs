@@ -46,6 +46,7 @@ mod transactions;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
@@ -146,6 +147,9 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     documented_routes().into_openapi()
 }
 
+/// How often idle HTTP consumers are looked for.
+const EVICT_IDLE_EVERY: Duration = Duration::from_secs(10);
+
 /// The HTTP API over one broker.
 pub struct HttpApi {
     router: Router,
@@ -154,9 +158,22 @@ pub struct HttpApi {
 }
 
 impl HttpApi {
+    /// Must be called inside a tokio runtime: it starts the task that drops idle HTTP
+    /// consumers (it ends when the API is dropped).
     pub fn new(broker: Broker) -> HttpApi {
         let stopping = Arc::new(watch::Sender::new(false));
         let consumers = Arc::new(ConsumerRegistry::new(broker.clone()));
+        let registry = Arc::downgrade(&consumers);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(EVICT_IDLE_EVERY);
+            loop {
+                ticks.tick().await;
+                let Some(registry) = registry.upgrade() else {
+                    break;
+                };
+                registry.evict_idle(std::time::Instant::now());
+            }
+        });
         let state = HttpState {
             broker,
             consumers: consumers.clone(),
