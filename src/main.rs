@@ -35,6 +35,16 @@ struct Arguments {
 enum Command {
     /// Run the broker until Ctrl-C or SIGTERM.
     Serve(cli::serve::ServeArguments),
+    /// Publish messages: an argument, or each line of stdin.
+    #[command(name = "pub")]
+    Publish(cli::publish::PublishArguments),
+    /// Consume messages from a topic and print one per line.
+    #[command(name = "sub")]
+    Subscribe(cli::subscribe::SubscribeArguments),
+    /// Create, list, describe and delete topics.
+    Topic(cli::topic::TopicArguments),
+    /// Inspect and reset subscriptions (consumer groups).
+    Group(cli::group::GroupArguments),
 }
 
 impl Command {
@@ -44,12 +54,27 @@ impl Command {
     fn default_log_filter(&self) -> &'static str {
         match self {
             Command::Serve(_) => "info",
+            // A refused batch is reported once, as the command's error, not also as a log line.
+            Command::Publish(_) => "error",
+            Command::Subscribe(_) | Command::Topic(_) | Command::Group(_) => "warn",
         }
     }
 }
 
 fn main() -> ExitCode {
-    let arguments = Arguments::parse();
+    let arguments = match Arguments::try_parse() {
+        Ok(arguments) => arguments,
+        Err(error) => {
+            // clap would exit with 2 on a usage error, but 2 means "the broker refused" here
+            // (cli::connection): usage errors exit with 1, help and version with 0.
+            let _ = error.print();
+            return if error.use_stderr() {
+                ExitCode::from(cli::connection::USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     if let Err(error) = install_tracing(
         arguments.log_level.as_deref(),
         arguments.command.default_log_filter(),
@@ -70,13 +95,19 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match arguments.command {
             Command::Serve(serve) => cli::serve::run(serve).await,
+            Command::Publish(publish) => cli::publish::run(publish).await,
+            Command::Subscribe(subscribe) => cli::subscribe::run(subscribe).await,
+            Command::Topic(topic) => cli::topic::run(topic).await,
+            Command::Group(group) => cli::group::run(group).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of stdout went away (`weir sub … | head`): it has all it wanted.
+        Err(error) if cli::connection::is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            ExitCode::from(cli::connection::exit_code(&error))
         }
     }
 }

@@ -1,4 +1,11 @@
 //! The verbs of the `weir` command line, one module each. A verb owns its `clap` arguments and
 //! an async `run` returning `anyhow::Result`; `main.rs` dispatches to it.
 
+pub mod connection;
+pub mod group;
+pub mod output;
+pub mod position;
+pub mod publish;
 pub mod serve;
+pub mod subscribe;
+pub mod topic;

@@ -1,0 +1,339 @@
+//! `weir sub`: consume a topic and print each message on a line of its own.
+//!
+//! Two ways in, as Kafka and RabbitMQ users expect. With `--group G` the consumer joins a
+//! named, durable subscription: a queue by default (competing consumers, per-message ack, the
+//! RabbitMQ queue), or a stream (committed offsets, the Kafka consumer group); what it acks is
+//! done for good, and the next `weir sub --group G` carries on where it stopped. Without a
+//! group it reads a stream of its own from `--from` (default `latest`, like `tail -f` and
+//! Kafka's console consumer) and acks nothing, so it changes nobody's position.
+//!
+//! Each message is printed, then acked: a message is never acked before it was written out.
+//! Output is flushed once per batch of deliveries, so a pipe gets large writes while a person
+//! sees each message as it arrives.
+
+use std::io::Write;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use serde_json::{Map, Value, json};
+use weir_client::{Client, Consumer, Delivery, ErrorCode, GroupInfo, Start, SubscribeOptions};
+use weir_client::{MessageId, SubscriptionMode};
+
+use crate::cli::connection::{ServerArgument, connect};
+use crate::cli::output::{format_mode, json_bytes, stdout_closed, write_json_line};
+use crate::cli::position::{POSITION_HELP, describe_position, format_rfc3339, parse_position};
+
+const EXAMPLES: &str = "\
+Examples:
+  weir sub orders --group billing                 # a durable work queue, acked as printed
+  weir sub orders --group audit --mode stream     # a Kafka-style consumer group
+  weir sub orders --from earliest --count 10      # the first 10 messages, no group kept
+  weir sub orders --from 2026-01-31T09:00:00Z --json | jq .payload
+
+Without --group, messages are read from --from (default latest) and nothing is acked.
+--from applies when a group is created; move an existing group with `weir group reset`.";
+
+/// How long closing may take after the last message (sending the last acks, leaving the
+/// group) before the command exits anyway.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The two kinds of subscription, as `--mode` spells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeArgument {
+    /// Competing consumers, per-message ack, redelivery
+    Queue,
+    /// Committed offsets per partition, replay
+    Stream,
+}
+
+impl From<ModeArgument> for SubscriptionMode {
+    fn from(mode: ModeArgument) -> SubscriptionMode {
+        match mode {
+            ModeArgument::Queue => SubscriptionMode::Queue,
+            ModeArgument::Stream => SubscriptionMode::Stream,
+        }
+    }
+}
+
+/// Consume messages from a topic and print one per line.
+#[derive(Debug, clap::Args)]
+#[command(after_help = EXAMPLES)]
+pub struct SubscribeArguments {
+    /// The topic to consume
+    topic: String,
+
+    /// Join this durable group (subscription); without it, read without a group
+    #[arg(long)]
+    group: Option<String>,
+
+    /// The kind of a new group [default: queue, or the existing group's kind]
+    #[arg(long, value_enum)]
+    mode: Option<ModeArgument>,
+
+    /// Where to start a new group, or the read without one [default: earliest with --group,
+    /// latest without]
+    #[arg(long, value_name = "POSITION", value_parser = parse_position, long_help = format!(
+        "Where to start a new group, or the read without one: {POSITION_HELP}. \
+         [default: earliest with --group, latest without]"
+    ))]
+    from: Option<Start>,
+
+    /// Exit after N messages
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    count: Option<u64>,
+
+    /// Do not ack: in a queue the messages stay unacked and are delivered again later
+    #[arg(long)]
+    no_ack: bool,
+
+    /// Print each message as a JSON object (topic, partition, offset, key, headers,
+    /// timestamp, delivery_count, payload) on its own line
+    #[arg(long)]
+    json: bool,
+
+    /// Most messages delivered ahead of processing
+    #[arg(long, value_name = "N", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    prefetch: u32,
+
+    #[command(flatten)]
+    server: ServerArgument,
+}
+
+/// Which subscription to join, worked out from the flags and what the broker has.
+struct Plan {
+    group: String,
+    options: SubscribeOptions,
+    /// Whether to ack what is printed.
+    acking: bool,
+}
+
+pub async fn run(arguments: SubscribeArguments) -> anyhow::Result<()> {
+    let client = connect(&arguments.server).await?;
+    let plan = plan(&client, &arguments).await?;
+    let mut consumer = client
+        .subscribe(&arguments.topic, &plan.group, plan.options)
+        .await
+        .with_context(|| format!("cannot subscribe to topic '{}'", arguments.topic))?;
+    let consumed = consume(&mut consumer, &arguments, plan.acking).await;
+    // Leave the group either way, so that what was received and not acked goes back to it
+    // now rather than after the ack timeout. A close that does not finish in time loses
+    // nothing: the broker redelivers what it did not hear acked.
+    let closed = match tokio::time::timeout(CLOSE_TIMEOUT, consumer.close()).await {
+        Ok(closed) => closed.context("cannot send the last acks"),
+        Err(_) => Ok(()),
+    };
+    consumed?;
+    closed
+}
+
+async fn plan(client: &Client, arguments: &SubscribeArguments) -> anyhow::Result<Plan> {
+    let topic = &arguments.topic;
+    let mut options = SubscribeOptions {
+        // No more in flight than will be printed: the rest would only go back to the group
+        // with a higher delivery count.
+        prefetch: arguments.count.map_or(arguments.prefetch, |count| {
+            arguments
+                .prefetch
+                .min(u32::try_from(count).unwrap_or(u32::MAX))
+        }),
+        ..SubscribeOptions::default()
+    };
+    let Some(group) = &arguments.group else {
+        if arguments.mode == Some(ModeArgument::Queue) {
+            bail!(
+                "--mode queue needs --group: a queue is shared by the consumers of a named group"
+            );
+        }
+        options.mode = SubscriptionMode::Stream;
+        options.start = arguments.from.unwrap_or(Start::Latest);
+        return Ok(Plan {
+            group: private_group_name(),
+            options,
+            acking: false,
+        });
+    };
+    let existing = existing_group(client, topic, group).await?;
+    options.mode = match (arguments.mode, &existing) {
+        (Some(mode), Some(info)) if SubscriptionMode::from(mode) != info.mode => bail!(
+            "group '{group}' on '{topic}' is a {} subscription, not a {}; leave out --mode or choose another group",
+            format_mode(info.mode),
+            format_mode(mode.into())
+        ),
+        (Some(mode), _) => mode.into(),
+        (None, Some(info)) => info.mode,
+        (None, None) => SubscriptionMode::Queue,
+    };
+    options.start = arguments.from.unwrap_or(Start::Earliest);
+    if let (Some(from), Some(_)) = (arguments.from, &existing) {
+        eprintln!(
+            "note: group '{group}' exists, so it continues from where it is and --from {} does not apply; \
+             `weir group reset {topic} {group} --to …` moves it",
+            describe_position(from)
+        );
+    }
+    Ok(Plan {
+        group: group.clone(),
+        options,
+        acking: !arguments.no_ack,
+    })
+}
+
+/// The group's description if it exists; `None` if it (or its topic) does not yet.
+async fn existing_group(
+    client: &Client,
+    topic: &str,
+    group: &str,
+) -> anyhow::Result<Option<GroupInfo>> {
+    match client.group(topic, group).await {
+        Ok(info) => Ok(Some(info)),
+        Err(error)
+            if matches!(
+                error.code(),
+                Some(ErrorCode::NoSuchSubscription | ErrorCode::UnknownTopic)
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(error) => {
+            Err(error).with_context(|| format!("cannot describe group '{group}' on '{topic}'"))
+        }
+    }
+}
+
+/// A group name of this process's own for a read without `--group`. The time makes it unique
+/// even when process ids are reused, so a read never joins a group left by an earlier one.
+fn private_group_name() -> String {
+    let milliseconds = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis());
+    format!("weir-sub-{milliseconds}-{}", std::process::id())
+}
+
+/// Prints and acks until `--count` messages were printed or Ctrl-C.
+async fn consume(
+    consumer: &mut Consumer,
+    arguments: &SubscribeArguments,
+    acking: bool,
+) -> anyhow::Result<()> {
+    let mut output = std::io::BufWriter::new(std::io::stdout());
+    let mut remaining = arguments.count;
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    let closed = stdout_closed();
+    tokio::pin!(closed);
+    loop {
+        let batch = tokio::select! {
+            batch = consumer.next_batch() => batch
+                .with_context(|| format!("cannot consume topic '{}'", arguments.topic))?,
+            // Ctrl-C ends the command normally: what was printed is acked on close.
+            _ = &mut interrupted => return Ok(()),
+            // Nobody reads on: done, as after --count.
+            () = &mut closed => return Ok(()),
+        };
+        // Past --count, the rest of the batch stays unacked and goes back to the group.
+        let take = remaining.map_or(batch.len(), |remaining| {
+            batch
+                .len()
+                .min(usize::try_from(remaining).unwrap_or(usize::MAX))
+        });
+        let printed = &batch[..take];
+        for delivery in printed {
+            if arguments.json {
+                write_json_line(&mut output, &delivery_json(&arguments.topic, delivery))
+            } else {
+                output
+                    .write_all(&delivery.value)
+                    .and_then(|()| output.write_all(b"\n"))
+            }
+            .context("cannot write to stdout")?;
+        }
+        output.flush().context("cannot write to stdout")?;
+        if acking {
+            let ids: Vec<MessageId> = printed.iter().map(Delivery::id).collect();
+            consumer
+                .ack(&ids)
+                .await
+                .with_context(|| format!("cannot ack messages of '{}'", arguments.topic))?;
+        }
+        if let Some(remaining) = &mut remaining {
+            *remaining -= take as u64;
+            if *remaining == 0 {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// One delivery as the JSON object `--json` prints. Text stays text; bytes that are not
+/// UTF-8 are given in base64 under a `_base64` name (see `output::json_bytes`).
+fn delivery_json(topic: &str, delivery: &Delivery) -> Value {
+    let mut headers = Map::new();
+    for (name, value) in &delivery.headers {
+        let value = match std::str::from_utf8(value) {
+            Ok(text) => json!(text),
+            Err(_) => json!({ "base64": json_bytes("value", value).1 }),
+        };
+        headers.insert(name.clone(), value);
+    }
+    let mut object = Map::new();
+    object.insert("topic".into(), json!(topic));
+    object.insert("partition".into(), json!(delivery.partition));
+    object.insert("offset".into(), json!(delivery.offset));
+    match &delivery.key {
+        Some(key) => {
+            let (name, value) = json_bytes("key", key);
+            object.insert(name, value);
+        }
+        None => {
+            object.insert("key".into(), Value::Null);
+        }
+    }
+    object.insert("headers".into(), Value::Object(headers));
+    object.insert(
+        "timestamp".into(),
+        json!(format_rfc3339(delivery.timestamp_ms)),
+    );
+    object.insert("timestamp_ms".into(), json!(delivery.timestamp_ms));
+    object.insert("delivery_count".into(), json!(delivery.delivery_count));
+    let (name, value) = json_bytes("payload", &delivery.value);
+    object.insert(name, value);
+    Value::Object(object)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn a_delivery_becomes_json_with_text_as_text_and_binary_as_base64() {
+        let delivery = Delivery {
+            partition: 2,
+            offset: 7,
+            delivery_count: 1,
+            timestamp_ms: 1_767_225_600_000,
+            key: Some(Bytes::from_static(b"customer-7")),
+            headers: vec![
+                ("source".into(), Bytes::from_static(b"web")),
+                ("raw".into(), Bytes::from_static(&[0xff])),
+            ],
+            value: Bytes::from_static(&[0xfe, 0x00]),
+        };
+        let value = delivery_json("orders", &delivery);
+        assert_eq!(
+            value,
+            json!({
+                "topic": "orders",
+                "partition": 2,
+                "offset": 7,
+                "key": "customer-7",
+                "headers": {"source": "web", "raw": {"base64": "/w=="}},
+                "timestamp": "2026-01-01T00:00:00.000Z",
+                "timestamp_ms": 1_767_225_600_000_i64,
+                "delivery_count": 1,
+                "payload_base64": "/gA=",
+            })
+        );
+    }
+}
