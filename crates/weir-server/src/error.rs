@@ -17,6 +17,13 @@ pub fn public_error(error: &Error) -> (ErrorCode, String) {
         Error::UnknownTopic(_) => ErrorCode::UnknownTopic,
         Error::TopicExists(_) => ErrorCode::TopicExists,
         Error::NoSuchSubscription { .. } => ErrorCode::NoSuchSubscription,
+        // The public table has no exchange-specific codes: a missing exchange is a missing
+        // object, and one declared again with other settings is an argument refused (HTTP
+        // tells the two apart by status).
+        Error::UnknownExchange(_) | Error::NotFound(_) => ErrorCode::NotFound,
+        Error::ExchangeExists(_) => ErrorCode::InvalidArgument,
+        Error::Unroutable { .. } => ErrorCode::Unroutable,
+        Error::BacklogFull { .. } => ErrorCode::BacklogFull,
         Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
         Error::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
         // The frame was well formed but the batch inside it was not (bad CRC, bad record):
@@ -64,6 +71,26 @@ mod tests {
             (Error::StoragePoisoned, ErrorCode::StoragePoisoned),
             (Error::Storage("disk on fire".into()), ErrorCode::Internal),
             (Error::ShuttingDown, ErrorCode::ShuttingDown),
+            (Error::UnknownExchange("e".into()), ErrorCode::NotFound),
+            (Error::NotFound("scheduled 7".into()), ErrorCode::NotFound),
+            (
+                Error::ExchangeExists("e".into()),
+                ErrorCode::InvalidArgument,
+            ),
+            (
+                Error::Unroutable {
+                    exchange: "e".into(),
+                    routing_key: "k".into(),
+                },
+                ErrorCode::Unroutable,
+            ),
+            (
+                Error::BacklogFull {
+                    topic: "t".into(),
+                    group: "g".into(),
+                },
+                ErrorCode::BacklogFull,
+            ),
         ];
         for (error, expected) in cases {
             assert_eq!(public_error(&error).0, expected, "{error}");

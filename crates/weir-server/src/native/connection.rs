@@ -109,6 +109,31 @@ impl Outgoing {
         response.encode(correlation_id, scratch);
         self.send_frame(scratch.split().freeze()).await
     }
+
+    /// [`Outgoing::send_response`] for an answer to a request, which must not exceed the
+    /// peer's frame limit: a peer refuses (and disconnects on) a larger frame, so a listing
+    /// that grew too large is answered with `payload_too_large` instead. Answers that carry
+    /// payloads are trimmed to fit before they get here; this is the limit's backstop.
+    pub(crate) async fn send_answer(
+        &self,
+        scratch: &mut BytesMut,
+        correlation_id: u64,
+        response: &Response,
+        max_frame_bytes: usize,
+    ) -> Result<(), WriterGone> {
+        response.encode(correlation_id, scratch);
+        if scratch.len() > max_frame_bytes {
+            let message = format!(
+                "the answer ({}) would be a frame of {} bytes, over the limit of {max_frame_bytes}; ask for less",
+                response.kind(),
+                scratch.len()
+            );
+            scratch.clear();
+            Response::error_with(ErrorCode::PayloadTooLarge, message)
+                .encode(correlation_id, scratch);
+        }
+        self.send_frame(scratch.split().freeze()).await
+    }
 }
 
 /// A response whose answer is not known yet (a publish awaiting its confirm), with the
@@ -227,7 +252,11 @@ pub(crate) async fn serve(
             biased;
             () = stopped(&mut shutdown) => break Ending::Shutdown,
             Some((correlation_id, response)) = in_flight.next(), if !in_flight.is_empty() => {
-                if outgoing.send_response(&mut scratch, correlation_id, &response).await.is_err() {
+                if outgoing
+                    .send_answer(&mut scratch, correlation_id, &response, limits.max_frame_bytes)
+                    .await
+                    .is_err()
+                {
                     break Ending::Broken;
                 }
                 continue;
@@ -287,7 +316,12 @@ pub(crate) async fn serve(
         match session.handle(correlation_id, request).await {
             Reply::Now(response) => {
                 if outgoing
-                    .send_response(&mut scratch, correlation_id, &response)
+                    .send_answer(
+                        &mut scratch,
+                        correlation_id,
+                        &response,
+                        limits.max_frame_bytes,
+                    )
                     .await
                     .is_err()
                 {
@@ -315,7 +349,12 @@ pub(crate) async fn serve(
         // which of them are durable.
         while let Some((correlation_id, response)) = in_flight.next().await {
             if outgoing
-                .send_response(&mut scratch, correlation_id, &response)
+                .send_answer(
+                    &mut scratch,
+                    correlation_id,
+                    &response,
+                    limits.max_frame_bytes,
+                )
                 .await
                 .is_err()
             {

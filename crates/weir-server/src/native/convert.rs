@@ -5,8 +5,12 @@
 //! broker calls and no policy; a default that the wire leaves open (`None`) is filled in by the
 //! caller in `handle.rs`.
 
-use weir_core::{Confirm, Durability, FsyncPolicy, StartPosition, SubscriptionKind, TopicInfo};
-use weir_proto::{Fsync, Response, Start, SubscriptionMode};
+use weir_core::{
+    BrokerStats, Claim, Confirm, DeadLetterQueueInfo, Decision, Durability, Exchange, ExchangeKind,
+    FsyncPolicy, Overflow, QueueSettings, Record, RoutedConfirm, ScheduledMessage, StartPosition,
+    SubscriptionKind, TopicInfo, TransactionInfo, TransactionState,
+};
+use weir_proto::{Fsync, Response, ScheduleTime, Start, SubscriptionMode};
 
 pub(crate) fn fsync_policy(fsync: Fsync) -> FsyncPolicy {
     match fsync {
@@ -94,18 +98,64 @@ pub(crate) fn group_info(info: weir_core::GroupInfo) -> weir_proto::GroupInfo {
     }
 }
 
+fn published_ranges(confirm: &Confirm) -> Vec<weir_proto::PublishedRange> {
+    confirm
+        .ranges
+        .iter()
+        .map(|range| weir_proto::PublishedRange {
+            partition: range.partition,
+            base_offset: range.base_offset,
+            last_offset: range.last_offset,
+        })
+        .collect()
+}
+
+/// Where the earlier copies of the confirm's duplicates are, as message ids.
+fn duplicates(confirm: &Confirm) -> Vec<weir_proto::MessageId> {
+    confirm
+        .duplicates
+        .iter()
+        .map(|duplicate| weir_proto::MessageId {
+            partition: duplicate.partition,
+            offset: duplicate.offset,
+        })
+        .collect()
+}
+
 pub(crate) fn published(confirm: Confirm) -> Response {
     Response::Published {
-        partitions: confirm
-            .ranges
-            .iter()
-            .map(|range| weir_proto::PublishedRange {
-                partition: range.partition,
-                base_offset: range.base_offset,
-                last_offset: range.last_offset,
-            })
-            .collect(),
+        partitions: published_ranges(&confirm),
         durability: durability(confirm.durability),
+    }
+}
+
+pub(crate) fn published_with_duplicates(confirm: Confirm) -> Response {
+    Response::PublishedWithDuplicates {
+        partitions: published_ranges(&confirm),
+        duplicates: duplicates(&confirm),
+        durability: durability(confirm.durability),
+    }
+}
+
+fn topic_confirm((topic, confirm): (String, Confirm)) -> weir_proto::TopicConfirm {
+    weir_proto::TopicConfirm {
+        partitions: published_ranges(&confirm),
+        duplicates: duplicates(&confirm),
+        durability: durability(confirm.durability),
+        topic,
+    }
+}
+
+pub(crate) fn routed(confirm: RoutedConfirm) -> Response {
+    Response::Routed {
+        targets: confirm.targets.into_iter().map(topic_confirm).collect(),
+        dropped: confirm.dropped,
+    }
+}
+
+pub(crate) fn transaction_committed(targets: Vec<(String, Confirm)>) -> Response {
+    Response::TransactionCommitted {
+        targets: targets.into_iter().map(topic_confirm).collect(),
     }
 }
 
@@ -116,4 +166,250 @@ pub(crate) fn message_ids(ids: &[weir_proto::MessageId]) -> Vec<weir_core::Messa
             offset: id.offset,
         })
         .collect()
+}
+
+pub(crate) fn queue_settings(settings: weir_proto::QueueSettings) -> QueueSettings {
+    QueueSettings {
+        max_deliveries: settings.max_deliveries,
+        dead_letter_topic: settings.dead_letter_topic,
+        message_ttl_ms: settings.message_ttl_ms,
+        ordered_by_key: settings.ordered_by_key,
+        retry_backoff_ms: settings.retry_backoff_ms,
+        max_backlog: settings.max_backlog,
+        overflow: match settings.overflow {
+            weir_proto::Overflow::RejectPublish => Overflow::RejectPublish,
+            weir_proto::Overflow::DeadLetterOldest => Overflow::DeadLetterOldest,
+        },
+    }
+}
+
+pub(crate) fn exchange_kind(kind: weir_proto::ExchangeKind) -> ExchangeKind {
+    match kind {
+        weir_proto::ExchangeKind::Direct => ExchangeKind::Direct,
+        weir_proto::ExchangeKind::Topic => ExchangeKind::Topic,
+        weir_proto::ExchangeKind::Fanout => ExchangeKind::Fanout,
+        weir_proto::ExchangeKind::Headers => ExchangeKind::Headers,
+    }
+}
+
+fn wire_exchange_kind(kind: ExchangeKind) -> weir_proto::ExchangeKind {
+    match kind {
+        ExchangeKind::Direct => weir_proto::ExchangeKind::Direct,
+        ExchangeKind::Topic => weir_proto::ExchangeKind::Topic,
+        ExchangeKind::Fanout => weir_proto::ExchangeKind::Fanout,
+        ExchangeKind::Headers => weir_proto::ExchangeKind::Headers,
+    }
+}
+
+pub(crate) fn binding(binding: weir_proto::Binding) -> weir_core::Binding {
+    weir_core::Binding {
+        topic: binding.topic,
+        key: binding.key,
+        headers: binding.headers,
+        match_all: binding.match_all,
+    }
+}
+
+pub(crate) fn exchange_info(exchange: Exchange) -> weir_proto::ExchangeInfo {
+    weir_proto::ExchangeInfo {
+        name: exchange.name,
+        kind: wire_exchange_kind(exchange.kind),
+        alternate_topic: exchange.alternate_topic,
+        bindings: exchange
+            .bindings
+            .into_iter()
+            .map(|binding| weir_proto::Binding {
+                topic: binding.topic,
+                key: binding.key,
+                headers: binding.headers,
+                match_all: binding.match_all,
+            })
+            .collect(),
+    }
+}
+
+pub(crate) fn dead_letter_queue_info(info: DeadLetterQueueInfo) -> weir_proto::DeadLetterQueueInfo {
+    weir_proto::DeadLetterQueueInfo {
+        topic: info.topic,
+        pending: info.pending,
+    }
+}
+
+pub(crate) fn delivery(delivery: weir_core::Delivery) -> weir_proto::Delivery {
+    weir_proto::Delivery::from_record(delivery.partition, delivery.delivery_count, delivery.record)
+}
+
+pub(crate) fn message(record: Record) -> weir_proto::Message {
+    weir_proto::Message {
+        timestamp_ms: record.timestamp_ms,
+        key: record.key,
+        headers: record.headers,
+        value: record.value,
+    }
+}
+
+pub(crate) fn scheduled_info(message: ScheduledMessage) -> weir_proto::ScheduledInfo {
+    weir_proto::ScheduledInfo {
+        id: message.id,
+        topic: message.topic,
+        partition: message.partition,
+        deliver_at_ms: message.deliver_at_ms,
+        business_key: message.business_key,
+        message_count: message.message_count,
+    }
+}
+
+/// The instant a [`ScheduleTime`] names, on the broker's clock (`now_ms`). A delay too large
+/// for the clock saturates, so the broker refuses it as too far ahead rather than wrapping.
+pub(crate) fn deliver_at_ms(when: ScheduleTime, now_ms: i64) -> i64 {
+    match when {
+        ScheduleTime::AtMs(at_ms) => at_ms,
+        ScheduleTime::DelayMs(delay_ms) => {
+            now_ms.saturating_add(i64::try_from(delay_ms).unwrap_or(i64::MAX))
+        }
+    }
+}
+
+pub(crate) fn decision(decision: weir_proto::Decision) -> Decision {
+    match decision {
+        weir_proto::Decision::Commit => Decision::Commit,
+        weir_proto::Decision::Rollback => Decision::Rollback,
+        weir_proto::Decision::Unknown => Decision::Unknown,
+    }
+}
+
+pub(crate) fn transaction_info(info: TransactionInfo) -> weir_proto::TransactionInfo {
+    weir_proto::TransactionInfo {
+        id: info.id,
+        producer_group: info.producer_group,
+        state: match info.state {
+            TransactionState::Open => weir_proto::TransactionState::Open,
+            TransactionState::Committing => weir_proto::TransactionState::Committing,
+        },
+        created_ms: info.created_ms,
+        checks: info.checks,
+        parts: info.parts,
+    }
+}
+
+pub(crate) fn claim_outcome(claim: Claim) -> weir_proto::ClaimOutcome {
+    match claim {
+        Claim::Acquired { expires_at_ms } => weir_proto::ClaimOutcome::Acquired { expires_at_ms },
+        Claim::Busy {
+            holder,
+            expires_at_ms,
+        } => weir_proto::ClaimOutcome::Busy {
+            holder,
+            expires_at_ms,
+        },
+        Claim::Completed { completed_at_ms } => {
+            weir_proto::ClaimOutcome::Completed { completed_at_ms }
+        }
+    }
+}
+
+fn latency(summary: weir_core::LatencySummary) -> weir_proto::LatencySummary {
+    weir_proto::LatencySummary {
+        count: summary.count,
+        p50_us: summary.p50_us,
+        p99_us: summary.p99_us,
+        max_us: summary.max_us,
+    }
+}
+
+/// A rate in 0..=1 as parts per million: the wire carries an integer so that every value
+/// has one encoding (a float has several NaNs and two zeros).
+fn parts_per_million(rate: f64) -> u32 {
+    // Clamped first, so the cast cannot truncate or wrap.
+    (rate.clamp(0.0, 1.0) * 1_000_000.0).round() as u32
+}
+
+pub(crate) fn stats(stats: BrokerStats) -> weir_proto::BrokerStats {
+    weir_proto::BrokerStats {
+        now_ms: stats.now_ms,
+        disk_bytes: stats.disk_bytes,
+        scheduled: stats.scheduled,
+        transactions: stats.transactions,
+        unroutable_dropped: stats.unroutable_dropped,
+        fsync: latency(stats.fsync),
+        topics: stats
+            .topics
+            .into_iter()
+            .map(|topic| weir_proto::TopicStats {
+                name: topic.name,
+                partitions: topic
+                    .partitions
+                    .iter()
+                    .map(|partition| weir_proto::PartitionStats {
+                        partition: partition.partition,
+                        start_offset: partition.start_offset,
+                        end_offset: partition.end_offset,
+                        size_bytes: partition.size_bytes,
+                        published_messages: partition.published_messages,
+                        published_bytes: partition.published_bytes,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        subscriptions: stats
+            .subscriptions
+            .into_iter()
+            .map(|subscription| weir_proto::SubscriptionStats {
+                mode: subscription_mode(subscription.kind),
+                backlog: subscription.backlog,
+                in_flight: subscription.in_flight,
+                consumers: subscription
+                    .consumers
+                    .iter()
+                    .map(|consumer| weir_proto::ConsumerStats {
+                        id: consumer.id,
+                        delivered: consumer.delivered,
+                        in_flight: consumer.in_flight,
+                    })
+                    .collect(),
+                counters: weir_proto::SubscriptionCounters {
+                    delivered: subscription.counters.delivered,
+                    redelivered: subscription.counters.redelivered,
+                    acked: subscription.counters.acked,
+                    nacked: subscription.counters.nacked,
+                    rejected: subscription.counters.rejected,
+                    timed_out: subscription.counters.timed_out,
+                    released: subscription.counters.released,
+                    dead_lettered: subscription.counters.dead_lettered,
+                    expired: subscription.counters.expired,
+                },
+                success_rate_ppm: subscription.success_rate.map(parts_per_million),
+                latency: latency(subscription.latency),
+                topic: subscription.topic,
+                group: subscription.group,
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delay_is_measured_on_the_broker_clock_and_saturates() {
+        assert_eq!(deliver_at_ms(ScheduleTime::DelayMs(500), 1_000), 1_500);
+        assert_eq!(deliver_at_ms(ScheduleTime::AtMs(7), 1_000), 7);
+        assert_eq!(
+            deliver_at_ms(ScheduleTime::DelayMs(u64::MAX), 1_000),
+            i64::MAX
+        );
+    }
+
+    #[test]
+    fn success_rates_become_whole_parts_per_million() {
+        assert_eq!(parts_per_million(0.9), 900_000);
+        assert_eq!(parts_per_million(1.0), 1_000_000);
+        assert_eq!(
+            parts_per_million(f64::NAN),
+            0,
+            "a NaN casts to 0, not a panic"
+        );
+        assert_eq!(parts_per_million(2.0), 1_000_000);
+    }
 }

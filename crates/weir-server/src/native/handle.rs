@@ -2,25 +2,38 @@
 //!
 //! [`Session::handle`] is the only place the native front end touches the broker: one
 //! variant, one `Broker` (or `Consumer`) call, one response. It also holds what a connection
-//! remembers between requests: whether the handshake happened, and the subscriptions it
-//! opened, by the ids it gave them. It never reads or writes the socket itself; responses go
-//! back to `connection.rs`, or, for deliveries, through the writer channel.
+//! remembers between requests: whether the handshake happened, the subscriptions it opened, by
+//! the ids it gave them, and the producer groups it checks transactions for. It never reads or
+//! writes the socket itself; responses go back to `connection.rs`, or, for deliveries and
+//! check-backs, through the writer channel.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use weir_core::{Broker, Consumer, SubscribeOptions, TopicConfig};
-use weir_proto::{ErrorCode, Request, Response};
+use weir_core::{Broker, Consumer, ScheduleRequest, SubscribeOptions, TopicConfig};
+use weir_proto::{ErrorCode, FRAME_HEADER_LEN, Request, Response, ScheduledSelector};
 
 use super::connection::{Limits, Outgoing, Pending};
 use super::convert;
-use super::delivery;
+use super::{checker, delivery};
 use crate::error::public_error;
 
 /// Most subscriptions one connection may hold open at once: each runs a task and holds
 /// deliveries, so a single peer must not open them without bound.
 pub(crate) const MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 1024;
+
+/// Most producer groups one connection may check transactions for: each runs a task and
+/// holds a registration in the broker.
+pub(crate) const MAX_CHECKER_GROUPS_PER_CONNECTION: usize = 64;
+
+/// Most entries one listing request may ask for (dead letters, redrive, scheduled batches),
+/// as over HTTP: a listing is read whole into memory before it is answered.
+pub(crate) const MAX_LISTED: u32 = 1000;
+
+/// Room left in a frame for the fixed parts of a `ScheduledMessage` besides the names it
+/// carries (ids, times, counts, tags), with margin.
+const SCHEDULED_INFO_BYTES: usize = 64;
 
 /// What to do with a request's answer.
 pub(crate) enum Reply {
@@ -56,6 +69,8 @@ pub(crate) struct Session {
     /// The id the next subscription gets. Ids are never reused on a connection, so a late ack
     /// for a closed subscription cannot land on a newer one.
     next_subscription: u32,
+    /// The task forwarding check-backs, per producer group this connection checks for.
+    checkers: HashMap<String, tokio::task::JoinHandle<()>>,
 }
 
 fn core_error(error: &weir_core::Error) -> Response {
@@ -68,6 +83,35 @@ fn done(result: weir_core::Result<()>) -> Response {
         Ok(()) => Response::Ok,
         Err(error) => core_error(&error),
     }
+}
+
+/// Refuses a listing size outside `1..=MAX_LISTED` (0 would answer nothing, and more would
+/// be read whole into memory), with the same bounds as the HTTP API.
+fn check_listed(what: &str, count: u32) -> Result<usize, Response> {
+    if (1..=MAX_LISTED).contains(&count) {
+        Ok(count as usize)
+    } else {
+        Err(Response::error_with(
+            ErrorCode::InvalidArgument,
+            format!("{what} is 1 to {MAX_LISTED}, not {count}"),
+        ))
+    }
+}
+
+/// The longest prefix of `items` whose encoded sizes add up to at most `budget` bytes, so an
+/// answer carrying payloads stays within one frame. The caller says how many were left out
+/// (a count in the answer, or "ask again").
+fn fit<T>(mut items: Vec<T>, budget: usize, encoded_len: impl Fn(&T) -> usize) -> Vec<T> {
+    let mut used = 0;
+    let fitting = items
+        .iter()
+        .take_while(|item| {
+            used += encoded_len(item);
+            used <= budget
+        })
+        .count();
+    items.truncate(fitting);
+    items
 }
 
 fn no_such_subscription(subscription: u32) -> Response {
@@ -86,11 +130,18 @@ impl Session {
             greeted: false,
             subscriptions: HashMap::new(),
             next_subscription: 1,
+            checkers: HashMap::new(),
         }
     }
 
-    /// Runs one request. Only a publish is deferred; everything else is answered before the
-    /// next request is read, which keeps a connection's admin requests in order.
+    /// Runs one request. Only a publish (plain, reporting duplicates, or through an exchange)
+    /// is deferred; everything else is answered before the next request is read, which keeps
+    /// a connection's other requests in order: a `SendHalf` is stored before the `Commit`
+    /// pipelined after it runs, and a delayed publish before a cancel by its business key.
+    #[allow(
+        clippy::too_many_lines,
+        reason = "the one match over Request: one short arm per operation, by design"
+    )]
     pub(crate) async fn handle(&mut self, correlation_id: u64, request: Request) -> Reply {
         if !self.greeted && !matches!(request, Request::Hello { .. }) {
             return Reply::Close(Response::error_with(
@@ -159,6 +210,68 @@ impl Session {
                     (correlation_id, response)
                 }));
             }
+            Request::PublishReportingDuplicates {
+                topic,
+                partition,
+                batch,
+            } => {
+                let broker = broker.clone();
+                return Reply::Later(Box::pin(async move {
+                    let response = match broker.publish(&topic, partition, batch).await {
+                        Ok(confirm) => convert::published_with_duplicates(confirm),
+                        Err(error) => core_error(&error),
+                    };
+                    (correlation_id, response)
+                }));
+            }
+            Request::PublishToExchange {
+                exchange,
+                routing_key,
+                mandatory,
+                batch,
+            } => {
+                let broker = broker.clone();
+                return Reply::Later(Box::pin(async move {
+                    let routed = broker
+                        .publish_to_exchange(&exchange, &routing_key, batch, mandatory)
+                        .await;
+                    let response = match routed {
+                        Ok(confirm) => convert::routed(confirm),
+                        Err(error) => core_error(&error),
+                    };
+                    (correlation_id, response)
+                }));
+            }
+            Request::PublishDelayed {
+                topic,
+                partition,
+                when,
+                business_key,
+                batch,
+            } => {
+                // A delay counts from now on the broker's clock, whatever the producer's says.
+                let deliver_at_ms = convert::deliver_at_ms(when, broker.config().clock.now_ms());
+                let request = ScheduleRequest {
+                    topic,
+                    partition,
+                    batch,
+                    deliver_at_ms,
+                    business_key,
+                };
+                match broker.schedule(vec![request]).await {
+                    Ok(mut scheduled) => match scheduled.pop() {
+                        Some(scheduled) => Response::Scheduled {
+                            id: scheduled.id,
+                            deliver_at_ms: scheduled.deliver_at_ms,
+                        },
+                        None => Response::error_with(
+                            ErrorCode::Internal,
+                            "the broker scheduled nothing for one batch",
+                        ),
+                    },
+                    Err(error) => core_error(&error),
+                }
+            }
             Request::Subscribe {
                 topic,
                 group,
@@ -172,8 +285,27 @@ impl Session {
                     start: convert::start_position(start),
                     prefetch,
                     ack_timeout: ack_timeout_ms.map(Duration::from_millis),
-                    // Dead-lettering, ordering and backlog limits are not on the wire yet.
                     ..SubscribeOptions::default()
+                };
+                return self
+                    .subscribe(correlation_id, &topic, &group, options)
+                    .await;
+            }
+            Request::SubscribeWithSettings {
+                topic,
+                group,
+                mode,
+                start,
+                prefetch,
+                ack_timeout_ms,
+                settings,
+            } => {
+                let options = SubscribeOptions {
+                    kind: convert::subscription_kind(mode),
+                    start: convert::start_position(start),
+                    prefetch,
+                    ack_timeout: ack_timeout_ms.map(Duration::from_millis),
+                    queue: convert::queue_settings(settings),
                 };
                 return self
                     .subscribe(correlation_id, &topic, &group, options)
@@ -228,8 +360,237 @@ impl Session {
             Request::ResetGroup { topic, group, to } => {
                 done(broker.reset_group(&topic, &group, convert::start_position(to)))
             }
+            Request::Release { subscription, ids } => match self.subscriptions.get(&subscription) {
+                Some(attached) => done(attached.consumer.release(&convert::message_ids(&ids))),
+                None => no_such_subscription(subscription),
+            },
+            Request::CreateExchange {
+                name,
+                kind,
+                alternate_topic,
+            } => match broker
+                .create_exchange(&name, convert::exchange_kind(kind), alternate_topic)
+                .await
+            {
+                Ok(exchange) => Response::Exchange(convert::exchange_info(exchange)),
+                Err(error) => core_error(&error),
+            },
+            Request::DeleteExchange { name } => done(broker.delete_exchange(&name).await),
+            Request::ListExchanges => Response::Exchanges(
+                broker
+                    .exchanges()
+                    .into_iter()
+                    .map(convert::exchange_info)
+                    .collect(),
+            ),
+            Request::Bind { exchange, binding } => {
+                match broker.bind(&exchange, convert::binding(binding)).await {
+                    Ok(exchange) => Response::Exchange(convert::exchange_info(exchange)),
+                    Err(error) => core_error(&error),
+                }
+            }
+            Request::Unbind {
+                exchange,
+                topic,
+                key,
+            } => match broker.unbind(&exchange, &topic, key.as_deref()).await {
+                Ok(exchange) => Response::Exchange(convert::exchange_info(exchange)),
+                Err(error) => core_error(&error),
+            },
+            Request::ListDeadLetterQueues => Response::DeadLetterQueues(
+                broker
+                    .dead_letter_queues()
+                    .into_iter()
+                    .map(convert::dead_letter_queue_info)
+                    .collect(),
+            ),
+            Request::ListDeadLetters { topic, max } => match check_listed("max", max) {
+                Ok(max) => match broker.dead_letters(&topic, max) {
+                    Ok(letters) => {
+                        let letters = letters.into_iter().map(convert::delivery).collect();
+                        // The list's count follows the header.
+                        let budget = self
+                            .limits
+                            .max_frame_bytes
+                            .saturating_sub(FRAME_HEADER_LEN + 4);
+                        Response::DeadLetters(fit(
+                            letters,
+                            budget,
+                            weir_proto::Delivery::encoded_len,
+                        ))
+                    }
+                    Err(error) => core_error(&error),
+                },
+                Err(refused) => refused,
+            },
+            Request::Redrive {
+                topic,
+                target,
+                ids,
+                max,
+            } => match check_listed("max", max) {
+                Ok(max) => {
+                    let ids = ids.as_deref().map(convert::message_ids);
+                    match broker
+                        .redrive(&topic, target.as_deref(), ids.as_deref(), max)
+                        .await
+                    {
+                        Ok(count) => Response::Count { count },
+                        Err(error) => core_error(&error),
+                    }
+                }
+                Err(refused) => refused,
+            },
+            Request::PurgeDeadLetters { topic } => match broker.purge_dead_letters(&topic) {
+                Ok(count) => Response::Count { count },
+                Err(error) => core_error(&error),
+            },
+            Request::ListScheduled {
+                topic,
+                after,
+                limit,
+            } => match check_listed("limit", limit) {
+                Ok(limit) => match broker.scheduled(topic.as_deref(), after, limit) {
+                    Ok(entries) => Response::ScheduledList(
+                        entries.into_iter().map(convert::scheduled_info).collect(),
+                    ),
+                    Err(error) => core_error(&error),
+                },
+                Err(refused) => refused,
+            },
+            Request::ShowScheduled { id } => match broker.scheduled_message(id) {
+                Ok((scheduled, records)) => {
+                    let info = convert::scheduled_info(scheduled);
+                    let budget = self.limits.max_frame_bytes.saturating_sub(
+                        FRAME_HEADER_LEN
+                            + SCHEDULED_INFO_BYTES
+                            + info.topic.len()
+                            + info.business_key.as_ref().map_or(0, String::len),
+                    );
+                    let messages = records.into_iter().map(convert::message).collect();
+                    Response::ScheduledMessage {
+                        info,
+                        messages: fit(messages, budget, weir_proto::Message::encoded_len),
+                    }
+                }
+                Err(error) => core_error(&error),
+            },
+            Request::CancelScheduled { selector } => {
+                // The core cancels by id; a business key is looked up first.
+                let id = match selector {
+                    ScheduledSelector::Id(id) => Ok(id),
+                    ScheduledSelector::BusinessKey(key) => broker.scheduled_id(&key),
+                };
+                match id {
+                    Ok(id) => match broker.cancel_scheduled(id).await {
+                        Ok(cancelled) => {
+                            Response::ScheduledList(vec![convert::scheduled_info(cancelled)])
+                        }
+                        Err(error) => core_error(&error),
+                    },
+                    Err(error) => core_error(&error),
+                }
+            }
+            Request::Reschedule { id, when } => {
+                let deliver_at_ms = convert::deliver_at_ms(when, broker.config().clock.now_ms());
+                match broker.reschedule(id, deliver_at_ms).await {
+                    Ok(moved) => Response::Scheduled {
+                        id: moved.id,
+                        deliver_at_ms: moved.deliver_at_ms,
+                    },
+                    Err(error) => core_error(&error),
+                }
+            }
+            Request::BeginTransaction {
+                producer_group,
+                timeout_ms,
+            } => match broker
+                .begin_transaction(&producer_group, timeout_ms.map(Duration::from_millis))
+            {
+                Ok(transaction) => Response::TransactionBegun { transaction },
+                Err(error) => core_error(&error),
+            },
+            Request::SendHalf {
+                transaction,
+                topic,
+                partition,
+                batch,
+            } => done(
+                broker
+                    .send_half(transaction, &topic, partition, batch)
+                    .await,
+            ),
+            Request::CommitTransaction { transaction } => {
+                match broker.commit_transaction(transaction).await {
+                    Ok(targets) => convert::transaction_committed(targets),
+                    Err(error) => core_error(&error),
+                }
+            }
+            Request::RollbackTransaction { transaction } => {
+                done(broker.rollback_transaction(transaction).await)
+            }
+            Request::ListTransactions => match broker.transactions() {
+                Ok(transactions) => Response::Transactions(
+                    transactions
+                        .into_iter()
+                        .map(convert::transaction_info)
+                        .collect(),
+                ),
+                Err(error) => core_error(&error),
+            },
+            Request::RegisterTransactionChecker { producer_group } => {
+                self.register_checker(producer_group)
+            }
+            Request::ResolveTransaction {
+                transaction,
+                decision,
+            } => done(
+                broker
+                    .resolve_transaction(transaction, convert::decision(decision))
+                    .await,
+            ),
+            Request::ClaimKey {
+                key,
+                holder,
+                ttl_ms,
+            } => match broker.claim_key(&key, &holder, Duration::from_millis(ttl_ms)) {
+                Ok(claim) => Response::Claimed(convert::claim_outcome(claim)),
+                Err(error) => core_error(&error),
+            },
+            Request::CompleteKey {
+                key,
+                holder,
+                ttl_ms,
+            } => done(broker.complete_key(&key, &holder, Duration::from_millis(ttl_ms))),
+            Request::ReleaseKey { key, holder } => done(broker.release_key(&key, &holder)),
+            Request::Stats => Response::Stats(convert::stats(broker.stats())),
         };
         Reply::Now(response)
+    }
+
+    /// Makes this connection a checker of `producer_group`: the broker's questions about the
+    /// group's overdue transactions are pushed to the peer until the connection closes.
+    /// Registering a group twice keeps the one registration, so the peer is not asked twice.
+    fn register_checker(&mut self, producer_group: String) -> Response {
+        if self.checkers.contains_key(&producer_group) {
+            return Response::Ok;
+        }
+        if self.checkers.len() >= MAX_CHECKER_GROUPS_PER_CONNECTION {
+            return Response::error_with(
+                ErrorCode::Quota,
+                format!(
+                    "a connection checks transactions for at most {MAX_CHECKER_GROUPS_PER_CONNECTION} producer groups"
+                ),
+            );
+        }
+        let checker = self.broker.register_transaction_checker(&producer_group);
+        let task = tokio::spawn(checker::forward_checks(
+            checker,
+            producer_group.clone(),
+            self.outgoing.clone(),
+        ));
+        self.checkers.insert(producer_group, task);
+        Response::Ok
     }
 
     fn hello(&mut self, min_version: u16, max_version: u16, client_name: &str) -> Reply {
@@ -317,10 +678,16 @@ impl Session {
 
     /// Ends every subscription of the connection and waits until their delivery tasks are
     /// gone, so their consumers are dropped (and their unacked messages released to the
-    /// group) before this returns.
+    /// group) before this returns. Ends the connection's checker registrations the same way,
+    /// so the broker stops asking a producer that left.
     pub(crate) async fn close(&mut self) {
         for (_, attached) in self.subscriptions.drain() {
             detach(attached).await;
+        }
+        for (_, task) in self.checkers.drain() {
+            task.abort();
+            // Waiting is what guarantees the checker (and its writer handle) is dropped.
+            let _ = task.await;
         }
     }
 }
