@@ -556,7 +556,10 @@ impl<'a> Scanner<'a> {
             return Ok(None);
         }
         let position = self.position;
-        let mut refilled = false;
+        // The bytes the last refill was sized for. A refill reads at least that much (unless the
+        // file ends first), so a second one is needed only when the first was sized for the
+        // header alone and the batch turned out larger than `read_size`.
+        let mut refilled_for = 0;
         loop {
             let start = usize::try_from(position - self.buffer_start).unwrap_or(usize::MAX);
             let available = self.buffer.get(start..).unwrap_or(&[]);
@@ -571,7 +574,7 @@ impl<'a> Scanner<'a> {
                     return Ok(Some((position, batch)));
                 }
                 Err(BatchError::Incomplete { needed, available }) => {
-                    if refilled {
+                    if refilled_for >= needed {
                         let end = position + available as u64;
                         return Err(ScanError::Damaged {
                             position,
@@ -581,7 +584,7 @@ impl<'a> Scanner<'a> {
                         });
                     }
                     self.refill(needed)?;
-                    refilled = true;
+                    refilled_for = needed;
                 }
                 Err(error) => {
                     return Err(ScanError::Damaged {
@@ -700,6 +703,76 @@ pub(crate) fn scan_segment(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file in memory, for scans.
+    #[derive(Debug)]
+    struct MemoryFile(Vec<u8>);
+
+    impl File for MemoryFile {
+        fn read_at(&self, position: u64, buf: &mut [u8]) -> crate::Result<usize> {
+            let start = usize::try_from(position).unwrap().min(self.0.len());
+            let read = buf.len().min(self.0.len() - start);
+            buf[..read].copy_from_slice(&self.0[start..start + read]);
+            Ok(read)
+        }
+        fn write_at(&self, _: u64, _: &[u8]) -> crate::Result<()> {
+            unimplemented!("read only")
+        }
+        fn sync_data(&self) -> crate::Result<()> {
+            Ok(())
+        }
+        fn len(&self) -> crate::Result<u64> {
+            Ok(self.0.len() as u64)
+        }
+        fn truncate(&self, _: u64) -> crate::Result<()> {
+            unimplemented!("read only")
+        }
+    }
+
+    /// Goal: a healthy batch larger than the scan's read size is read whole even when a
+    /// chunk ends inside its length field (a false "damaged" here made reads fail and would
+    /// make recovery cut valid data). Method: a small batch then a 50 KB one, scanned with a
+    /// read size that ends the first chunk 5 bytes into the big batch's header.
+    #[test]
+    fn a_batch_larger_than_the_read_size_is_read_whatever_the_chunk_boundary() {
+        let mut builder = weir_batch::BatchBuilder::new();
+        builder.push(1, None, &[], b"small");
+        let small = builder.finish();
+        let mut builder = weir_batch::BatchBuilder::new();
+        builder.push(2, None, &[], &vec![b'x'; 50_000]);
+        let large = Batch::parse(builder.finish(), usize::MAX)
+            .unwrap()
+            .with_base_offset(1);
+        let mut bytes = small.to_vec();
+        bytes.extend_from_slice(large.as_bytes());
+        let file = MemoryFile(bytes);
+        let limit = file.0.len() as u64;
+        for read_size in [
+            small.len() + 5,
+            small.len() + 12,
+            small.len() + HEADER_LEN,
+            1000,
+        ] {
+            let mut scanner = Scanner::new(&file, 0, limit, read_size);
+            let first = scanner.next_batch().unwrap().unwrap();
+            assert_eq!((first.0, first.1.record_count()), (0, 1));
+            let (position, batch) = scanner
+                .next_batch()
+                .unwrap_or_else(|error| panic!("read size {read_size}: {error:?}"))
+                .unwrap();
+            assert_eq!(position, small.len() as u64);
+            assert_eq!(batch, large);
+            assert!(scanner.next_batch().unwrap().is_none());
+        }
+        // A batch that really is cut short is still reported as damaged.
+        let cut = MemoryFile(file.0[..file.0.len() - 1].to_vec());
+        let mut scanner = Scanner::new(&cut, 0, limit - 1, small.len() + 5);
+        scanner.next_batch().unwrap();
+        assert!(matches!(
+            scanner.next_batch(),
+            Err(ScanError::Damaged { .. })
+        ));
+    }
 
     #[test]
     fn file_names_round_trip_and_others_are_ignored() {
