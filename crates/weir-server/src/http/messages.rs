@@ -113,10 +113,10 @@ pub async fn publish(
     }
 
     if !now.is_empty() {
-        let messages: Vec<Message> = now
-            .iter()
-            .map(|(_, outgoing)| outgoing.message.clone())
-            .collect();
+        let (indexes, messages): (Vec<usize>, Vec<Message>) = now
+            .into_iter()
+            .map(|(index, outgoing)| (index, outgoing.message))
+            .unzip();
         let confirm = state
             .broker
             .publish_messages(&topic, request.partition, &messages)
@@ -139,8 +139,8 @@ pub async fn publish(
         };
         match place_messages(&messages, &confirm, partition_count, stored_id) {
             Some(positions) => {
-                for ((index, _), position) in now.iter().zip(positions) {
-                    published[*index] = PublishedView {
+                for (index, position) in indexes.into_iter().zip(positions) {
+                    published[index] = PublishedView {
                         partition: Some(position.partition),
                         offset: Some(position.offset),
                         duplicate: Some(position.duplicate),

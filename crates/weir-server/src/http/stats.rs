@@ -139,7 +139,9 @@ impl From<BrokerStats> for StatsResponse {
                         topic.partitions.iter().map(field).sum()
                     };
                     TopicStatsView {
-                        messages: sum(|partition| partition.end_offset - partition.start_offset),
+                        messages: sum(|partition| {
+                            partition.end_offset.saturating_sub(partition.start_offset)
+                        }),
                         size_bytes: sum(|partition| partition.size_bytes),
                         published_messages: sum(|partition| partition.published_messages),
                         published_bytes: sum(|partition| partition.published_bytes),
