@@ -48,7 +48,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::response::IntoResponse;
@@ -180,13 +179,21 @@ impl HttpApi {
             stopping: stopping.clone(),
         };
         let (router, document) = documented_routes().split_for_parts();
-        let document = Arc::new(document);
+        // Serialised once: the document is the same for the server's whole life.
+        let document = bytes::Bytes::from(
+            serde_json::to_vec(&document).expect("the OpenAPI document is plain JSON data"),
+        );
         let router = router
             .route(
                 "/v1/openapi.json",
                 axum::routing::get(move || {
                     let document = document.clone();
-                    async move { Json(document.as_ref().clone()) }
+                    async move {
+                        (
+                            [(axum::http::header::CONTENT_TYPE, "application/json")],
+                            document,
+                        )
+                    }
                 }),
             )
             .fallback(not_found)
