@@ -91,19 +91,16 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
 
 impl From<Error> for ApiError {
     fn from(error: Error) -> ApiError {
-        match &error {
-            // The shared mapping does not name these yet; give them their public meaning here
-            // rather than let them fall through to `internal`.
-            Error::UnknownExchange(_) | Error::NotFound(_) => {
-                ApiError::new(ErrorCode::NotFound, error.to_string())
-            }
-            Error::ExchangeExists(_) => ApiError::conflict(error.to_string()),
-            Error::Unroutable { .. } => ApiError::new(ErrorCode::Unroutable, error.to_string()),
-            Error::BacklogFull { .. } => ApiError::new(ErrorCode::BacklogFull, error.to_string()),
-            _ => {
-                let (code, message) = crate::error::public_error(&error);
-                ApiError::new(code, message)
-            }
+        let (code, message) = crate::error::public_error(&error);
+        match error {
+            // The code table has no `exchange_exists`: the code says the argument was refused,
+            // and the status, as for a topic that exists, says why.
+            Error::ExchangeExists(_) => ApiError {
+                status: StatusCode::CONFLICT,
+                code,
+                message,
+            },
+            _ => ApiError::new(code, message),
         }
     }
 }
