@@ -117,6 +117,7 @@ mod tests {
             Err(weir_client::Error::Closed("reset".into())).context(CannotConnect {
                 address: "127.0.0.1:1".into(),
             });
+        let failed = failed.context("cannot list topics");
         assert_eq!(exit_code(&failed.expect_err("an error")), CANNOT_CONNECT);
         let lost = anyhow::Error::new(weir_client::Error::Closed("eof".into()));
         assert_eq!(exit_code(&lost), CANNOT_CONNECT);
