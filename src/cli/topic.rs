@@ -170,6 +170,16 @@ fn message_count(topic: &TopicInfo) -> u64 {
         .sum()
 }
 
+/// A size for a table. The broker reports 0 when it does not know a partition's size, so 0
+/// bytes holding messages is shown as unknown rather than as a wrong number.
+fn size_text(size_bytes: u64, messages: u64) -> String {
+    if size_bytes == 0 && messages > 0 {
+        "-".to_owned()
+    } else {
+        format_size(size_bytes)
+    }
+}
+
 fn retention_text(topic: &TopicInfo) -> String {
     match (topic.retention_ms, topic.retention_bytes) {
         (None, None) => "forever".to_owned(),
@@ -199,7 +209,7 @@ fn write_topic_list(output: &mut impl Write, topics: &[TopicInfo]) -> std::io::R
                 topic.name.clone(),
                 topic.partitions.len().to_string(),
                 message_count(topic).to_string(),
-                format_size(size),
+                size_text(size, message_count(topic)),
                 format_fsync(topic.fsync),
                 retention_text(topic),
             ]
@@ -243,7 +253,10 @@ fn write_topic(output: &mut impl Write, topic: &TopicInfo) -> std::io::Result<()
                     .end_offset
                     .saturating_sub(partition.start_offset)
                     .to_string(),
-                format_size(partition.size_bytes),
+                size_text(
+                    partition.size_bytes,
+                    partition.end_offset.saturating_sub(partition.start_offset),
+                ),
             ]
         })
         .collect();
