@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 use weir_storage::{MetaOp, MetaStore};
 
+use crate::alerts::AlertRule;
 use crate::config::{QueueSettings, StartPosition, SubscriptionKind, TopicConfig};
 use crate::error::{Error, Result};
 use crate::exchange::Exchange;
@@ -14,6 +15,8 @@ use crate::exchange::Exchange;
 const TOPICS: &str = "topics";
 const EXCHANGES: &str = "exchanges";
 const IDEMPOTENCY_KEYS: &str = "idempotency_keys";
+/// One entry, `rules`: the alert rules as last edited through the API.
+const ALERT_RULES: &str = "alert_rules";
 const SUBSCRIPTIONS: &str = "subscriptions";
 /// Per partition of a subscription: the stream's committed offset or the queue's ack state.
 const POSITIONS: &str = "positions";
@@ -195,6 +198,23 @@ impl Catalog {
             });
         }
         Ok(self.meta.write(&ops, true)?)
+    }
+
+    /// The alert rules saved by an edit, if there ever was one.
+    pub fn alert_rules(&self) -> Result<Option<Vec<AlertRule>>> {
+        self.meta
+            .get(ALERT_RULES, b"rules")?
+            .map(|bytes| decode("alert rules", &bytes))
+            .transpose()
+    }
+
+    pub fn save_alert_rules(&self, rules: &[AlertRule]) -> Result<()> {
+        let op = MetaOp::Put {
+            table: ALERT_RULES,
+            key: b"rules".to_vec(),
+            value: encode(&rules),
+        };
+        Ok(self.meta.write(&[op], true)?)
     }
 
     pub fn idempotency_key<T: for<'a> Deserialize<'a>>(&self, key: &str) -> Result<Option<T>> {

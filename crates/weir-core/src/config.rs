@@ -188,6 +188,8 @@ pub struct BrokerConfig {
     /// Largest batch a publish may carry.
     pub max_batch_bytes: usize,
     pub transactions: TransactionSettings,
+    /// Alert rules until an edit through the API replaces them (persisted).
+    pub alert_rules: Vec<crate::alerts::AlertRule>,
     /// How often timers run (ack timeouts, delayed requeue, retention, ack-state flush).
     pub tick_interval: Duration,
     pub clock: Arc<dyn Clock>,
@@ -202,6 +204,7 @@ impl BrokerConfig {
             default_ack_timeout: Duration::from_secs(30),
             max_batch_bytes: 8 << 20,
             transactions: TransactionSettings::default(),
+            alert_rules: crate::alerts::AlertRule::defaults(),
             tick_interval: Duration::from_millis(10),
             clock: Arc::new(SystemClock),
         }

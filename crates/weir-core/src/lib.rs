@@ -24,6 +24,7 @@
 //! # });
 //! ```
 
+pub mod alerts;
 mod broker;
 mod catalog;
 pub mod clock;
@@ -37,6 +38,7 @@ mod schedule;
 mod subscription;
 mod topic;
 
+pub use alerts::{Alert, AlertMetric, AlertRule, AlertState, Comparison};
 pub use broker::{
     Broker, Claim, Confirm, DLQ_GROUP, DLQ_HEADER_PREFIX, DeadLetterQueueInfo, Decision, Duplicate,
     MAX_DELAY, Message, PartitionInfo, PublishedRange, RoutedConfirm, ScheduleRequest,

@@ -81,3 +81,72 @@ async fn stats_count_publishes_deliveries_acks_failures_and_dead_letters() {
     drop(consumer);
     broker.shutdown().await;
 }
+
+/// The guide's default rule fires when the backlog passes its threshold, and resolves once
+/// consumers catch up; edited rules survive a restart.
+#[tokio::test]
+async fn the_backlog_alert_fires_and_resolves_and_edited_rules_persist() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let open = |clock: Arc<ManualClock>| {
+        let mut config = BrokerConfig::new(dir.path());
+        config.clock = clock;
+        config.tick_interval = Duration::from_secs(3600);
+        Broker::open(config)
+    };
+    let broker = open(clock.clone()).await.unwrap();
+    let mut rule = weir_core::AlertRule::defaults().remove(0);
+    rule.threshold = 5.0;
+    broker.set_alert_rule(rule).unwrap();
+    let mut events = broker.alert_events();
+    let options = SubscribeOptions {
+        kind: SubscriptionKind::Queue,
+        prefetch: 100,
+        ..SubscribeOptions::default()
+    };
+    let consumer = broker
+        .subscribe("orders", "shipping", options)
+        .await
+        .unwrap();
+    let messages: Vec<Message> = (0..6)
+        .map(|index| Message::new(format!("m{index}")))
+        .collect();
+    broker
+        .publish_messages("orders", None, &messages)
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(1));
+    broker.tick().await;
+    let fired = events.try_recv().unwrap();
+    assert_eq!(fired.state, weir_core::AlertState::Firing);
+    assert_eq!(fired.scope, "orders/shipping");
+    assert_eq!(fired.value, 6.0);
+    assert!(fired.message.contains("add consumers"));
+    assert_eq!(broker.alerts().len(), 1);
+
+    let ids: Vec<_> = consumer
+        .try_next(100)
+        .unwrap()
+        .iter()
+        .map(|delivery| delivery.id())
+        .collect();
+    consumer.ack(&ids).unwrap();
+    clock.advance(Duration::from_secs(1));
+    broker.tick().await;
+    assert_eq!(
+        events.try_recv().unwrap().state,
+        weir_core::AlertState::Resolved
+    );
+    assert!(broker.alerts().is_empty());
+    drop(consumer);
+    broker.shutdown().await;
+    drop(broker);
+
+    let broker = open(clock).await.unwrap();
+    let rules = broker.alert_rules();
+    assert_eq!(rules.len(), 2);
+    assert_eq!(rules[0].threshold, 5.0, "the edit survived the restart");
+    broker.delete_alert_rule("backlog-high").unwrap();
+    assert_eq!(broker.alert_rules().len(), 1);
+    broker.shutdown().await;
+}

@@ -1,6 +1,7 @@
 //! The [`Broker`]: the one API every front end (and every embedding program) talks to.
 //! Topics, publishing and subscriptions live here; exchanges in [`exchanges`].
 
+mod alerting;
 mod dead_letters;
 mod exchanges;
 mod idempotency;
@@ -22,6 +23,7 @@ use bytes::Bytes;
 use weir_batch::{Batch, BatchBuilder, Record};
 use weir_storage::MetaStore;
 
+use crate::alerts::{Alert, AlertBook, AlertRule};
 use crate::catalog::{Catalog, SubscriptionRecord, valid_name};
 use crate::config::{
     BrokerConfig, Durability, FsyncPolicy, StartPosition, SubscribeOptions, TopicConfig,
@@ -144,6 +146,7 @@ struct Timers {
     positions_saved_ms: i64,
     retention_ms: i64,
     keys_expired_ms: i64,
+    alerts_evaluated_ms: i64,
     interval_synced_ms: HashMap<String, i64>,
 }
 
@@ -152,6 +155,7 @@ struct Timers {
 const SAVE_POSITIONS_MS: i64 = 100;
 const RETENTION_MS: i64 = 1_000;
 const EXPIRE_KEYS_MS: i64 = 60_000;
+const EVALUATE_ALERTS_MS: i64 = 1_000;
 
 struct Inner {
     config: BrokerConfig,
@@ -174,6 +178,10 @@ struct Inner {
     transactions_lock: tokio::sync::Mutex<()>,
     checkers: Mutex<transactions::Checkers>,
     metrics: Arc<BrokerMetrics>,
+    alert_rules: RwLock<Vec<AlertRule>>,
+    alert_book: Mutex<AlertBook>,
+    /// Every alert that fires or resolves, for front ends (webhooks, the console).
+    alert_events: tokio::sync::broadcast::Sender<Alert>,
     /// The timer and scheduler tasks, stopped by `shutdown`.
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Serialises read-modify-write of idempotency keys.
@@ -245,6 +253,9 @@ impl Broker {
             .into_iter()
             .map(|exchange| (exchange.name.clone(), Arc::new(exchange)))
             .collect();
+        let alert_rules = catalog
+            .alert_rules()?
+            .unwrap_or_else(|| config.alert_rules.clone());
         let next_due_ms = crate::schedule::earliest(catalog.meta())?.unwrap_or(i64::MAX);
         let config_now_ms = config.clock.now_ms();
         let tick_interval = config.tick_interval;
@@ -266,6 +277,9 @@ impl Broker {
                 next_schedule_id: AtomicU64::new((config_now_ms.max(0) as u64) << 20),
                 tasks: Mutex::new(Vec::new()),
                 metrics,
+                alert_rules: RwLock::new(alert_rules),
+                alert_book: Mutex::new(AlertBook::default()),
+                alert_events: tokio::sync::broadcast::channel(256).0,
                 transactions_lock: tokio::sync::Mutex::new(()),
                 checkers: Mutex::new(HashMap::new()),
                 next_consumer: AtomicU64::new(1),
@@ -704,7 +718,7 @@ impl Broker {
             tracing::warn!(%error, "delivering scheduled messages failed");
         }
         let topics: Vec<Arc<Topic>> = read(&self.inner.topics).values().cloned().collect();
-        let (save_positions, run_retention, expire_keys) = {
+        let (save_positions, run_retention, expire_keys, evaluate_alerts) = {
             let mut timers = lock(&self.inner.timers);
             for topic in &topics {
                 if let FsyncPolicy::IntervalMs(interval_ms) = topic.config.fsync {
@@ -732,8 +746,15 @@ impl Broker {
             if expire_keys {
                 timers.keys_expired_ms = now_ms;
             }
-            (save, retention, expire_keys)
+            let evaluate_alerts = now_ms - timers.alerts_evaluated_ms >= EVALUATE_ALERTS_MS;
+            if evaluate_alerts {
+                timers.alerts_evaluated_ms = now_ms;
+            }
+            (save, retention, expire_keys, evaluate_alerts)
         };
+        if evaluate_alerts {
+            self.evaluate_alerts();
+        }
         if save_positions {
             self.save_positions(&subscriptions);
         }
