@@ -35,6 +35,8 @@ struct Arguments {
 enum Command {
     /// Run the broker until Ctrl-C or SIGTERM.
     Serve(cli::serve::ServeArguments),
+    /// Run the broker workloads W1–W4 against a running broker.
+    Bench(cli::bench::BenchArguments),
     /// Publish messages: an argument, or each line of stdin.
     #[command(name = "pub")]
     Publish(cli::publish::PublishArguments),
@@ -54,9 +56,19 @@ impl Command {
     fn default_log_filter(&self) -> &'static str {
         match self {
             Command::Serve(_) => "info",
+            Command::Bench(_) => "warn",
             // A refused batch is reported once, as the command's error, not also as a log line.
             Command::Publish(_) => "error",
             Command::Subscribe(_) | Command::Topic(_) | Command::Group(_) => "warn",
+        }
+    }
+
+    /// Worker threads of the runtime: `None` for one per core. The bench drives its client on
+    /// one thread unless asked otherwise, leaving the other cores to the broker.
+    fn runtime_threads(&self) -> Option<usize> {
+        match self {
+            Command::Bench(bench) => Some(bench.runtime_threads()),
+            _ => None,
         }
     }
 }
@@ -82,10 +94,16 @@ fn main() -> ExitCode {
         eprintln!("error: {error:#}");
         return ExitCode::FAILURE;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = match arguments.command.runtime_threads() {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(threads) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(threads);
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
@@ -95,6 +113,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match arguments.command {
             Command::Serve(serve) => cli::serve::run(serve).await,
+            Command::Bench(bench) => cli::bench::run(bench).await,
             Command::Publish(publish) => cli::publish::run(publish).await,
             Command::Subscribe(subscribe) => cli::subscribe::run(subscribe).await,
             Command::Topic(topic) => cli::topic::run(topic).await,

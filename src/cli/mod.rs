@@ -1,6 +1,7 @@
 //! The verbs of the `weir` command line, one module each. A verb owns its `clap` arguments and
 //! an async `run` returning `anyhow::Result`; `main.rs` dispatches to it.
 
+pub mod bench;
 pub mod connection;
 pub mod group;
 pub mod output;
