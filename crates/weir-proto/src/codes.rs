@@ -121,6 +121,8 @@ kind_table! {
         0x41 => DescribeGroup, "group.describe";
         /// [`crate::Request::ResetGroup`]: move a group's position (replay).
         0x42 => ResetGroup, "group.reset";
+        /// [`crate::Request::DeleteGroup`]: forget a group and its positions.
+        0x43 => DeleteGroup, "group.delete";
         /// [`crate::Request::CreateExchange`].
         0x50 => CreateExchange, "exchange.create";
         /// [`crate::Request::DeleteExchange`].
@@ -443,6 +445,7 @@ mod tests {
             (0x40, "group.list"),
             (0x41, "group.describe"),
             (0x42, "group.reset"),
+            (0x43, "group.delete"),
             (0x21, "message.publish_to_exchange"),
             (0x22, "message.publish_delayed"),
             (0x23, "message.publish_reporting_duplicates"),

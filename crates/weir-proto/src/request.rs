@@ -136,6 +136,14 @@ pub enum Request {
         /// Where to move it.
         to: Start,
     },
+    /// Deletes a group (subscription) and its positions; its consumers are detached.
+    /// Answered with `Ok`.
+    DeleteGroup {
+        /// The topic.
+        topic: String,
+        /// The group.
+        group: String,
+    },
     /// Answered with `Pong`.
     Ping,
     /// `Publish`, answered with `PublishedWithDuplicates` instead of `Published`: the confirm
@@ -386,6 +394,7 @@ impl Request {
             Request::ListGroups { .. } => RequestKind::ListGroups,
             Request::DescribeGroup { .. } => RequestKind::DescribeGroup,
             Request::ResetGroup { .. } => RequestKind::ResetGroup,
+            Request::DeleteGroup { .. } => RequestKind::DeleteGroup,
             Request::Ping => RequestKind::Ping,
             Request::PublishReportingDuplicates { .. } => RequestKind::PublishReportingDuplicates,
             Request::PublishToExchange { .. } => RequestKind::PublishToExchange,
@@ -664,7 +673,7 @@ impl Request {
             Request::ListGroups { topic } => {
                 put_option(buf, topic.as_deref(), put_string);
             }
-            Request::DescribeGroup { topic, group } => {
+            Request::DescribeGroup { topic, group } | Request::DeleteGroup { topic, group } => {
                 put_string(buf, topic);
                 put_string(buf, group);
             }
@@ -827,6 +836,10 @@ impl Request {
                 topic: reader.option("topic option", |reader| reader.string("topic name"))?,
             },
             RequestKind::DescribeGroup => Request::DescribeGroup {
+                topic: reader.string("topic name")?,
+                group: reader.string("group name")?,
+            },
+            RequestKind::DeleteGroup => Request::DeleteGroup {
                 topic: reader.string("topic name")?,
                 group: reader.string("group name")?,
             },

@@ -1186,6 +1186,50 @@ async fn stats_report_topics_and_subscriptions() {
     server.stop().await;
 }
 
+/// Goal: a group can be deleted (a CLI reader without a group cleans up after itself), and
+/// topic sizes are reported. Method: create, describe, delete, describe again.
+#[tokio::test]
+async fn a_group_is_deleted_and_topic_sizes_are_reported() {
+    let mut server = start().await;
+    let mut client = Client::greeted(server.address).await;
+    client
+        .call(Request::Publish {
+            topic: "events".into(),
+            partition: None,
+            batch: batch(&["a"]),
+        })
+        .await;
+    client
+        .subscribe(queue("events", "temporary", QueueSettings::default()))
+        .await;
+    let Response::Topic(topic) = client
+        .call(Request::DescribeTopic {
+            name: "events".into(),
+        })
+        .await
+    else {
+        panic!("expected Topic")
+    };
+    assert!(topic.partitions[0].size_bytes > 0, "{topic:?}");
+    let deleted = client
+        .call(Request::DeleteGroup {
+            topic: "events".into(),
+            group: "temporary".into(),
+        })
+        .await;
+    assert_eq!(deleted, Response::Ok);
+    client
+        .refused(
+            Request::DescribeGroup {
+                topic: "events".into(),
+                group: "temporary".into(),
+            },
+            ErrorCode::NoSuchSubscription,
+        )
+        .await;
+    server.stop().await;
+}
+
 /// Goal: the new requests, like the old, are refused before the handshake.
 #[tokio::test]
 async fn the_new_requests_need_the_handshake_too() {

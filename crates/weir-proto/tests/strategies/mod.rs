@@ -238,6 +238,7 @@ pub fn request() -> impl Strategy<Value = Request> {
             ),
         proptest::option::of(text()).prop_map(|topic| Request::ListGroups { topic }),
         (text(), text()).prop_map(|(topic, group)| Request::DescribeGroup { topic, group }),
+        (text(), text()).prop_map(|(topic, group)| Request::DeleteGroup { topic, group }),
         (text(), text(), start()).prop_map(|(topic, group, to)| Request::ResetGroup {
             topic,
             group,

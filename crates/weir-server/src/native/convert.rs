@@ -67,8 +67,7 @@ pub(crate) fn topic_info(info: TopicInfo) -> weir_proto::TopicInfo {
                 partition: partition.partition,
                 start_offset: partition.start_offset,
                 end_offset: partition.end_offset,
-                // The core does not report on-disk size yet; 0 means "not reported".
-                size_bytes: 0,
+                size_bytes: partition.size_bytes,
             })
             .collect(),
         fsync: fsync(info.config.fsync),

@@ -357,6 +357,9 @@ impl Session {
                 Ok(info) => Response::Groups(vec![convert::group_info(info)]),
                 Err(error) => core_error(&error),
             },
+            Request::DeleteGroup { topic, group } => {
+                done(broker.delete_group(&topic, &group).await)
+            }
             Request::ResetGroup { topic, group, to } => {
                 done(broker.reset_group(&topic, &group, convert::start_position(to)))
             }
