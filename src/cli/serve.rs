@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use tokio::signal::unix::{SignalKind, signal};
-use weir_core::{Broker, BrokerConfig, FsyncPolicy};
+use weir_core::{AlertMetric, AlertRule, Broker, BrokerConfig, Comparison, FsyncPolicy};
 use weir_server::{Server, ServerConfig};
 
 const DEFAULT_DATA_DIR: &str = "./weir-data";
@@ -38,7 +38,20 @@ A config file holds any of these keys (flags and WEIR_* variables win over it):
   default_partitions = 1
   default_fsync = \"always\"        # or \"os\", or \"interval(10)\" (milliseconds)
   max_frame_bytes = 16777216
-  max_connections = 1024";
+  max_connections = 1024
+  alert_webhook = \"http://127.0.0.1:9000/alerts\"
+
+and alert rules, which replace the two defaults (backlog above 10000, success rate below
+0.95) until rules are first edited through the HTTP API (/v1/alert-rules); from then on the
+edited set, kept in the data directory, wins:
+  [[alert_rules]]
+  name = \"backlog-high\"
+  metric = \"backlog\"        # success_rate, in_flight, latency_p99_ms, consumers, dead_lettered
+  scope = \"orders/*\"        # topic/subscription, * matches anything [default: *]
+  comparison = \"above\"      # or below
+  threshold = 10000
+  for_ms = 0                # how long it must hold before firing [default: 0]
+  message = \"backlog too high, add consumers\"";
 
 /// Run the broker until Ctrl-C or SIGTERM.
 #[derive(Debug, Default, clap::Args)]
@@ -86,6 +99,10 @@ pub struct ServeArguments {
     /// Most client connections at once [default: 1024]
     #[arg(long, env = "WEIR_MAX_CONNECTIONS", value_name = "N")]
     max_connections: Option<usize>,
+
+    /// POST every alert that fires or resolves, as JSON, to this http:// URL [default: none]
+    #[arg(long, env = "WEIR_ALERT_WEBHOOK", value_name = "URL")]
+    alert_webhook: Option<String>,
 }
 
 /// The `--config` file. Unknown keys are refused, so a typo is an error, not a silent default.
@@ -101,6 +118,64 @@ struct FileConfig {
     default_fsync: Option<String>,
     max_frame_bytes: Option<usize>,
     max_connections: Option<usize>,
+    alert_webhook: Option<String>,
+    alert_rules: Option<Vec<FileAlertRule>>,
+}
+
+/// One `[[alert_rules]]` table: [`weir_core::AlertRule`], with unknown keys refused like the
+/// rest of the file (the core's type accepts them, for rules saved by other versions).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAlertRule {
+    name: String,
+    metric: AlertMetric,
+    #[serde(default = "every_subscription")]
+    scope: String,
+    comparison: Comparison,
+    threshold: f64,
+    #[serde(default)]
+    for_ms: u64,
+    #[serde(default)]
+    message: String,
+}
+
+fn every_subscription() -> String {
+    "*".into()
+}
+
+/// The file's rules, checked as the broker checks rules set through the API.
+fn alert_rules(rules: Vec<FileAlertRule>) -> anyhow::Result<Vec<AlertRule>> {
+    let mut checked: Vec<AlertRule> = Vec::with_capacity(rules.len());
+    for rule in rules {
+        if rule.name.is_empty() {
+            bail!("an alert rule in the config file has an empty name");
+        }
+        if checked.iter().any(|earlier| earlier.name == rule.name) {
+            bail!(
+                "two alert rules in the config file are named '{}'",
+                rule.name
+            );
+        }
+        if !rule.threshold.is_finite() {
+            bail!("the alert rule '{}' needs a finite threshold", rule.name);
+        }
+        if rule.scope.is_empty() {
+            bail!(
+                "the alert rule '{}' has an empty scope ('*' matches everything)",
+                rule.name
+            );
+        }
+        checked.push(AlertRule {
+            name: rule.name,
+            metric: rule.metric,
+            scope: rule.scope,
+            comparison: rule.comparison,
+            threshold: rule.threshold,
+            for_ms: rule.for_ms,
+            message: rule.message,
+        });
+    }
+    Ok(checked)
 }
 
 /// Everything `serve` needs, merged and checked.
@@ -193,6 +268,9 @@ fn resolve(arguments: &ServeArguments, file: FileConfig) -> anyhow::Result<Setti
     {
         broker.default_topic.fsync = parse_fsync(fsync)?;
     }
+    if let Some(rules) = file.alert_rules {
+        broker.alert_rules = alert_rules(rules)?;
+    }
 
     let mut server = ServerConfig {
         native_addr,
@@ -213,6 +291,10 @@ fn resolve(arguments: &ServeArguments, file: FileConfig) -> anyhow::Result<Setti
             bail!("the server must allow at least 1 connection");
         }
         server.max_connections = max_connections;
+    }
+    if let Some(url) = arguments.alert_webhook.clone().or(file.alert_webhook) {
+        weir_server::check_alert_webhook(&url).map_err(anyhow::Error::msg)?;
+        server.alert_webhook = Some(url);
     }
     // A batch travels in one publish frame, so a batch limit above the frame limit could never
     // be reached; keeping them consistent makes the frame limit the one knob.
@@ -349,6 +431,80 @@ mod tests {
         assert_eq!(settings.server.max_frame_bytes, 65536);
         assert_eq!(settings.broker.max_batch_bytes, 65536);
         assert_eq!(settings.server.max_connections, 8);
+    }
+
+    #[test]
+    fn alert_rules_and_the_webhook_come_from_the_file_and_flags() {
+        let file = file(
+            r#"
+            alert_webhook = "http://127.0.0.1:9/from-file"
+
+            [[alert_rules]]
+            name = "backlog-high"
+            metric = "backlog"
+            comparison = "above"
+            threshold = 50
+
+            [[alert_rules]]
+            name = "slow"
+            metric = "latency_p99_ms"
+            scope = "orders/*"
+            comparison = "above"
+            threshold = 250.5
+            for_ms = 30000
+            message = "orders are slow"
+            "#,
+        );
+        let arguments = ServeArguments {
+            alert_webhook: Some("http://127.0.0.1:9/from-flag".into()),
+            ..ServeArguments::default()
+        };
+        let settings = resolve(&arguments, file).unwrap();
+        assert_eq!(
+            settings.server.alert_webhook.as_deref(),
+            Some("http://127.0.0.1:9/from-flag")
+        );
+        let rules = &settings.broker.alert_rules;
+        assert_eq!(rules.len(), 2);
+        assert_eq!(rules[0].scope, "*");
+        assert_eq!(rules[0].threshold, 50.0);
+        assert_eq!(rules[1].metric, AlertMetric::LatencyP99Ms);
+        assert_eq!(rules[1].for_ms, 30_000);
+
+        let defaults = resolve(&ServeArguments::default(), FileConfig::default()).unwrap();
+        assert_eq!(defaults.broker.alert_rules, AlertRule::defaults());
+        assert_eq!(defaults.server.alert_webhook, None);
+    }
+
+    #[test]
+    fn bad_alert_rules_and_webhooks_are_refused() {
+        assert!(
+            toml::from_str::<FileConfig>(
+                "[[alert_rules]]\nname = \"x\"\nmetric = \"mood\"\ncomparison = \"above\"\nthreshold = 1"
+            )
+            .is_err()
+        );
+        assert!(
+            toml::from_str::<FileConfig>(
+                "[[alert_rules]]\nname = \"x\"\nmetric = \"backlog\"\ncomparison = \"above\"\nthreshold = 1\nfor = 5"
+            )
+            .is_err(),
+            "a misspelt key"
+        );
+        let duplicate = file(
+            "[[alert_rules]]\nname = \"x\"\nmetric = \"backlog\"\ncomparison = \"above\"\nthreshold = 1\n\
+             [[alert_rules]]\nname = \"x\"\nmetric = \"backlog\"\ncomparison = \"above\"\nthreshold = 2",
+        );
+        assert!(resolve(&ServeArguments::default(), duplicate).is_err());
+        let infinite = file(
+            "[[alert_rules]]\nname = \"x\"\nmetric = \"backlog\"\ncomparison = \"above\"\nthreshold = inf",
+        );
+        assert!(resolve(&ServeArguments::default(), infinite).is_err());
+        let https = ServeArguments {
+            alert_webhook: Some("https://alerts.example/hook".into()),
+            ..ServeArguments::default()
+        };
+        assert!(resolve(&https, FileConfig::default()).is_err());
     }
 
     #[test]

@@ -194,8 +194,11 @@ impl AlertBook {
                     message: rule.message.clone(),
                 });
                 alert.value = value;
+                // A `for` past i64's range (from a careless rule) means "never", not a wrap to
+                // a negative duration that would fire at once.
+                let for_ms = i64::try_from(rule.for_ms).unwrap_or(i64::MAX);
                 if alert.state == AlertState::Pending
-                    && now_ms - alert.since_ms >= rule.for_ms as i64
+                    && now_ms.saturating_sub(alert.since_ms) >= for_ms
                 {
                     alert.state = AlertState::Firing;
                     changes.push(alert.clone());

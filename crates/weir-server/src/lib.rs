@@ -14,7 +14,10 @@
 //! - `native/connection.rs`: one task per connection: frames in, a single writer task out,
 //!   pipelined publishes, one delivery task per subscription.
 //! - `native/handle.rs`: the one `match` over [`weir_proto::Request`].
-//! - [`http`]: the HTTP/JSON API under `/v1` (axum), with its OpenAPI document.
+//! - [`http`]: the HTTP/JSON API under `/v1` (axum), with its OpenAPI document, and the
+//!   Prometheus exposition at `/metrics` (`docs/metrics.md`).
+//! - [`metrics`]: what the listeners count themselves (connections, bytes in and out).
+//! - `webhook.rs`: POSTs every alert that fires or resolves to a configured URL.
 //! - [`error`]: core error → public code and message.
 //!
 //! The internals (connection lifecycle, pipelining, back-pressure, shutdown) are described in
@@ -35,10 +38,13 @@
 
 pub mod error;
 pub mod http;
+pub mod metrics;
 mod native;
+mod webhook;
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -61,6 +67,10 @@ pub struct ServerConfig {
     /// [`Server::http_addr`]. `None` by default, so that embedding programs and tests open
     /// only what they ask for; `weir serve` defaults it to 127.0.0.1:15680.
     pub http_addr: Option<SocketAddr>,
+    /// An `http://` URL to POST every alert to as it fires and resolves (JSON, the shape of
+    /// `GET /v1/alerts`'s entries). `None` by default. Failed posts are logged, never retried
+    /// and never slow the broker.
+    pub alert_webhook: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -70,8 +80,15 @@ impl Default for ServerConfig {
             max_connections: 1024,
             max_frame_bytes: weir_proto::DEFAULT_MAX_FRAME_BYTES,
             http_addr: None,
+            alert_webhook: None,
         }
     }
+}
+
+/// Checks an [`ServerConfig::alert_webhook`] URL the way [`Server::bind`] will, so that a
+/// command line can report a bad one as a usage error.
+pub fn check_alert_webhook(url: &str) -> Result<(), String> {
+    webhook::Webhook::new(url).map(drop)
 }
 
 /// How long [`Server::run`] waits, after the shutdown future resolves, for connections to
@@ -86,12 +103,27 @@ pub struct Server {
     config: ServerConfig,
     native: TcpListener,
     http: Option<TcpListener>,
+    metrics: Arc<metrics::ServerMetrics>,
+    webhook: Option<webhook::Webhook>,
 }
 
 impl Server {
     /// Binds the native listener, and the HTTP one if configured. Nothing is accepted until
     /// [`Server::run`].
+    ///
+    /// # Errors
+    /// A listener that cannot bind, or an `alert_webhook` that is not an `http://` URL
+    /// ([`std::io::ErrorKind::InvalidInput`]).
     pub async fn bind(broker: Broker, config: ServerConfig) -> std::io::Result<Server> {
+        // Checked before binding, so that a typo in the URL is reported at start, not at the
+        // first alert.
+        let webhook =
+            match &config.alert_webhook {
+                Some(url) => Some(webhook::Webhook::new(url).map_err(|error| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidInput, error)
+                })?),
+                None => None,
+            };
         let native = TcpListener::bind(config.native_addr).await?;
         let http = match config.http_addr {
             Some(address) => Some(TcpListener::bind(address).await?),
@@ -102,6 +134,8 @@ impl Server {
             config,
             native,
             http,
+            metrics: Arc::default(),
+            webhook,
         })
     }
 
@@ -109,6 +143,11 @@ impl Server {
     /// system chose if the configured port was 0.
     pub fn native_addr(&self) -> SocketAddr {
         self.native.local_addr().unwrap_or(self.config.native_addr)
+    }
+
+    /// The listeners' own counters (connections, bytes), as `GET /metrics` renders them.
+    pub fn metrics(&self) -> Arc<metrics::ServerMetrics> {
+        self.metrics.clone()
     }
 
     /// The address the HTTP listener is bound to, if there is one (with the chosen port if the
@@ -132,16 +171,23 @@ impl Server {
             self.broker.clone(),
             native::connection::Limits::from_config(&self.config),
             self.config.max_connections,
+            self.metrics.native.clone(),
         );
+        let webhook = self
+            .webhook
+            .map(|webhook| webhook.spawn(self.broker.alert_events()));
         // One shutdown future, two listeners: the native side awaits it and tells the HTTP
         // side through a watch channel, so both start draining at once.
         let stopping = tokio::sync::watch::Sender::new(false);
         let http = self.http.map(|http_listener| {
             let mut stop = stopping.subscribe();
             tokio::spawn(
-                http::HttpApi::new(self.broker.clone()).serve(http_listener, async move {
-                    let _ = stop.wait_for(|stopping| *stopping).await;
-                }),
+                http::HttpApi::with_metrics(self.broker.clone(), self.metrics.clone()).serve(
+                    http_listener,
+                    async move {
+                        let _ = stop.wait_for(|stopping| *stopping).await;
+                    },
+                ),
             )
         });
         let native_shutdown = async {
@@ -161,6 +207,11 @@ impl Server {
             }
         }
         self.broker.shutdown().await;
+        // Alerts have nothing left to report once the broker is shut down; a post in flight
+        // is abandoned rather than holding the exit for its timeout.
+        if let Some(webhook) = webhook {
+            webhook.abort();
+        }
         Ok(())
     }
 }

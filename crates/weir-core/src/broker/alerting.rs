@@ -4,6 +4,12 @@ use super::{Broker, lock, read, write};
 use crate::alerts::{Alert, AlertRule, AlertState};
 use crate::error::{Error, Result};
 
+/// A scope is `topic/subscription` with wildcards: two names of at most 200 bytes and a slash.
+const MAX_SCOPE_BYTES: usize = 401;
+
+/// Longest message of a rule: it is logged and posted with every alert.
+const MAX_MESSAGE_BYTES: usize = 4096;
+
 impl Broker {
     /// Applies the rules to a fresh stats snapshot; logs and broadcasts what fired or resolved.
     pub(super) fn evaluate_alerts(&self) {
@@ -46,10 +52,23 @@ impl Broker {
 
     /// Adds a rule or replaces the one with its name; saved, so it outlives a restart.
     pub fn set_alert_rule(&self, rule: AlertRule) -> Result<()> {
-        if rule.name.is_empty() || !rule.threshold.is_finite() {
+        // Names travel in URLs (`/v1/alerts/rules/{name}`) and metric labels: the same rule
+        // as topics keeps them plain.
+        crate::catalog::valid_name("alert rule", &rule.name)?;
+        if !rule.threshold.is_finite() {
             return Err(Error::InvalidArgument(
-                "an alert rule needs a name and a finite threshold".into(),
+                "an alert rule needs a finite threshold".into(),
             ));
+        }
+        if rule.scope.is_empty() || rule.scope.len() > MAX_SCOPE_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "an alert rule's scope is 1 to {MAX_SCOPE_BYTES} bytes ('*' matches everything)"
+            )));
+        }
+        if rule.message.len() > MAX_MESSAGE_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "an alert rule's message is at most {MAX_MESSAGE_BYTES} bytes"
+            )));
         }
         let mut rules = write(&self.inner.alert_rules);
         let mut updated = rules.clone();

@@ -38,6 +38,7 @@ mod idempotency;
 mod messages;
 mod model;
 mod placement;
+mod prometheus;
 mod schedule;
 mod stats;
 mod subscriptions;
@@ -74,6 +75,8 @@ pub(crate) struct HttpState {
     /// Turns true when the server starts shutting down, ending long polls early. The router
     /// holds the sender, so that it lives as long as any handler can wait on it.
     stopping: Arc<watch::Sender<bool>>,
+    /// The listeners' own counters, for `GET /metrics`.
+    server_metrics: Arc<crate::metrics::ServerMetrics>,
 }
 
 #[derive(OpenApi)]
@@ -160,6 +163,15 @@ impl HttpApi {
     /// Must be called inside a tokio runtime: it starts the task that drops idle HTTP
     /// consumers (it ends when the API is dropped).
     pub fn new(broker: Broker) -> HttpApi {
+        HttpApi::with_metrics(broker, Arc::default())
+    }
+
+    /// [`HttpApi::new`], with `GET /metrics` rendering the listeners' counters of
+    /// `server_metrics` beside the broker's (a [`crate::Server`] passes its own).
+    pub fn with_metrics(
+        broker: Broker,
+        server_metrics: Arc<crate::metrics::ServerMetrics>,
+    ) -> HttpApi {
         let stopping = Arc::new(watch::Sender::new(false));
         let consumers = Arc::new(ConsumerRegistry::new(broker.clone()));
         let registry = Arc::downgrade(&consumers);
@@ -177,6 +189,7 @@ impl HttpApi {
             broker,
             consumers: consumers.clone(),
             stopping: stopping.clone(),
+            server_metrics,
         };
         let (router, document) = documented_routes().split_for_parts();
         // Serialised once: the document is the same for the server's whole life.
@@ -184,6 +197,9 @@ impl HttpApi {
             serde_json::to_vec(&document).expect("the OpenAPI document is plain JSON data"),
         );
         let router = router
+            // Prometheus scrapes a fixed path outside the versioned API; it is text, not JSON,
+            // so it is documented in docs/metrics.md rather than in the OpenAPI document.
+            .route("/metrics", axum::routing::get(prometheus::metrics))
             .route(
                 "/v1/openapi.json",
                 axum::routing::get(move || {

@@ -19,6 +19,7 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -33,6 +34,7 @@ use weir_proto::{DecodeError, ErrorCode, Frame, FrameError, Request, Response};
 
 use super::handle::{Reply, Session};
 use crate::ServerConfig;
+use crate::metrics::ListenerMetrics;
 
 /// Most publishes of one connection awaiting their confirm at once. Enough for a pipelining
 /// producer to keep a partition writer busy (one fsync then serves up to this many batches);
@@ -146,6 +148,8 @@ struct FrameReader {
     reader: OwnedReadHalf,
     buffer: BytesMut,
     max_frame_bytes: usize,
+    /// Counts the bytes of each read call (one call brings many small frames).
+    metrics: Arc<ListenerMetrics>,
 }
 
 /// What the read half produced.
@@ -180,7 +184,9 @@ impl FrameReader {
                 }
                 Err(error) => return Ok(Incoming::Invalid(error)),
             }
-            if self.reader.read_buf(&mut self.buffer).await? == 0 {
+            let read = self.reader.read_buf(&mut self.buffer).await?;
+            self.metrics.received(read);
+            if read == 0 {
                 return Ok(if self.buffer.is_empty() {
                     Incoming::End
                 } else {
@@ -197,10 +203,12 @@ impl FrameReader {
     async fn linger(mut self) {
         let mut sink = [0u8; 8192];
         let _ = tokio::time::timeout(LINGER, async {
-            while matches!(
-                tokio::time::timeout(LINGER_IDLE, self.reader.read(&mut sink)).await,
-                Ok(Ok(read)) if read > 0
-            ) {}
+            while let Ok(Ok(read @ 1..)) =
+                tokio::time::timeout(LINGER_IDLE, self.reader.read(&mut sink)).await
+            {
+                // Discarded, but received all the same.
+                self.metrics.received(read);
+            }
         })
         .await;
     }
@@ -225,6 +233,7 @@ pub(crate) async fn serve(
     broker: Broker,
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
+    metrics: Arc<ListenerMetrics>,
 ) {
     // Frames are batched by the writer task already; Nagle would only add latency on top.
     if let Err(error) = stream.set_nodelay(true) {
@@ -232,12 +241,13 @@ pub(crate) async fn serve(
     }
     let (read_half, write_half) = stream.into_split();
     let (sender, receiver) = mpsc::channel(OUTGOING_FRAMES);
-    let writer = tokio::spawn(write_frames(receiver, write_half));
+    let writer = tokio::spawn(write_frames(receiver, write_half, metrics.clone()));
     let outgoing = Outgoing { sender };
     let mut frames = FrameReader {
         reader: read_half,
         buffer: BytesMut::with_capacity(READ_CHUNK_BYTES),
         max_frame_bytes: limits.max_frame_bytes,
+        metrics,
     };
     let mut session = Session::new(broker, limits, outgoing.clone());
     let mut in_flight: FuturesUnordered<Pending> = FuturesUnordered::new();
@@ -392,19 +402,24 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 
 /// The writer task: takes every frame queued so far, writes them through one buffer, flushes
 /// once, and repeats; when every sender is gone, flushes and shuts the write side down (FIN).
+/// The bytes sent are counted once per flushed batch, not per frame.
 async fn write_frames(
     mut receiver: mpsc::Receiver<Bytes>,
     write_half: OwnedWriteHalf,
+    metrics: Arc<ListenerMetrics>,
 ) -> std::io::Result<()> {
     let mut writer = BufWriter::with_capacity(WRITE_BUFFER_BYTES, write_half);
     let mut frames = Vec::with_capacity(OUTGOING_FRAMES);
     while receiver.recv_many(&mut frames, OUTGOING_FRAMES).await > 0 {
+        let mut batch_bytes = 0;
         for frame in frames.drain(..) {
             // Frames larger than the buffer bypass it (BufWriter writes them directly), so a
             // delivery frame is not copied a second time.
             writer.write_all(&frame).await?;
+            batch_bytes += frame.len();
         }
         writer.flush().await?;
+        metrics.sent(batch_bytes);
     }
     writer.shutdown().await
 }

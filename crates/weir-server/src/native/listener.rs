@@ -18,6 +18,7 @@ use weir_core::Broker;
 use weir_proto::{ErrorCode, Response};
 
 use super::connection::{self, Limits};
+use crate::metrics::ListenerMetrics;
 
 /// Pause after a failed accept. Failures are mostly resource exhaustion (too many open files);
 /// retrying at once would spin, and a short pause lets closing connections free descriptors.
@@ -32,6 +33,7 @@ pub(crate) struct Listener {
     /// ends (even aborted).
     permits: Arc<Semaphore>,
     max_connections: usize,
+    metrics: Arc<ListenerMetrics>,
 }
 
 impl Listener {
@@ -40,6 +42,7 @@ impl Listener {
         broker: Broker,
         limits: Limits,
         max_connections: usize,
+        metrics: Arc<ListenerMetrics>,
     ) -> Listener {
         Listener {
             listener,
@@ -47,6 +50,7 @@ impl Listener {
             limits,
             permits: Arc::new(Semaphore::new(max_connections)),
             max_connections,
+            metrics,
         }
     }
 
@@ -73,14 +77,18 @@ impl Listener {
                             let broker = self.broker.clone();
                             let stopped = stopped.clone();
                             let limits = self.limits;
+                            let open = self.metrics.connection_opened();
+                            let metrics = self.metrics.clone();
                             connections.spawn(async move {
-                                connection::serve(stream, peer, broker, limits, stopped).await;
+                                connection::serve(stream, peer, broker, limits, stopped, metrics).await;
+                                drop(open);
                                 drop(permit);
                             });
                         }
                         Err(_) => {
                             tracing::warn!(%peer, limit = self.max_connections, "connection refused: too many connections");
-                            refuse(stream, self.max_connections);
+                            self.metrics.connection_refused();
+                            refuse(stream, self.max_connections, &self.metrics);
                         }
                     },
                     Err(error) => {
@@ -113,12 +121,14 @@ impl Listener {
 /// Tells a peer over the limit why it is being closed. Best effort and non-blocking: a fresh
 /// socket's send buffer always has room for one small frame, and if not, the peer just sees the
 /// close.
-fn refuse(stream: TcpStream, limit: usize) {
+fn refuse(stream: TcpStream, limit: usize, metrics: &ListenerMetrics) {
     let mut frame = BytesMut::new();
     Response::error_with(
         ErrorCode::Quota,
         format!("too many connections (the limit is {limit}); retry later"),
     )
     .encode(0, &mut frame);
-    let _ = stream.try_write(&frame);
+    if let Ok(written) = stream.try_write(&frame) {
+        metrics.sent(written);
+    }
 }
