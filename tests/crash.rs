@@ -9,16 +9,16 @@
 //!   subscription from the earliest message reads the log);
 //! - the log holds nothing that was not published;
 //! - every confirmed message was delivered to the queue subscription at least once over the
-//!   whole run, and the subscription ends with nothing left unacked.
+//!   whole run, and the subscription ends with nothing left unacked;
+//! - no confirm fails, and each partition holds its messages in the order they were sent.
 //!
-//! Exactly once despite the producer's retries (a batch whose confirm was lost in a kill is
-//! sent again) comes from the broker's deduplication: each message carries its payload as its
-//! message id (`weir.id` header) and is pinned to a partition, so a retry is recognised.
-//!
-//! Known bug, pinned by `tests/regression.rs`: the confirm of such a recognised retry names no
-//! position, and the client fails that message. Those messages were stored, so this test holds
-//! them to everything a confirmed message is held to except the confirmed position, and counts
-//! them; any other failed confirm fails the test.
+//! Exactly once and in order despite the producer's retries (a batch whose confirm was lost in
+//! a kill is sent again) comes from the idempotent producer (the client's default): a producer
+//! id and per-partition sequence numbers in each batch header, and unconfirmed batches sent
+//! again one at a time in sequence order after reconnecting, so the broker answers a batch it
+//! already stored with its original offsets and never lets a later batch overtake an earlier
+//! one. Each message also carries its payload as its message id (`weir.id` header) and is
+//! pinned to a partition, which the broker's id dedup would catch too.
 //!
 //! `WEIR_KILL_CYCLES` sets the number of kills (default 20); the RNG seed of the kill
 //! schedule is printed, and `WEIR_CRASH_SEED` replays it (the timing of the processes still
@@ -44,9 +44,6 @@ use weir_client::{
 
 /// Kills per run unless `WEIR_KILL_CYCLES` says otherwise.
 const DEFAULT_CYCLES: usize = 20;
-/// How the client reports the confirm of a batch the broker recognised as already stored:
-/// the known bug pinned by `tests/regression.rs` (see the module documentation).
-const KNOWN_DUPLICATE_CONFIRM_BUG: &str = "cannot be matched to its messages";
 const TOPIC: &str = "ledger";
 const PARTITIONS: u32 = 3;
 const QUEUE_GROUP: &str = "workers";
@@ -308,13 +305,8 @@ fn confirmed_messages_survive_kill_9_exactly_once_and_all_reach_the_queue() {
         .block_on(async { tokio::time::timeout(PATIENCE * 2, producer_task).await })
         .unwrap_or_else(|_| panic!("the producer's confirms did not all arrive (seed {seed})"))
         .expect("the producer did not panic");
-    // Messages hit by the known bug (module documentation) were stored: they are held to
-    // everything a confirmed one is, except the confirmed position. Any other failure is a
-    // finding.
-    let (stored_unconfirmed, failed): (Vec<_>, Vec<_>) = lock(&ledger.failed)
-        .iter()
-        .cloned()
-        .partition(|(_, error)| error.contains(KNOWN_DUPLICATE_CONFIRM_BUG));
+    // No confirm may fail: a retry of a stored batch is confirmed at its original offsets.
+    let failed = lock(&ledger.failed).clone();
     assert!(
         failed.is_empty(),
         "{} of {sent} messages were not confirmed (seed {seed}), first: {:?}",
@@ -323,19 +315,11 @@ fn confirmed_messages_survive_kill_9_exactly_once_and_all_reach_the_queue() {
     );
     let confirmed = lock(&ledger.confirmed).clone();
     assert_eq!(
-        confirmed.len() + stored_unconfirmed.len(),
+        confirmed.len(),
         sent,
-        "every message sent is answered once"
+        "every message sent is confirmed once"
     );
-    let must_be_stored: BTreeSet<String> = confirmed
-        .keys()
-        .cloned()
-        .chain(
-            stored_unconfirmed
-                .iter()
-                .map(|(payload, _)| payload.clone()),
-        )
-        .collect();
+    let must_be_stored: BTreeSet<String> = confirmed.keys().cloned().collect();
 
     // The queue consumer keeps going until it has had every confirmed message and the group
     // has nothing left unacked.
@@ -392,6 +376,10 @@ fn confirmed_messages_survive_kill_9_exactly_once_and_all_reach_the_queue() {
         duplicates.len(),
         duplicates.first()
     );
+    assert_eq!(
+        inversions, 0,
+        "a partition holds a message before one sent earlier to it (seed {seed})"
+    );
     let misplaced: Vec<_> = confirmed
         .iter()
         .filter(|(payload, position)| stored.get(payload.as_str()) != Some(position))
@@ -420,12 +408,8 @@ fn confirmed_messages_survive_kill_9_exactly_once_and_all_reach_the_queue() {
     );
 
     println!(
-        "{cycles} kills in {killed_at:.1?}; {sent} messages sent, each stored once, {} of them \
-         confirmed and {} stored with a failed confirm (the known bug); {} queue deliveries \
-         ({} redeliveries); {inversions} places where a partition holds a message before one \
-         sent earlier (retried batches may be reordered); total {:.1?}",
-        confirmed.len(),
-        stored_unconfirmed.len(),
+        "{cycles} kills in {killed_at:.1?}; {sent} messages sent, each confirmed and stored \
+         once, in order per partition; {} queue deliveries ({} redeliveries); total {:.1?}",
         ledger.deliveries.load(Ordering::SeqCst),
         ledger.deliveries.load(Ordering::SeqCst) - delivered.len(),
         started.elapsed()

@@ -21,15 +21,13 @@ async fn within<T>(future: impl Future<Output = T>) -> T {
 /// again; the second confirm must name the first one's partition and offset, and the topic
 /// must hold one copy.
 ///
-/// Found by `tests/crash.rs`. Today the second confirm fails with "protocol error: the batch
+/// Found by `tests/crash.rs`. The second confirm used to fail with "protocol error: the batch
 /// of 1 messages to 'payments' was stored, but its confirm ([]) cannot be matched to its
-/// messages": the broker recognises the duplicate and returns where the copy is
-/// (`weir_core::Confirm::duplicates`), but the native front end drops that list
-/// (`weir-server/src/native/convert.rs`, `published`) because the wire's `Published`
-/// (`weir-proto` `Response::Published`, `docs/protocol.md`) has no field for it, so the answer
-/// to an all-duplicate batch has no ranges at all.
+/// messages": the broker recognised the duplicate, but the plain `Published` answer has no
+/// field for where the copy is, so the answer to an all-duplicate batch named no position.
+/// Fixed by publishing with `PublishReportingDuplicates` (answered `PublishedWithDuplicates`)
+/// and placing each duplicate at the copy it names (`weir-client` `confirm.rs`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: the confirm of a deduplicated publish names no position (weir-server native/convert.rs drops Confirm::duplicates)"]
 async fn a_message_published_again_with_its_id_is_confirmed_at_the_stored_copy() {
     let weir = Weir::start();
     let client = Client::connect(&weir.address.to_string()).await.unwrap();
@@ -54,6 +52,7 @@ async fn a_message_published_again_with_its_id_is_confirmed_at_the_stored_copy()
         (again.partition, again.offset),
         (first.partition, first.offset)
     );
+    assert!(again.duplicate, "the confirm says it was not stored again");
     let topic = client.topic("payments").await.unwrap();
     assert_eq!(topic.partitions[0].end_offset, 1, "one copy is stored");
 }

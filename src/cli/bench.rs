@@ -755,6 +755,7 @@ impl Bench<'_> {
             start: Start::Earliest,
             prefetch: self.arguments.prefetch.max(1),
             ack_timeout: None,
+            ..SubscribeOptions::default()
         };
         self.admin
             .subscribe(topic, group, options)

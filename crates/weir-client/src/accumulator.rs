@@ -36,9 +36,13 @@ struct OpenBatch<Ticket> {
     outcome: Arc<BatchOutcome>,
     opened_at: Instant,
     ticket: Ticket,
-    /// Each message's key, kept only when the broker routes (`partition` is `None`): if it
-    /// splits the batch by key, the keys tell which message went where.
+    /// Each message's routing key (key, else message id), kept only when the broker routes
+    /// (`partition` is `None`): if it splits the batch by key, the keys tell which message
+    /// went where.
     keys: Vec<Option<Bytes>>,
+    /// Each message's id, once one message has one (empty before): the broker may confirm
+    /// some of them at copies it already holds.
+    ids: Vec<Option<Bytes>>,
 }
 
 /// A batch closed to new messages, ready to publish.
@@ -52,8 +56,11 @@ pub(crate) struct SealedBatch<Ticket> {
     /// Held, never read: dropping the batch once it is answered gives the ticket back.
     #[allow(dead_code)]
     pub ticket: Ticket,
-    /// Each message's key when the broker routes the batch; empty otherwise.
+    /// Each message's routing key (key, else message id) when the broker routes the batch;
+    /// empty otherwise.
     pub keys: Vec<Option<Bytes>>,
+    /// Each message's id; empty when none has one.
+    pub ids: Vec<Option<Bytes>>,
 }
 
 /// What [`Accumulator::try_push`] did.
@@ -121,7 +128,15 @@ impl<Ticket> Accumulator<Ticket> {
         let index = batch.builder.len() as usize;
         push(&mut batch.builder, message, timestamp_ms);
         if batch.partition.is_none() {
-            batch.keys.push(message.key.clone());
+            batch.keys.push(message.routing_key().cloned());
+        }
+        match message.id() {
+            Some(id) => {
+                batch.ids.resize(index, None);
+                batch.ids.push(Some(id.clone()));
+            }
+            None if !batch.ids.is_empty() => batch.ids.push(None),
+            None => {}
         }
         let confirm = ConfirmFuture::new(batch.outcome.clone(), index);
         let full = batch.builder.len() as usize >= limits.max_batch_messages
@@ -159,6 +174,7 @@ impl<Ticket> Accumulator<Ticket> {
             opened_at: now,
             ticket,
             keys: Vec::new(),
+            ids: Vec::new(),
         });
         None
     }
@@ -219,7 +235,29 @@ fn seal<Ticket>(topic: &str, mut batch: OpenBatch<Ticket>) -> SealedBatch<Ticket
         outcome: batch.outcome,
         ticket: batch.ticket,
         keys: batch.keys,
+        ids: batch.ids,
     }
+}
+
+/// Encodes `messages` as one batch, stamping those without a timestamp with `timestamp_ms`.
+/// `None` for no messages.
+pub(crate) fn encode_messages(messages: &[Message], timestamp_ms: i64) -> Option<Bytes> {
+    if messages.is_empty() {
+        return None;
+    }
+    let bytes = messages
+        .iter()
+        .map(Message::encoded_len_bound)
+        .sum::<usize>();
+    let mut builder = BatchBuilder::with_capacity(bytes + weir_batch::HEADER_LEN);
+    for message in messages {
+        push(
+            &mut builder,
+            message,
+            message.timestamp_ms.unwrap_or(timestamp_ms),
+        );
+    }
+    Some(builder.finish())
 }
 
 fn push(builder: &mut BatchBuilder, message: &Message, timestamp_ms: i64) {

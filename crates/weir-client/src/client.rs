@@ -9,12 +9,13 @@
 //! connection so that one slow consumer's flow control never holds up anyone else's answers
 //! (`consumer.rs`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
-use weir_proto::{Fsync, GroupInfo, Request, Response, Start, TopicInfo};
+use weir_proto::{BrokerStats, ErrorCode, Fsync, GroupInfo, Request, Response, Start, TopicInfo};
 
 use crate::connection::{Connection, ConnectionSettings, unexpected};
 use crate::consumer::{Consumer, SubscribeOptions};
@@ -139,6 +140,9 @@ struct Inner {
     /// Held while connecting, so concurrent callers wait for one attempt instead of each
     /// making their own. A tokio mutex: it is held across the connect.
     reconnect: tokio::sync::Mutex<Reconnect>,
+    /// Whether publishes ask for the confirm that lists duplicates
+    /// (`PublishReportingDuplicates`); cleared once a broker that predates it refuses it.
+    reports_duplicates: AtomicBool,
 }
 
 /// A handle on a Weir broker. Cheap to clone; every clone shares one connection.
@@ -174,6 +178,7 @@ impl Client {
                 }),
                 options,
                 current: Mutex::new(None),
+                reports_duplicates: AtomicBool::new(true),
             }),
         };
         client.connection().await?;
@@ -243,11 +248,11 @@ impl Client {
         .await
     }
 
-    async fn request(&self, request: &Request) -> Result<Response> {
+    pub(crate) async fn request(&self, request: &Request) -> Result<Response> {
         self.connection().await?.request(request).await
     }
 
-    async fn request_ok(&self, request: &Request) -> Result<()> {
+    pub(crate) async fn request_ok(&self, request: &Request) -> Result<()> {
         match self.request(request).await? {
             Response::Ok => Ok(()),
             other => Err(unexpected("Ok", &other)),
@@ -264,9 +269,7 @@ impl Client {
 
     /// Creates a topic. Fails with the `topic_exists` code if there is one by that name.
     pub async fn create_topic(&self, name: &str, options: TopicOptions) -> Result<TopicInfo> {
-        let retention_ms = options
-            .retention
-            .map(|retention| u64::try_from(retention.as_millis()).unwrap_or(u64::MAX));
+        let retention_ms = options.retention.map(milliseconds);
         let request = Request::CreateTopic {
             name: name.to_owned(),
             partitions: options.partitions,
@@ -359,10 +362,21 @@ impl Client {
         batch: Bytes,
     ) -> Result<Published> {
         let connection = self.connection().await?;
-        publish_on(&connection, topic, partition, &batch)
+        publish_on(self, &connection, topic, partition, &batch)
             .await?
             .wait()
             .await
+    }
+
+    /// The broker's numbers now: topics with their sizes and publish counts, subscriptions
+    /// with backlog, in-flight and consumer counts, their counters since the broker started,
+    /// success rate over the last minute and publish-to-ack latency, fsync latency, disk use,
+    /// scheduled batches and open transactions.
+    pub async fn stats(&self) -> Result<BrokerStats> {
+        match self.request(&Request::Stats).await? {
+            Response::Stats(stats) => Ok(stats),
+            other => Err(unexpected("Stats", &other)),
+        }
     }
 
     /// A producer that batches messages on this client's connection. Starts a background
@@ -386,31 +400,100 @@ impl Client {
 /// A publish sent and not yet confirmed.
 pub(crate) struct PendingPublish {
     reply: crate::connection::PendingReply,
+    /// What is needed to send it again as a plain `Publish`, should the broker predate
+    /// `PublishReportingDuplicates`.
+    resend: Option<Resend>,
+}
+
+struct Resend {
+    client: Client,
+    connection: Arc<Connection>,
+    topic: String,
+    partition: Option<u32>,
+    batch: Bytes,
 }
 
 impl PendingPublish {
     /// Waits for the confirm.
     pub(crate) async fn wait(self) -> Result<Published> {
-        match self.reply.wait().await? {
-            Response::Published {
-                partitions,
-                durability,
-            } => Ok(Published {
-                partitions,
-                durability,
-            }),
-            other => Err(unexpected("Published", &other)),
+        match self.reply.wait().await {
+            Err(error) if error.code() == Some(ErrorCode::UnsupportedRequest) => {
+                let Some(resend) = self.resend else {
+                    return Err(error);
+                };
+                // A broker from before duplicate reporting: ask the plain way from now on.
+                resend
+                    .client
+                    .inner
+                    .reports_duplicates
+                    .store(false, Ordering::Relaxed);
+                tracing::debug!("the broker does not report duplicates; publishing plainly");
+                let sent = send_publish(
+                    &resend.connection,
+                    &resend.topic,
+                    resend.partition,
+                    &resend.batch,
+                    false,
+                )
+                .await?;
+                published(sent.wait().await?)
+            }
+            answer => published(answer?),
         }
     }
 }
 
-/// Queues a publish of `batch` on `connection` without waiting for its confirm.
+fn published(response: Response) -> Result<Published> {
+    match response {
+        Response::PublishedWithDuplicates {
+            partitions,
+            duplicates,
+            durability,
+        } => Ok(Published {
+            partitions,
+            duplicates,
+            durability,
+        }),
+        Response::Published {
+            partitions,
+            durability,
+        } => Ok(Published {
+            partitions,
+            duplicates: Vec::new(),
+            durability,
+        }),
+        other => Err(unexpected("PublishedWithDuplicates", &other)),
+    }
+}
+
+/// Queues a publish of `batch` on `connection` without waiting for its confirm. Asks for the
+/// confirm that lists duplicates unless the broker is known not to give it.
 pub(crate) async fn publish_on(
+    client: &Client,
+    connection: &Arc<Connection>,
+    topic: &str,
+    partition: Option<u32>,
+    batch: &Bytes,
+) -> Result<PendingPublish> {
+    let reporting = client.inner.reports_duplicates.load(Ordering::Relaxed);
+    let reply = send_publish(connection, topic, partition, batch, reporting).await?;
+    let resend = reporting.then(|| Resend {
+        client: client.clone(),
+        connection: connection.clone(),
+        topic: topic.to_owned(),
+        partition,
+        batch: batch.clone(),
+    });
+    Ok(PendingPublish { reply, resend })
+}
+
+async fn send_publish(
     connection: &Connection,
     topic: &str,
     partition: Option<u32>,
     batch: &[u8],
-) -> Result<PendingPublish> {
+    reporting: bool,
+) -> Result<crate::connection::PendingReply> {
     if batch.is_empty() {
         return Err(Error::InvalidArgument("an empty batch".into()));
     }
@@ -418,9 +501,23 @@ pub(crate) async fn publish_on(
     // The frame adds a 13-byte header, the topic's length and bytes, and an option tag and
     // partition number; reserving it all makes the batch copy the only allocation.
     let mut frame = BytesMut::with_capacity(batch.len() + topic.len() + 32);
-    Request::encode_publish(correlation_id, topic, partition, batch, &mut frame);
-    let reply = connection.start(correlation_id, frame.freeze()).await?;
-    Ok(PendingPublish { reply })
+    if reporting {
+        Request::encode_publish_reporting_duplicates(
+            correlation_id,
+            topic,
+            partition,
+            batch,
+            &mut frame,
+        );
+    } else {
+        Request::encode_publish(correlation_id, topic, partition, batch, &mut frame);
+    }
+    connection.start(correlation_id, frame.freeze()).await
+}
+
+/// Milliseconds in `duration`, saturating.
+pub(crate) fn milliseconds(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

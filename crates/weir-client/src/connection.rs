@@ -46,6 +46,9 @@ pub(crate) struct ConnectionSettings {
 /// Messages of one `Deliver` frame, as routed to a subscription's channel.
 pub(crate) type DeliveryBatch = Vec<Delivery>;
 
+/// A transaction check-back pushed by the broker: the transaction and its producer group.
+pub(crate) type CheckRequest = (u64, String);
+
 /// Who is waiting for the answer to a request.
 enum Pending {
     /// A caller awaits the response.
@@ -66,6 +69,8 @@ enum Pending {
 struct State {
     pending: HashMap<u64, Pending>,
     routes: HashMap<u32, mpsc::Sender<DeliveryBatch>>,
+    /// Where pushed transaction check-backs go, once a checker asked for them.
+    checks: Option<mpsc::Sender<CheckRequest>>,
     /// Detached requests not yet answered.
     detached: usize,
     /// The first error answer to a detached request, not yet collected.
@@ -105,7 +110,7 @@ impl Shared {
     /// Closes the connection once: fails every waiter, ends every subscription channel, stops
     /// both tasks. Later calls do nothing.
     fn close(&self, reason: String) {
-        let (pending, routes, unanswered) = {
+        let (pending, routes, checks, unanswered) = {
             let mut state = self.lock();
             if state.closed.is_some() {
                 return;
@@ -115,6 +120,7 @@ impl Shared {
             (
                 std::mem::take(&mut state.pending),
                 std::mem::take(&mut state.routes),
+                state.checks.take(),
                 unanswered,
             )
         };
@@ -136,6 +142,7 @@ impl Shared {
             }
         }
         drop(routes);
+        drop(checks);
         self.stop.send_replace(true);
         self.settled.notify_waiters();
     }
@@ -371,6 +378,18 @@ impl Connection {
         }
     }
 
+    /// From now on, pushed `CheckTransaction` frames go to the returned channel (of at most
+    /// `capacity` waiting checks; more are dropped, and the broker asks again later). The
+    /// channel ends when the connection closes.
+    pub(crate) fn route_checks(&self, capacity: usize) -> mpsc::Receiver<CheckRequest> {
+        let (sender, receiver) = mpsc::channel(capacity.max(1));
+        let mut state = self.shared.lock();
+        if state.closed.is_none() {
+            state.checks = Some(sender);
+        }
+        receiver
+    }
+
     /// Like [`Connection::send_detached`], but never waits: fails if the writer's queue is
     /// full. For `Drop`, which cannot await.
     pub(crate) fn try_send_detached(&self, correlation_id: u64, frame: Bytes) -> Result<()> {
@@ -576,6 +595,26 @@ async fn dispatch(
                         }
                     }
                     _ = stop.wait_for(|stopped| *stopped) => return Err("connection stopped".into()),
+                }
+                Ok(())
+            }
+            Response::CheckTransaction {
+                transaction,
+                producer_group,
+            } => {
+                let checks = shared.lock().checks.clone();
+                match checks {
+                    // Not waiting: a check not taken now is asked again by the broker, and
+                    // the reader must keep serving answers and deliveries.
+                    Some(checks) => {
+                        if checks.try_send((transaction, producer_group)).is_err() {
+                            tracing::debug!(
+                                transaction,
+                                "transaction check dropped; the broker asks again"
+                            );
+                        }
+                    }
+                    None => tracing::debug!(transaction, "transaction check no one answers"),
                 }
                 Ok(())
             }

@@ -20,17 +20,39 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::sync::mpsc;
-use weir_proto::{Delivery, MessageId, Request, Response, Start, SubscriptionMode};
+use weir_proto::{
+    Delivery, ErrorCode, MessageId, Overflow, QueueSettings, Request, Response, Start,
+    SubscriptionMode,
+};
 
-use crate::client::Client;
+use crate::client::{Client, milliseconds};
 use crate::connection::{Connection, DeliveryBatch, unexpected};
 use crate::error::{Error, Result};
 
 /// Most ids sent in one ack request.
 const ACK_BATCH_MAX: usize = 1024;
 
-/// How to join a subscription. `mode`, `start` and `ack_timeout` apply when this call creates
-/// the subscription; joining an existing one keeps its settings (and the mode must match).
+/// How to join a subscription. `mode`, `start`, `ack_timeout` and the queue settings apply
+/// when this call creates the subscription; joining an existing one keeps its settings (and
+/// the mode must match).
+///
+/// The queue settings (from `max_deliveries` on) are a queue subscription's delivery
+/// guarantees; stream subscriptions ignore them. When any is set, the subscription is made with
+/// `SubscribeWithSettings`, which a broker that predates it refuses with
+/// `unsupported_request` rather than ignoring the settings.
+///
+/// ```
+/// use std::time::Duration;
+/// use weir_client::{Overflow, SubscribeOptions};
+/// // Dead-letter a message after 5 failed deliveries, retry after 1 s, 5 s, then every 30 s,
+/// // never two messages of one key at once, and refuse publishes beyond 10,000 waiting.
+/// let options = SubscribeOptions::queue()
+///     .with_max_deliveries(5)
+///     .with_retry_backoff(vec![Duration::from_secs(1), Duration::from_secs(5), Duration::from_secs(30)])
+///     .with_ordered_by_key()
+///     .with_max_backlog(10_000, Overflow::RejectPublish);
+/// assert!(options.has_queue_settings());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscribeOptions {
     /// `Queue`: per-message ack, competing consumers, redelivery. `Stream`: an offset per
@@ -43,6 +65,25 @@ pub struct SubscribeOptions {
     /// Queue mode: redeliver a message not acked within this time; `None` for the broker's
     /// default.
     pub ack_timeout: Option<Duration>,
+    /// After this many deliveries without an ack, a message is dead-lettered; `None` for
+    /// never. A [`Consumer::release`] does not count.
+    pub max_deliveries: Option<u32>,
+    /// Where dead letters go; `None` for `<topic>.<group>.dlq`.
+    pub dead_letter_topic: Option<String>,
+    /// Messages older than this (by publish time) are dead-lettered (reason `expired`)
+    /// instead of delivered.
+    pub message_ttl: Option<Duration>,
+    /// Never two messages with the same key in flight: each key in order, with many
+    /// consumers.
+    pub ordered_by_key: bool,
+    /// Most messages waiting (not yet acked) before `overflow` applies; `None` for no limit.
+    pub max_backlog: Option<u64>,
+    /// What happens at `max_backlog`: refuse publishes with `backlog_full`, or dead-letter
+    /// the oldest waiting messages.
+    pub overflow: Overflow,
+    /// Waits before redelivering a message nacked with requeue and no delay of its own: the
+    /// n-th failure waits the n-th entry, the last one repeating.
+    pub retry_backoff: Vec<Duration>,
 }
 
 impl Default for SubscribeOptions {
@@ -52,6 +93,13 @@ impl Default for SubscribeOptions {
             start: Start::Earliest,
             prefetch: 1000,
             ack_timeout: None,
+            max_deliveries: None,
+            dead_letter_topic: None,
+            message_ttl: None,
+            ordered_by_key: false,
+            max_backlog: None,
+            overflow: Overflow::RejectPublish,
+            retry_backoff: Vec::new(),
         }
     }
 }
@@ -68,6 +116,97 @@ impl SubscribeOptions {
             mode: SubscriptionMode::Stream,
             start,
             ..SubscribeOptions::default()
+        }
+    }
+
+    /// Sets how many unacked deliveries this consumer holds at once.
+    pub fn with_prefetch(mut self, prefetch: u32) -> SubscribeOptions {
+        self.prefetch = prefetch;
+        self
+    }
+
+    /// Dead-letters a message after `max_deliveries` deliveries without an ack.
+    pub fn with_max_deliveries(mut self, max_deliveries: u32) -> SubscribeOptions {
+        self.max_deliveries = Some(max_deliveries);
+        self
+    }
+
+    /// Sends dead letters to `topic` instead of `<topic>.<group>.dlq`.
+    pub fn with_dead_letter_topic(mut self, topic: impl Into<String>) -> SubscribeOptions {
+        self.dead_letter_topic = Some(topic.into());
+        self
+    }
+
+    /// Dead-letters messages older than `ttl` instead of delivering them.
+    pub fn with_message_ttl(mut self, ttl: Duration) -> SubscribeOptions {
+        self.message_ttl = Some(ttl);
+        self
+    }
+
+    /// Never two messages with one key in flight.
+    pub fn with_ordered_by_key(mut self) -> SubscribeOptions {
+        self.ordered_by_key = true;
+        self
+    }
+
+    /// Applies `overflow` once `max_backlog` messages wait.
+    pub fn with_max_backlog(mut self, max_backlog: u64, overflow: Overflow) -> SubscribeOptions {
+        self.max_backlog = Some(max_backlog);
+        self.overflow = overflow;
+        self
+    }
+
+    /// Waits `backoff[n]` before the n-th redelivery of a nacked message (the last repeats).
+    pub fn with_retry_backoff(mut self, backoff: Vec<Duration>) -> SubscribeOptions {
+        self.retry_backoff = backoff;
+        self
+    }
+
+    /// Whether any queue setting differs from the default (then `SubscribeWithSettings` is
+    /// used).
+    pub fn has_queue_settings(&self) -> bool {
+        self.queue_settings() != QueueSettings::default()
+    }
+
+    /// The queue settings as the protocol carries them.
+    pub fn queue_settings(&self) -> QueueSettings {
+        QueueSettings {
+            max_deliveries: self.max_deliveries,
+            dead_letter_topic: self.dead_letter_topic.clone(),
+            message_ttl_ms: self.message_ttl.map(milliseconds),
+            ordered_by_key: self.ordered_by_key,
+            retry_backoff_ms: self
+                .retry_backoff
+                .iter()
+                .copied()
+                .map(milliseconds)
+                .collect(),
+            max_backlog: self.max_backlog,
+            overflow: self.overflow,
+        }
+    }
+
+    fn request(&self, topic: &str, group: &str) -> Request {
+        let ack_timeout_ms = self.ack_timeout.map(milliseconds);
+        if self.has_queue_settings() {
+            Request::SubscribeWithSettings {
+                topic: topic.to_owned(),
+                group: group.to_owned(),
+                mode: self.mode,
+                start: self.start,
+                prefetch: self.prefetch,
+                ack_timeout_ms,
+                settings: self.queue_settings(),
+            }
+        } else {
+            Request::Subscribe {
+                topic: topic.to_owned(),
+                group: group.to_owned(),
+                mode: self.mode,
+                start: self.start,
+                prefetch: self.prefetch,
+                ack_timeout_ms,
+            }
         }
     }
 }
@@ -87,16 +226,7 @@ impl Session {
         options: &SubscribeOptions,
     ) -> Result<Session> {
         let connection = client.open_connection().await?;
-        let request = Request::Subscribe {
-            topic: topic.to_owned(),
-            group: group.to_owned(),
-            mode: options.mode,
-            start: options.start,
-            prefetch: options.prefetch,
-            ack_timeout_ms: options
-                .ack_timeout
-                .map(|timeout| u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
-        };
+        let request = options.request(topic, group);
         // In queue mode at most `prefetch` messages are unacked, so at most that many frames
         // can be in the channel and the reader never waits; in stream mode a full channel
         // makes the reader wait, which is the back-pressure we want.
@@ -248,9 +378,32 @@ impl Consumer {
             subscription: self.session.subscription,
             ids: ids.to_vec(),
             requeue,
-            delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            delay_ms: milliseconds(delay),
             error: error.to_owned(),
         };
+        self.send_detached(&request, ids.len(), "nack").await
+    }
+
+    /// Gives messages back because this consumer is stopping (or cannot take them now): they
+    /// are delivered again at once, to any consumer of the group, and count neither as
+    /// failures nor towards `max_deliveries` (unlike [`Consumer::nack`]). Sent at once, after
+    /// any coalesced acks, without waiting for the answer.
+    pub async fn release(&mut self, ids: &[MessageId]) -> Result<()> {
+        self.take_error()?;
+        self.send_acks().await?;
+        let request = Request::Release {
+            subscription: self.session.subscription,
+            ids: ids.to_vec(),
+        };
+        self.send_detached(&request, ids.len(), "release").await
+    }
+
+    /// Gives one delivery back; see [`Consumer::release`].
+    pub async fn release_one(&mut self, delivery: &Delivery) -> Result<()> {
+        self.release(&[delivery.id()]).await
+    }
+
+    async fn send_detached(&self, request: &Request, count: usize, what: &str) -> Result<()> {
         let connection = &self.session.connection;
         let correlation_id = connection.next_correlation_id();
         let mut frame = BytesMut::new();
@@ -263,7 +416,7 @@ impl Consumer {
             // The messages are unacked, so the broker delivers them again once this consumer
             // reconnects: the same effect as a requeue without delay.
             Err(error) if error.is_retryable() => {
-                tracing::warn!(count = ids.len(), %error, "nack not sent; the messages will be delivered again");
+                tracing::warn!(count, %error, "{what} not sent; the messages will be delivered again");
                 Ok(())
             }
             Err(error) => Err(error),
@@ -309,9 +462,27 @@ impl Consumer {
     }
 
     /// Sends coalesced acks, waits for their answers, and leaves the group. Messages buffered
-    /// and not acked go back to the group.
+    /// and not yet taken by [`Consumer::next`] are released first (they do not count as
+    /// failed deliveries); those taken and not acked go back to the group.
     pub async fn close(mut self) -> Result<()> {
         let flushed = self.flush_acks().await;
+        let unseen: Vec<MessageId> = self
+            .buffered
+            .drain(..)
+            .map(|delivery| delivery.id())
+            .collect();
+        if !unseen.is_empty() {
+            let request = Request::Release {
+                subscription: self.session.subscription,
+                ids: unseen,
+            };
+            match self.session.connection.request(&request).await {
+                // A broker from before `Release` takes them back with the subscription.
+                Ok(_) => {}
+                Err(error) if error.code() == Some(ErrorCode::UnsupportedRequest) => {}
+                Err(error) => tracing::debug!(%error, "releasing unseen deliveries failed"),
+            }
+        }
         let request = Request::Unsubscribe {
             subscription: self.session.subscription,
         };

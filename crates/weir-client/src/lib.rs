@@ -10,12 +10,16 @@
 //! - [`Producer`] (`producer.rs`, batching rules in `accumulator.rs`): [`Producer::send`]
 //!   buffers a message into its topic and partition's batch and returns a [`ConfirmFuture`];
 //!   batches go out when full or after `linger`, many in flight at once, and every message's
-//!   [`Confirm`] names its partition, offset and [`Durability`]. Retries after connection loss
-//!   (at least once: duplicates are possible). Keyed messages are routed here with the
-//!   broker's own hash ([`partition_for_key`]).
+//!   [`Confirm`] names its partition, offset and [`Durability`]. Idempotent by default: a
+//!   producer id and per-partition sequence numbers make a batch retried after a lost confirm
+//!   be stored once and keep each partition in send order; messages the broker already held
+//!   are confirmed at the stored copy. Keyed messages are routed here with the broker's own
+//!   hash ([`partition_for_key`]).
 //! - [`Consumer`] (`consumer.rs`): [`Consumer::next`] yields a [`Delivery`]; [`Consumer::ack`]
 //!   and [`Consumer::nack`] are coalesced and pipelined, their errors reported on the next
-//!   call. Queue or stream mode ([`SubscribeOptions`]). Reconnects and rejoins its group by
+//!   call; [`Consumer::release`] gives messages back without counting a failure. Queue or
+//!   stream mode, and a queue's dead-lettering, per-key order, backlog limit and retry backoff
+//!   ([`SubscribeOptions`]). Reconnects and rejoins its group by
 //!   itself; unacked messages are delivered again.
 //! - [`Error`] (`error.rs`): the broker's [`ErrorCode`] and message for server errors, plus
 //!   I/O, closed, protocol and timeout.
@@ -58,25 +62,43 @@ mod client;
 mod confirm;
 mod connection;
 mod consumer;
+mod dead_letter;
 mod error;
+mod exchange;
+mod idempotency;
 mod message;
 mod partitioner;
 mod producer;
+mod schedule;
 #[cfg(test)]
 mod scripted_server;
+mod transaction;
 
 pub use client::{Client, ClientOptions, TopicOptions};
 pub use confirm::ConfirmFuture;
 pub use consumer::{Consumer, SubscribeOptions};
+pub use dead_letter::{
+    DEAD_LETTER_DELIVERY_COUNT_HEADER, DEAD_LETTER_ERROR_HEADER, DEAD_LETTER_FIRST_DELIVERY_HEADER,
+    DEAD_LETTER_LAST_DELIVERY_HEADER, DEAD_LETTER_OFFSET_HEADER, DEAD_LETTER_PARTITION_HEADER,
+    DEAD_LETTER_REASON_HEADER, DEAD_LETTER_SUBSCRIPTION_HEADER, DEAD_LETTER_TOPIC_HEADER,
+    DEAD_LETTERS_PER_REQUEST, delivery_header,
+};
 pub use error::{Error, Result};
+pub use exchange::{Routed, headers_binding, key_binding};
 pub use message::{Confirm, Message, Published};
 pub use partitioner::partition_for_key;
-pub use producer::{Producer, ProducerOptions};
+pub use producer::{LANE_IN_FLIGHT, Producer, ProducerOptions};
+pub use schedule::{DeliveryTime, Scheduled, ScheduledBatch};
+pub use transaction::{Transaction, TransactionCheck, TransactionChecker};
 
-pub use weir_batch::BatchBuilder;
+pub use weir_batch::{BatchBuilder, MESSAGE_ID_HEADER};
 pub use weir_proto::{
-    Delivery, Durability, ErrorCode, Fsync, GroupInfo, GroupPartition, MessageId, PartitionInfo,
-    PublishedRange, Start, SubscriptionMode, TopicInfo,
+    Binding, BrokerStats, ClaimOutcome, ConsumerStats, DeadLetterQueueInfo, Decision, Delivery,
+    Durability, ErrorCode, ExchangeInfo, ExchangeKind, Fsync, GroupInfo, GroupPartition,
+    LatencySummary, MessageId, Overflow, PartitionInfo, PartitionStats, PublishedRange,
+    QueueSettings, ScheduleTime, ScheduledInfo, ScheduledSelector, Start, SubscriptionCounters,
+    SubscriptionMode, SubscriptionStats, TopicConfirm, TopicInfo, TopicStats, TransactionInfo,
+    TransactionState,
 };
 
 /// The broker address examples and tools use by default: `WEIR_SERVER` if set, else the

@@ -5,7 +5,8 @@
 //! shares the frame's bytes instead of copying them.
 
 use bytes::Bytes;
-use weir_proto::{Durability, PublishedRange};
+use weir_batch::MESSAGE_ID_HEADER;
+use weir_proto::{Durability, MessageId, PublishedRange};
 
 /// One message to publish.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -51,6 +52,30 @@ impl Message {
         self
     }
 
+    /// Sets the message id (header `weir.id`, replacing an earlier one): the broker stores a
+    /// message whose id it saw within the topic's dedup window only once, and confirms the
+    /// repeat at the stored copy ([`Confirm::duplicate`]). Without a key, the id also picks
+    /// the partition, so that a repeat meets its earlier copy.
+    pub fn with_id(mut self, id: impl Into<Bytes>) -> Message {
+        self.headers.retain(|(name, _)| name != MESSAGE_ID_HEADER);
+        self.headers.push((MESSAGE_ID_HEADER.to_owned(), id.into()));
+        self
+    }
+
+    /// The message id (header `weir.id`), if it has one.
+    pub fn id(&self) -> Option<&Bytes> {
+        self.headers
+            .iter()
+            .find(|(name, _)| name == MESSAGE_ID_HEADER)
+            .map(|(_, value)| value)
+    }
+
+    /// What picks the partition when none is given: the key, else the message id (as the
+    /// broker routes).
+    pub(crate) fn routing_key(&self) -> Option<&Bytes> {
+        self.key.as_ref().or_else(|| self.id())
+    }
+
     /// An upper bound of the bytes this message adds to a batch: the record's fields plus the
     /// most its varint lengths can take. Used to start a new batch *before* one would grow past
     /// its size limit.
@@ -74,6 +99,10 @@ pub struct Confirm {
     pub offset: u64,
     /// What the confirm promises: `Fsynced` survives a power loss, `Os` a process crash.
     pub durability: Durability,
+    /// The broker already held this message (same message id within the topic's dedup
+    /// window, or an idempotent producer's retry) and did not store it again: `partition`
+    /// and `offset` are the stored copy's.
+    pub duplicate: bool,
 }
 
 /// The broker's confirmation of one raw batch publish ([`crate::Client::publish`]).
@@ -81,6 +110,10 @@ pub struct Confirm {
 pub struct Published {
     /// The offsets written, one entry per partition the batch went to.
     pub partitions: Vec<PublishedRange>,
+    /// Messages not stored again because the broker already held them, in batch order:
+    /// where each stored copy is. Empty when the broker does not report duplicates (an
+    /// older broker answers the plain publish).
+    pub duplicates: Vec<MessageId>,
     /// How durable every message of the batch was when the confirm was sent.
     pub durability: Durability,
 }
