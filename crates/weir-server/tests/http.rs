@@ -1325,10 +1325,123 @@ async fn stats_show_topics_and_subscriptions_and_alerts_are_empty() {
             .is_some_and(|count| count > 0)
     );
     assert!(stats["now_ms"].as_i64().is_some_and(|now| now > 0));
+}
 
-    let (status, alerts) = harness.get("/v1/alerts").await;
+/// Alert rules over HTTP: the guide's two defaults are listed; a rule set through the API
+/// fires on a real backlog, shows in `/v1/alerts` and on the alert stream, and can be deleted.
+#[tokio::test]
+async fn an_alert_rule_set_over_http_fires_and_is_streamed() {
+    let harness = Harness::new().await;
+    let (status, rules) = harness.get("/v1/alert-rules").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(alerts, json!({"alerts": []}));
+    let names: Vec<&str> = rules
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|rule| rule["name"].as_str())
+        .collect();
+    assert_eq!(names, ["backlog-high", "success-rate-low"]);
+    let (_, quiet) = harness.get("/v1/alerts").await;
+    assert_eq!(quiet, json!({"alerts": []}));
+
+    let request = Request::builder()
+        .uri("/v1/alerts/stream")
+        .body(Body::empty())
+        .expect("a request");
+    let stream = harness
+        .router
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("an answer");
+    assert_eq!(stream.status(), StatusCode::OK);
+    let mut body = stream.into_body();
+
+    let set = harness
+        .send(
+            Method::PUT,
+            "/v1/alert-rules/orders-backlog",
+            Body::from(
+                json!({"metric": "backlog", "scope": "orders/*", "comparison": "above",
+                       "threshold": 1, "message": "orders pile up"})
+                .to_string(),
+            ),
+        )
+        .await;
+    assert_eq!(set.0, StatusCode::OK, "{}", set.1);
+    assert_eq!(set.1["scope"], "orders/*");
+    harness
+        .post_ok(
+            "/v1/topics/orders/subscriptions",
+            json!({"name": "billing"}),
+            StatusCode::CREATED,
+        )
+        .await;
+    harness
+        .publish("orders", json!([{"payload": "1"}, {"payload": "2"}]))
+        .await;
+
+    let deadline = Instant::now() + PATIENCE;
+    let firing = loop {
+        let (_, alerts) = harness.get("/v1/alerts").await;
+        if let Some(alert) = alerts["alerts"].as_array().and_then(|alerts| {
+            alerts
+                .iter()
+                .find(|alert| alert["rule"] == "orders-backlog")
+        }) && alert["state"] == "firing"
+        {
+            break alert.clone();
+        }
+        assert!(Instant::now() < deadline, "the alert fires: {alerts}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(firing["scope"], "orders/billing");
+    assert_eq!(firing["metric"], "backlog");
+    assert_eq!(firing["value"], 2.0);
+    assert_eq!(firing["message"], "orders pile up");
+
+    let mut text = String::new();
+    while !text.contains("orders-backlog") {
+        let frame = tokio::time::timeout(PATIENCE, body.frame())
+            .await
+            .expect("an event in time")
+            .expect("the stream goes on")
+            .expect("a frame");
+        if let Some(data) = frame.data_ref() {
+            text.push_str(&String::from_utf8_lossy(data));
+        }
+    }
+    assert!(text.contains("event: alert"), "{text}");
+
+    for (method, body) in [
+        (
+            Method::PUT,
+            json!({"metric": "mood", "comparison": "above", "threshold": 1}),
+        ),
+        (
+            Method::PUT,
+            json!({"metric": "backlog", "comparison": "above"}),
+        ),
+        (
+            Method::PUT,
+            json!({"metric": "backlog", "comparison": "above", "threshold": 1, "for_ms": 3_000_000_000u64}),
+        ),
+    ] {
+        assert_error(
+            &harness
+                .send(method, "/v1/alert-rules/bad", Body::from(body.to_string()))
+                .await,
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+        );
+    }
+    let (status, _) = harness.delete("/v1/alert-rules/orders-backlog").await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_error(
+        &harness.delete("/v1/alert-rules/orders-backlog").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
 }
 
 /// The OpenAPI document is served, is OpenAPI 3, and describes every stable path of the API.
@@ -1379,6 +1492,9 @@ async fn the_openapi_document_describes_every_endpoint() {
         ("/v1/stats", &["get"]),
         ("/v1/stats/stream", &["get"]),
         ("/v1/alerts", &["get"]),
+        ("/v1/alerts/stream", &["get"]),
+        ("/v1/alert-rules", &["get"]),
+        ("/v1/alert-rules/{name}", &["put", "delete"]),
     ];
     let paths = document["paths"].as_object().expect("paths");
     assert_eq!(paths.len(), expected.len(), "{:?}", paths.keys());

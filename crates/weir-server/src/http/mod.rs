@@ -10,7 +10,8 @@
 //!
 //! - [`HttpApi`]: builds the router over a broker and serves it on a listener until shutdown.
 //! - `topics.rs`, `messages.rs`, `subscriptions.rs`, `exchanges.rs`, `dead_letters.rs`,
-//!   `schedule.rs`, `transactions.rs`, `idempotency.rs`, `stats.rs`: the handlers, one per endpoint, each annotated for the OpenAPI document.
+//!   `schedule.rs`, `transactions.rs`, `idempotency.rs`, `stats.rs`, `alerts.rs`: the
+//!   handlers, one per endpoint, each annotated for the OpenAPI document.
 //! - `model.rs`: JSON shapes shared by several endpoints; `placement.rs`: each published
 //!   message's position from the broker's per-partition confirm; `extract.rs`: extractors whose
 //!   rejections are JSON errors; `error.rs`: error code → HTTP status.
@@ -29,6 +30,7 @@
 //! # }
 //! ```
 
+mod alerts;
 mod consumers;
 mod dead_letters;
 pub mod error;
@@ -94,7 +96,7 @@ pub(crate) struct HttpState {
         (name = "schedule", description = "Delayed messages: list, inspect, cancel, reschedule"),
         (name = "transactions", description = "Half messages: begin, send, commit, roll back"),
         (name = "idempotency", description = "Broker-kept idempotency keys: claim, complete, release"),
-        (name = "monitoring", description = "Stats, a live stats stream, and alerts"),
+        (name = "monitoring", description = "Stats and alerts, with live streams of both, and alert rules"),
     )
 )]
 struct ApiDocument;
@@ -141,7 +143,10 @@ fn documented_routes() -> OpenApiRouter<HttpState> {
         .routes(routes!(idempotency::release))
         .routes(routes!(stats::stats))
         .routes(routes!(stats::stats_stream))
-        .routes(routes!(stats::alerts))
+        .routes(routes!(alerts::alerts))
+        .routes(routes!(alerts::alert_stream))
+        .routes(routes!(alerts::list_rules))
+        .routes(routes!(alerts::set_rule, alerts::delete_rule))
 }
 
 /// The OpenAPI document of the API, as served at `/v1/openapi.json`.

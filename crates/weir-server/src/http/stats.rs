@@ -1,8 +1,8 @@
-//! What the broker measures, for dashboards and scripts: a snapshot (`GET /v1/stats`), the
-//! same snapshot as a server-sent-events stream for the console (`GET /v1/stats/stream`), and
-//! the alerts endpoint. Every number is the core's ([`weir_core::Broker::stats`]); counters
-//! count since the broker started, so a rate is the difference of two snapshots over their
-//! `now_ms` difference. This module must not invent numbers the core does not keep.
+//! What the broker measures, for dashboards and scripts: a snapshot (`GET /v1/stats`), and the
+//! same snapshot as a server-sent-events stream for the console (`GET /v1/stats/stream`).
+//! Every number is the core's ([`weir_core::Broker::stats`]); counters count since the broker
+//! started, so a rate is the difference of two snapshots over their `now_ms` difference. This
+//! module must not invent numbers the core does not keep.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -258,31 +258,4 @@ pub async fn stats_stream(
     };
     let stream = futures_util::StreamExt::take_until(snapshots, Box::pin(stop));
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
-}
-
-/// A firing alert.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-pub struct AlertView {
-    /// The rule that fired.
-    pub rule: String,
-    /// What it is about (a topic or subscription).
-    pub scope: String,
-    pub message: String,
-    /// When it started firing, ms since the epoch.
-    pub since_ms: i64,
-}
-
-/// `GET /v1/alerts`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-pub struct AlertsResponse {
-    /// Alerts firing now.
-    pub alerts: Vec<AlertView>,
-}
-
-#[utoipa::path(get, path = "/v1/alerts", tag = "monitoring",
-    responses((status = 200, description = "Alerts firing now. The broker evaluates no alert rules yet, so the list is empty", body = AlertsResponse)))]
-pub async fn alerts() -> Json<AlertsResponse> {
-    // Alert rules are not evaluated by the broker yet: the honest answer until they are is
-    // that nothing is firing.
-    Json(AlertsResponse { alerts: Vec::new() })
 }
