@@ -306,6 +306,18 @@ mod tests {
         assert!(!scope_matches("orders/*", "payments/shipping"));
         assert!(scope_matches("*/ship*", "orders/shipping"));
         assert!(!scope_matches("orders/billing", "orders/shipping"));
+        // A `for` beyond i64's range means never (ten years on here), not a negative duration.
+        let forever = vec![AlertRule {
+            for_ms: u64::MAX,
+            ..rules[0].clone()
+        }];
+        let mut patient = AlertBook::default();
+        assert!(patient.evaluate(&forever, &stats(0, 500, None)).is_empty());
+        assert!(
+            patient
+                .evaluate(&forever, &stats(315_360_000_000, 500, None))
+                .is_empty()
+        );
         // A pending alert that stops holding goes away without a resolve event.
         let mut pending = AlertBook::default();
         pending.evaluate(&rules, &stats(0, 500, None));
