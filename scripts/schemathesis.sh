@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Fuzzes the HTTP API of the real `weir` binary with schemathesis: starts `weir serve` on free
 # ports with a temporary data directory, runs schemathesis against the OpenAPI document the
-# server generates (/v1/openapi.json) with the check that no request gets a 5xx answer, and
-# stops the server. Installs schemathesis (PyPI) first if it is missing. Under a minute on
-# a loaded 2-core machine; the coverage phase (boundary and wrong-type values for every field)
-# runs whatever the number of examples.
+# server generates (/v1/openapi.json) with the checks that no request gets a 5xx answer and
+# that every answer's status and body are the documented ones, and stops the server. Installs
+# schemathesis (PyPI) first if it is missing. Well under a minute on a loaded 2-core machine;
+# the coverage phase (boundary and wrong-type values for every field) runs whatever the number
+# of examples.
 #
 # Usage: scripts/schemathesis.sh [extra schemathesis arguments]
 # Environment: WEIR_BINARY (default: target/debug/weir, built if unset),
@@ -27,7 +28,7 @@ start_weir_server --default-fsync os
 status=0
 SCHEMATHESIS_HOOKS=scripts/schemathesis_hooks.py timeout 120 schemathesis run \
     "$WEIR_URL/v1/openapi.json" \
-    --checks not_a_server_error \
+    --checks not_a_server_error,status_code_conformance,response_schema_conformance \
     --phases examples,coverage,fuzzing \
     --max-examples "${SCHEMATHESIS_EXAMPLES:-10}" \
     --seed 1 \

@@ -155,6 +155,7 @@ pub struct ScheduledDetailView {
     params(("id" = u64, Path, description = "Scheduled message id")),
     responses(
         (status = 200, description = "The scheduled message", body = ScheduledDetailView),
+        (status = 400, description = "The id is not a number", body = ErrorBody),
         (status = 404, description = "Not scheduled (never, delivered already, or cancelled)", body = ErrorBody),
     ))]
 pub async fn get_scheduled(
@@ -172,6 +173,7 @@ pub async fn get_scheduled(
     params(("id" = u64, Path, description = "Scheduled message id")),
     responses(
         (status = 200, description = "Cancelled: it will not be delivered", body = ScheduledView),
+        (status = 400, description = "The id is not a number", body = ErrorBody),
         (status = 404, description = "Not scheduled (never, delivered already, or cancelled)", body = ErrorBody),
     ))]
 pub async fn cancel_scheduled(

@@ -125,6 +125,7 @@ pub struct CommittedView {
     params(("id" = String, Path, description = "Transaction id")),
     responses(
         (status = 200, description = "Every half message is now in its topic, durably", body = CommittedView),
+        (status = 400, description = "The id is not a number", body = ErrorBody),
         (status = 404, description = "No open transaction with this id", body = ErrorBody),
     ))]
 pub async fn commit(
