@@ -47,6 +47,19 @@ enum Command {
     Topic(cli::topic::TopicArguments),
     /// Inspect and reset subscriptions (consumer groups).
     Group(cli::group::GroupArguments),
+    /// Declare exchanges and bind topics to them.
+    Exchange(cli::exchange::ExchangeArguments),
+    /// Inspect, redrive and purge dead-letter queues.
+    Dlq(cli::dlq::DlqArguments),
+    /// List, inspect, cancel and reschedule delayed messages.
+    Schedule(cli::schedule::ScheduleArguments),
+    /// List undecided transactions; commit or roll one back.
+    #[command(name = "txn")]
+    Transaction(cli::transaction::TransactionArguments),
+    /// Show the broker's numbers once: topics, subscriptions, rates, success, latency.
+    Stats(cli::stats::StatsArguments),
+    /// Watch the broker's numbers, refreshed every second, until Ctrl-C.
+    Top(cli::top::TopArguments),
 }
 
 impl Command {
@@ -59,7 +72,15 @@ impl Command {
             Command::Bench(_) => "warn",
             // A refused batch is reported once, as the command's error, not also as a log line.
             Command::Publish(_) => "error",
-            Command::Subscribe(_) | Command::Topic(_) | Command::Group(_) => "warn",
+            Command::Subscribe(_)
+            | Command::Topic(_)
+            | Command::Group(_)
+            | Command::Exchange(_)
+            | Command::Dlq(_)
+            | Command::Schedule(_)
+            | Command::Transaction(_)
+            | Command::Stats(_)
+            | Command::Top(_) => "warn",
         }
     }
 
@@ -118,6 +139,12 @@ fn main() -> ExitCode {
             Command::Subscribe(subscribe) => cli::subscribe::run(subscribe).await,
             Command::Topic(topic) => cli::topic::run(topic).await,
             Command::Group(group) => cli::group::run(group).await,
+            Command::Exchange(exchange) => cli::exchange::run(exchange).await,
+            Command::Dlq(dlq) => cli::dlq::run(dlq).await,
+            Command::Schedule(schedule) => cli::schedule::run(schedule).await,
+            Command::Transaction(transaction) => cli::transaction::run(transaction).await,
+            Command::Stats(stats) => cli::stats::run(stats).await,
+            Command::Top(top) => cli::top::run(top).await,
         }
     });
     match result {

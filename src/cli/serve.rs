@@ -39,6 +39,8 @@ A config file holds any of these keys (flags and WEIR_* variables win over it):
   default_fsync = \"always\"        # or \"os\", or \"interval(10)\" (milliseconds)
   max_frame_bytes = 16777216
   max_connections = 1024
+  transaction_timeout_ms = 6000          # undecided this long, a transaction is checked back
+  transaction_check_interval_ms = 6000   # between two checks of one transaction
   alert_webhook = \"http://127.0.0.1:9000/alerts\"
 
 and alert rules, which replace the two defaults (backlog above 10000, success rate below
@@ -103,6 +105,15 @@ pub struct ServeArguments {
     /// POST every alert that fires or resolves, as JSON, to this http:// URL [default: none]
     #[arg(long, env = "WEIR_ALERT_WEBHOOK", value_name = "URL")]
     alert_webhook: Option<String>,
+
+    /// A transaction left undecided this long is checked back with a live producer of its
+    /// group [default: 6000]
+    #[arg(long, env = "WEIR_TRANSACTION_TIMEOUT_MS", value_name = "MS")]
+    transaction_timeout_ms: Option<u64>,
+
+    /// Time between two check-backs of one transaction [default: 6000]
+    #[arg(long, env = "WEIR_TRANSACTION_CHECK_INTERVAL_MS", value_name = "MS")]
+    transaction_check_interval_ms: Option<u64>,
 }
 
 /// The `--config` file. Unknown keys are refused, so a typo is an error, not a silent default.
@@ -120,6 +131,8 @@ struct FileConfig {
     max_connections: Option<usize>,
     alert_webhook: Option<String>,
     alert_rules: Option<Vec<FileAlertRule>>,
+    transaction_timeout_ms: Option<u64>,
+    transaction_check_interval_ms: Option<u64>,
 }
 
 /// One `[[alert_rules]]` table: [`weir_core::AlertRule`], with unknown keys refused like the
@@ -270,6 +283,24 @@ fn resolve(arguments: &ServeArguments, file: FileConfig) -> anyhow::Result<Setti
     }
     if let Some(rules) = file.alert_rules {
         broker.alert_rules = alert_rules(rules)?;
+    }
+    if let Some(timeout_ms) = arguments
+        .transaction_timeout_ms
+        .or(file.transaction_timeout_ms)
+    {
+        if timeout_ms == 0 {
+            bail!("the transaction timeout must be at least 1 ms");
+        }
+        broker.transactions.timeout_ms = timeout_ms;
+    }
+    if let Some(interval_ms) = arguments
+        .transaction_check_interval_ms
+        .or(file.transaction_check_interval_ms)
+    {
+        if interval_ms == 0 {
+            bail!("the transaction check interval must be at least 1 ms");
+        }
+        broker.transactions.check_interval_ms = interval_ms;
     }
 
     let mut server = ServerConfig {

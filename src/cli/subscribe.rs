@@ -17,9 +17,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use serde_json::{Map, Value, json};
 use weir_client::{Client, Consumer, Delivery, ErrorCode, GroupInfo, Start, SubscribeOptions};
-use weir_client::{MessageId, SubscriptionMode};
+use weir_client::{MessageId, Overflow, SubscriptionMode};
 
 use crate::cli::connection::{ServerArgument, connect};
+use crate::cli::duration::{parse_duration, parse_duration_list};
 use crate::cli::output::{format_mode, json_bytes, stdout_closed, write_json_line};
 use crate::cli::position::{POSITION_HELP, describe_position, format_rfc3339, parse_position};
 
@@ -30,8 +31,86 @@ Examples:
   weir sub orders --from earliest --count 10      # the first 10 messages, no group kept
   weir sub orders --from 2026-01-31T09:00:00Z --json | jq .payload
 
+  weir sub orders --group billing --max-deliveries 5 --retry-backoff 1s,5s,30s
+  weir sub orders --group shipping --ordered-by-key --max-backlog 10000 --overflow reject-publish
+
 Without --group, messages are read from --from (default latest) and nothing is acked.
---from applies when a group is created; move an existing group with `weir group reset`.";
+--from and the queue settings (--max-deliveries … --retry-backoff) apply when a group is
+created; move an existing group with `weir group reset`. A message delivered
+--max-deliveries times without an ack goes to the dead-letter topic (`weir dlq list`).";
+
+/// What a queue does when its backlog is full, as `--overflow` spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OverflowArgument {
+    /// Publishers get `backlog_full` until consumers catch up
+    RejectPublish,
+    /// The oldest waiting messages move to the dead-letter topic
+    DeadLetterOldest,
+}
+
+impl From<OverflowArgument> for Overflow {
+    fn from(overflow: OverflowArgument) -> Overflow {
+        match overflow {
+            OverflowArgument::RejectPublish => Overflow::RejectPublish,
+            OverflowArgument::DeadLetterOldest => Overflow::DeadLetterOldest,
+        }
+    }
+}
+
+/// The delivery guarantees of a new queue group.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Queue settings (a new queue group)")]
+struct QueueArguments {
+    /// Dead-letter a message after N deliveries without an ack
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_deliveries: Option<u32>,
+
+    /// Where dead letters go [default: <topic>.<group>.dlq]
+    #[arg(long, value_name = "TOPIC")]
+    dead_letter_topic: Option<String>,
+
+    /// Dead-letter messages older than this (by publish time) instead of delivering them,
+    /// e.g. 10m
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    ttl: Option<Duration>,
+
+    /// Never two messages with the same key in flight: each key in order, many consumers
+    #[arg(long)]
+    ordered_by_key: bool,
+
+    /// Most messages waiting (not yet acked) before --overflow applies
+    #[arg(long, value_name = "N")]
+    max_backlog: Option<u64>,
+
+    /// What a full backlog does
+    #[arg(
+        long,
+        value_enum,
+        value_name = "POLICY",
+        requires = "max_backlog",
+        default_value = "reject-publish"
+    )]
+    overflow: OverflowArgument,
+
+    /// Waits before redelivering a nacked message: the n-th failure waits the n-th, the last
+    /// repeating, e.g. 1s,5s,30s
+    #[arg(long, value_name = "DURATIONS", value_parser = parse_duration_list)]
+    retry_backoff: Option<Vec<Duration>>,
+}
+
+impl QueueArguments {
+    fn apply(&self, options: &mut SubscribeOptions) {
+        options.max_deliveries = self.max_deliveries;
+        options
+            .dead_letter_topic
+            .clone_from(&self.dead_letter_topic);
+        options.message_ttl = self.ttl;
+        options.ordered_by_key = self.ordered_by_key;
+        options.max_backlog = self.max_backlog;
+        options.overflow = self.overflow.into();
+        options.retry_backoff = self.retry_backoff.clone().unwrap_or_default();
+    }
+}
 
 /// How long closing may take after the last message (sending the last acks, leaving the
 /// group) before the command exits anyway.
@@ -97,6 +176,9 @@ pub struct SubscribeArguments {
     prefetch: u32,
 
     #[command(flatten)]
+    queue: QueueArguments,
+
+    #[command(flatten)]
     server: ServerArgument,
 }
 
@@ -139,7 +221,11 @@ async fn plan(client: &Client, arguments: &SubscribeArguments) -> anyhow::Result
         }),
         ..SubscribeOptions::default()
     };
+    arguments.queue.apply(&mut options);
     let Some(group) = &arguments.group else {
+        if options.has_queue_settings() {
+            bail!("the queue settings need --group: they belong to a named queue group");
+        }
         if arguments.mode == Some(ModeArgument::Queue) {
             bail!(
                 "--mode queue needs --group: a queue is shared by the consumers of a named group"
@@ -165,6 +251,14 @@ async fn plan(client: &Client, arguments: &SubscribeArguments) -> anyhow::Result
         (None, None) => SubscriptionMode::Queue,
     };
     options.start = arguments.from.unwrap_or(Start::Earliest);
+    if options.has_queue_settings() && options.mode == SubscriptionMode::Stream {
+        bail!("the queue settings apply to queue groups, not to a stream group");
+    }
+    if options.has_queue_settings() && existing.is_some() {
+        eprintln!(
+            "note: group '{group}' exists, so it keeps its settings and the queue settings given here do not apply"
+        );
+    }
     if let (Some(from), Some(_)) = (arguments.from, &existing) {
         eprintln!(
             "note: group '{group}' exists, so it continues from where it is and --from {} does not apply; \
