@@ -215,7 +215,8 @@ fn range_length(range: &PublishedRange) -> Option<usize> {
 /// Within a partition, duplicates are told apart as the broker decides them: a message whose
 /// id repeats an earlier one of the batch duplicates that one; of the other messages with an
 /// id, either none or all were already held (what a retry or a republish produces). When
-/// only some were, the answer does not say which, and the placement is refused. A partition
+/// only some were, the answer does not say which, and the placement is refused (the producer
+/// then asks the broker, see `producer.rs`, `place_partly_held`). A partition
 /// where nothing was stored holds only duplicates, in order (an idempotent producer's retry).
 /// `None` whenever the answer does not add up, rather than guess.
 pub(crate) fn place(

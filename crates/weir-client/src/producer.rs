@@ -22,7 +22,8 @@
 //! broker crash is stored exactly once and each partition keeps the order messages were sent
 //! in. A batch the broker refuses fails its messages; the lane then continues under a fresh
 //! producer id (the broker's numbering expected the refused batch), numbering the batches
-//! after it again. A batch given up after `delivery_timeout` also fails, and may or may not
+//! after it again. It does the same after a confirm naming duplicates, which the broker does
+//! not count in the producer's numbering when it deduplicated them by message id. A batch given up after `delivery_timeout` also fails, and may or may not
 //! have been stored.
 //!
 //! Without it, delivery is **at least once**: a batch whose confirm did not arrive is sent
@@ -44,7 +45,7 @@ use weir_proto::ErrorCode;
 
 use crate::accumulator::{Accumulator, Limits, Pushed, SealedBatch};
 use crate::client::{Client, PendingPublish, publish_on};
-use crate::confirm::{BatchMessages, ConfirmFuture, Placement, place};
+use crate::confirm::{BatchMessages, ConfirmFuture, Placement, Position, place};
 use crate::error::{Error, Result};
 use crate::message::{Message, Published};
 use crate::partitioner::partition_for_key;
@@ -574,19 +575,136 @@ async fn placement(
         routing: count.map(|count| (&batch.keys[..], count)),
         ids: &batch.ids,
     };
-    place(
-        batch.count,
-        &published.partitions,
-        &published.duplicates,
-        messages,
-    )
-    .ok_or_else(|| {
+    let unmatched = || {
         Error::Protocol(format!(
             "the batch of {} messages to '{}' was stored, but its confirm (stored {:?}, \
              already held {:?}) cannot be matched to its messages",
             batch.count, batch.topic, published.partitions, published.duplicates
         ))
-    })
+    };
+    if let Some(placement) = place(
+        batch.count,
+        &published.partitions,
+        &published.duplicates,
+        messages,
+    ) {
+        return Ok(placement);
+    }
+    match (first, split) {
+        // Some messages with ids were held already and others not, and the answer does not
+        // say which: ask the broker.
+        (Some(partition), false) if !published.duplicates.is_empty() && !batch.ids.is_empty() => {
+            place_partly_held(shared, batch, published, partition)
+                .await?
+                .ok_or_else(unmatched)
+        }
+        _ => Err(unmatched()),
+    }
+}
+
+/// Places a batch of which the broker held some messages with ids already and stored the
+/// rest, when its answer alone cannot tell which (`confirm.rs`, `place`). Each such message
+/// is published again alone, to the same partition: the broker holds it now either way, so it
+/// answers with the copy's offset and stores nothing. A copy at or past the batch's first
+/// stored offset was stored by this batch; one before it was held already. `None` if the
+/// answers do not add up.
+async fn place_partly_held(
+    shared: &Shared,
+    batch: &SealedBatch<Permit>,
+    published: &Published,
+    partition: u32,
+) -> Result<Option<Placement>> {
+    let Some(stored) = published
+        .partitions
+        .iter()
+        .find(|range| range.partition == partition)
+    else {
+        return Ok(None);
+    };
+    let parsed = weir_batch::Batch::parse(batch.bytes.clone(), usize::MAX)
+        .map_err(|error| Error::Protocol(format!("the producer's own batch: {error}")))?;
+    let mut positions = Vec::with_capacity(batch.count);
+    let mut first: HashMap<Bytes, Position> = HashMap::new();
+    let mut next_offset = stored.base_offset;
+    for (index, record) in parsed.records().enumerate() {
+        let record = record
+            .map_err(|error| Error::Protocol(format!("the producer's own batch: {error}")))?;
+        let stored_here = |next_offset: &mut u64| {
+            let offset = *next_offset;
+            *next_offset += 1;
+            Position {
+                partition,
+                offset,
+                duplicate: false,
+            }
+        };
+        let position = match batch.ids.get(index).and_then(Option::as_ref) {
+            Some(id) => match first.get(id) {
+                Some(earlier) => Position {
+                    duplicate: true,
+                    ..*earlier
+                },
+                None => {
+                    let position = match held_copy(shared, batch, partition, &record).await? {
+                        Some(offset) if offset >= stored.base_offset => {
+                            if offset != next_offset {
+                                return Ok(None);
+                            }
+                            stored_here(&mut next_offset)
+                        }
+                        Some(offset) => Position {
+                            partition,
+                            offset,
+                            duplicate: true,
+                        },
+                        None => return Ok(None),
+                    };
+                    first.insert(id.clone(), position);
+                    position
+                }
+            },
+            None => stored_here(&mut next_offset),
+        };
+        positions.push(position);
+    }
+    let complete = positions.len() == batch.count && next_offset == stored.last_offset + 1;
+    Ok(complete.then_some(Placement::Listed(positions)))
+}
+
+/// Where the broker holds `record` (which has a message id): it is published again alone and
+/// answered as a duplicate. `None` if the broker stored it instead (its dedup window ended
+/// in between).
+async fn held_copy(
+    shared: &Shared,
+    batch: &SealedBatch<Permit>,
+    partition: u32,
+    record: &weir_batch::Record,
+) -> Result<Option<u64>> {
+    let mut builder = weir_batch::BatchBuilder::new();
+    let headers: Vec<(&str, &[u8])> = record
+        .headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), &value[..]))
+        .collect();
+    builder.push(
+        record.timestamp_ms,
+        record.key.as_deref(),
+        &headers,
+        &record.value,
+    );
+    let answer = shared
+        .client
+        .publish(&batch.topic, Some(partition), builder.finish())
+        .await?;
+    Ok(
+        match (answer.partitions.as_slice(), answer.duplicates.as_slice()) {
+            ([], [held]) if held.partition == partition => Some(held.offset),
+            _ => {
+                tracing::warn!(topic = %batch.topic, "a message published again to learn its position was stored again");
+                None
+            }
+        },
+    )
 }
 
 /// One idempotent lane's numbering.
@@ -623,6 +741,17 @@ impl Lane {
             stamp.sequence,
         );
         stamp
+    }
+
+    /// After a confirm: a batch with messages the broker held already by message id does not
+    /// move the broker's numbering of the producer on (it records the producer only with a
+    /// batch it stores whole), so the batches after it would be refused as out of order; go on
+    /// under a fresh producer id. (A retried batch answered with its original offsets renews
+    /// too, needlessly but harmlessly: the answer does not tell the two apart.)
+    fn answered(&mut self, published: &Published) {
+        if !published.duplicates.is_empty() {
+            self.renew();
+        }
     }
 
     /// Goes on under a fresh producer id, numbering from 0: after a batch failed, the broker's
@@ -715,7 +844,10 @@ async fn run_lane(
                     continue;
                 };
                 match answer {
-                    Ok(published) => resolve(&shared, numbered.batch, Ok(published)).await,
+                    Ok(published) => {
+                        lane.answered(&published);
+                        resolve(&shared, numbered.batch, Ok(published)).await;
+                    }
                     Err(error) => {
                         // Settle everything in flight, then go through the failures in
                         // order: nothing newer is sent before they are resolved.
@@ -757,6 +889,7 @@ async fn recover(shared: &Shared, lane: &mut Lane, answered: Vec<(LaneBatch, Res
         loop {
             let error = match answer {
                 Ok(published) => {
+                    lane.answered(&published);
                     resolve(shared, numbered.batch, Ok(published)).await;
                     break;
                 }

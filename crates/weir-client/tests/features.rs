@@ -124,6 +124,13 @@ async fn a_message_published_again_with_its_id_is_confirmed_at_the_stored_copy()
         (again.partition, again.offset),
         (first.partition, first.offset)
     );
+    // The producer goes on after a duplicate (the broker does not count a batch it stored
+    // none of in the producer's numbering).
+    let next =
+        within(producer.send_confirmed("payments", Message::new("payment-2").with_id("p-2")))
+            .await
+            .unwrap();
+    assert!(!next.duplicate);
     let mut builder = weir_client::BatchBuilder::new();
     builder.push(1, None, &[(weir_client::MESSAGE_ID_HEADER, b"p-1")], b"x");
     let raw = client
@@ -139,7 +146,49 @@ async fn a_message_published_again_with_its_id_is_confirmed_at_the_stored_copy()
         .iter()
         .map(|partition| partition.end_offset)
         .sum();
-    assert_eq!(stored, 1, "one copy is stored");
+    assert_eq!(stored, 2, "one copy of each is stored");
+    server.stop().await;
+}
+
+/// Goal: a batch of which some messages were held already (by id) and others are new is
+/// confirmed message by message — the held ones at their copies, the new ones where they were
+/// stored — although the broker's answer alone does not say which is which. Method: store
+/// `a`, then one batch of `a` again, a new `b` and a message without an id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_partly_held_already_is_confirmed_message_by_message() {
+    let server = TestServer::start().await;
+    let client = server.connect().await;
+    client.create_topic("ledger", os_topic(1)).await.unwrap();
+    let producer = client.producer(ProducerOptions {
+        linger: Duration::from_millis(200),
+        ..ProducerOptions::default()
+    });
+    let held = within(producer.send_confirmed("ledger", Message::new("a").with_id("id-a")))
+        .await
+        .unwrap();
+    let again = producer
+        .send("ledger", Message::new("a").with_id("id-a"))
+        .await
+        .unwrap();
+    let new = producer
+        .send("ledger", Message::new("b").with_id("id-b"))
+        .await
+        .unwrap();
+    let plain = producer.send("ledger", Message::new("c")).await.unwrap();
+    let (again, new, plain) = (
+        within(again).await.unwrap(),
+        within(new).await.unwrap(),
+        within(plain).await.unwrap(),
+    );
+    assert!(again.duplicate);
+    assert_eq!(again.offset, held.offset);
+    assert_eq!((new.duplicate, new.offset), (false, 1));
+    assert_eq!((plain.duplicate, plain.offset), (false, 2));
+    assert_eq!(
+        client.topic("ledger").await.unwrap().partitions[0].end_offset,
+        3,
+        "nothing stored twice, also not by asking"
+    );
     server.stop().await;
 }
 
