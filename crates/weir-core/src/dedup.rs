@@ -16,11 +16,19 @@ use crate::error::{Error, Result};
 /// them (not only the last) is answered with its original offsets.
 const PRODUCER_BATCHES: usize = 8;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct ProducedBatch {
     base_sequence: u32,
     last_sequence: u32,
-    base_offset: u64,
+    /// Where each record of the batch is stored: usually contiguous from the batch's base
+    /// offset; listed when some were earlier copies found by message id.
+    offsets: StoredAt,
+}
+
+#[derive(Debug, Clone)]
+enum StoredAt {
+    Contiguous(u64),
+    Listed(Vec<u64>),
 }
 
 #[derive(Debug, Default)]
@@ -40,8 +48,10 @@ pub enum Verdict {
         keep: Vec<bool>,
         duplicates: Vec<u64>,
     },
-    /// Store nothing: every record is already stored, at these offsets.
+    /// Store nothing: every record is already stored (by message id), at these offsets.
     Duplicate(Vec<u64>),
+    /// Store nothing: an idempotent producer sent this batch before; here is where it went.
+    Retry(Vec<u64>),
 }
 
 pub struct Dedup {
@@ -89,10 +99,13 @@ impl Dedup {
                 .iter()
                 .find(|previous| previous.base_sequence == base_sequence)
             {
-                let offsets = (0..u64::from(count))
-                    .map(|index| previous.base_offset + index)
-                    .collect();
-                return Ok(Verdict::Duplicate(offsets));
+                let offsets = match &previous.offsets {
+                    StoredAt::Contiguous(base_offset) => (0..u64::from(count))
+                        .map(|index| base_offset + index)
+                        .collect(),
+                    StoredAt::Listed(offsets) => offsets.clone(),
+                };
+                return Ok(Verdict::Retry(offsets));
             }
             if let Some(last) = producer.batches.back() {
                 let expected = last.last_sequence.wrapping_add(1);
@@ -142,18 +155,34 @@ impl Dedup {
 
     /// Remembers a stored batch whose first record got `base_offset`.
     pub fn record(&mut self, batch: &Batch, base_offset: u64, now_ms: i64) {
+        self.record_producer(batch, StoredAt::Contiguous(base_offset), now_ms);
+        self.record_ids(batch, base_offset, now_ms);
+    }
+
+    /// Remembers an idempotent producer's batch of which some or all records were earlier
+    /// copies: `offsets` says where each record is, so its sequence numbers are counted and a
+    /// retry is answered with the same places.
+    pub fn record_listed(&mut self, batch: &Batch, offsets: Vec<u64>, now_ms: i64) {
+        self.record_producer(batch, StoredAt::Listed(offsets), now_ms);
+    }
+
+    fn record_producer(&mut self, batch: &Batch, offsets: StoredAt, now_ms: i64) {
         if let Some((producer_id, base_sequence)) = batch.producer() {
             let producer = self.producers.entry(producer_id).or_default();
             producer.last_seen_ms = now_ms;
             producer.batches.push_back(ProducedBatch {
                 base_sequence,
                 last_sequence: base_sequence.wrapping_add(batch.record_count() - 1),
-                base_offset,
+                offsets,
             });
             if producer.batches.len() > PRODUCER_BATCHES {
                 producer.batches.pop_front();
             }
         }
+    }
+
+    /// Remembers the message ids of a stored batch whose first record got `base_offset`.
+    pub fn record_ids(&mut self, batch: &Batch, base_offset: u64, now_ms: i64) {
         if batch.has_message_ids() {
             let shift = base_offset.wrapping_sub(batch.base_offset());
             for record in batch.records().flatten() {
@@ -217,6 +246,27 @@ mod tests {
         );
     }
 
+    /// A producer's batch whose records were all earlier copies by id still counts in its
+    /// numbering, and its retry is answered with those copies' places.
+    #[test]
+    fn a_producer_batch_of_duplicates_advances_its_sequence() {
+        let mut dedup = Dedup::new(60_000);
+        let original = batch(&[Some("a"), Some("b")], None, 0);
+        dedup.record(&original, 0, 0);
+        let again = batch(&[Some("b"), Some("a")], Some((5, 0)), 2);
+        let Verdict::Duplicate(offsets) = dedup.check(&again, 2, 0).unwrap() else {
+            panic!("all duplicates")
+        };
+        assert_eq!(offsets, vec![1, 0]);
+        dedup.record_listed(&again, offsets, 0);
+        assert_eq!(
+            dedup.check(&again, 2, 0).unwrap(),
+            Verdict::Retry(vec![1, 0])
+        );
+        let next = batch(&[None], Some((5, 2)), 2);
+        assert_eq!(dedup.check(&next, 2, 0).unwrap(), Verdict::Append);
+    }
+
     #[test]
     fn an_idempotent_producers_retry_gets_the_original_offsets() {
         let mut dedup = Dedup::new(60_000);
@@ -228,7 +278,7 @@ mod tests {
         dedup.record(&second, 12, 0);
         assert_eq!(
             dedup.check(&first, 13, 0).unwrap(),
-            Verdict::Duplicate(vec![10, 11])
+            Verdict::Retry(vec![10, 11])
         );
         let gap = batch(&[None], Some((7, 9)), 13);
         assert!(dedup.check(&gap, 13, 0).is_err());

@@ -250,11 +250,18 @@ impl Writer {
     fn append(&mut self, batch: Batch) -> Result<Confirmed> {
         let now_ms = self.clock.now_ms();
         let verdict = self.dedup.check(&batch, self.log.next_offset(), now_ms)?;
+        // For a batch partly or wholly made of earlier copies: which records are new.
+        let mut kept_records = None;
         let (stored, duplicates) = match verdict {
-            Verdict::Append => (Some(batch), Vec::new()),
-            Verdict::Duplicate(duplicates) => (None, duplicates),
+            Verdict::Append => (Some(batch.clone()), Vec::new()),
+            Verdict::Retry(duplicates) => (None, duplicates),
+            Verdict::Duplicate(duplicates) => {
+                kept_records = Some(Vec::new());
+                (None, duplicates)
+            }
             Verdict::Partial { keep, duplicates } => {
                 let mut builder = BatchBuilder::new();
+                kept_records = Some(keep.clone());
                 for (record, kept) in batch.records().zip(keep) {
                     let record = record?;
                     if kept {
@@ -280,13 +287,42 @@ impl Writer {
         let appended = match stored {
             Some(stored) => {
                 let appended = self.log.append(&stored, now_ms)?;
-                self.dedup.record(&stored, appended.base_offset, now_ms);
+                if kept_records.is_some() {
+                    self.dedup.record_ids(&stored, appended.base_offset, now_ms);
+                } else {
+                    self.dedup.record(&stored, appended.base_offset, now_ms);
+                }
                 self.pending_messages += u64::from(stored.record_count());
                 self.pending_bytes += stored.len() as u64;
                 Some((appended.base_offset, appended.last_offset))
             }
             None => None,
         };
+        if let Some(kept_records) = kept_records
+            && batch.producer().is_some()
+        {
+            // Place every record of the producer's batch: new ones where they were just
+            // stored, the others at their earlier copies, in the batch's order.
+            let mut next_new = appended.map_or(0, |(base_offset, _)| base_offset);
+            let mut earlier = duplicates.iter();
+            let offsets = kept_records
+                .iter()
+                .map(|&kept| {
+                    if kept {
+                        next_new += 1;
+                        next_new - 1
+                    } else {
+                        earlier.next().copied().unwrap_or(0)
+                    }
+                })
+                .collect::<Vec<u64>>();
+            let offsets = if kept_records.is_empty() {
+                duplicates.clone()
+            } else {
+                offsets
+            };
+            self.dedup.record_listed(&batch, offsets, now_ms);
+        }
         Ok(Confirmed {
             partition: self.partition,
             appended,

@@ -175,3 +175,25 @@ async fn pending_transactions_and_their_checks_survive_a_restart() {
     assert_eq!(count(&broker, "invoices"), 1);
     broker.shutdown().await;
 }
+
+/// A transaction's own timeout, shorter than the broker's, is the one honoured.
+#[tokio::test]
+async fn a_transactions_own_timeout_is_honoured() {
+    let fixture = Fixture::new();
+    let broker = open(&fixture, UnresolvedOutcome::Rollback).await;
+    let transaction = broker
+        .begin_transaction("fast", Some(Duration::from_secs(1)))
+        .unwrap();
+    broker
+        .send_half(transaction, "quick", None, batch(&["q"]))
+        .await
+        .unwrap();
+    let mut checker = broker.register_transaction_checker("fast");
+    fixture.clock.advance(Duration::from_millis(999));
+    broker.tick().await;
+    assert_eq!(checker.try_next(), None);
+    fixture.clock.advance(Duration::from_millis(1));
+    broker.tick().await;
+    assert_eq!(checker.try_next(), Some(transaction));
+    broker.shutdown().await;
+}

@@ -60,6 +60,8 @@ pub struct TransactionInfo {
     pub producer_group: String,
     pub state: TransactionState,
     pub created_ms: i64,
+    /// Undecided this long, it is checked back.
+    pub timeout_ms: u64,
     pub checks: u32,
     /// Number of half-message batches sent.
     pub parts: u32,
@@ -345,6 +347,7 @@ impl Broker {
                     producer_group: record.producer_group,
                     state: record.state,
                     created_ms: record.created_ms,
+                    timeout_ms: record.timeout_ms,
                     checks: record.checks,
                     parts: record.parts,
                 })
@@ -371,13 +374,17 @@ impl Broker {
     /// Finishes interrupted commits, checks back on overdue transactions, and settles those
     /// checked too often. Runs on the timer.
     pub(super) async fn check_transactions(&self, now_ms: i64) -> Result<()> {
+        // Runs on every tick: skip the scan when nothing is open (the common case).
+        if self.inner.catalog.meta().count(TRANSACTIONS)? == 0 {
+            return Ok(());
+        }
         let settings = self.inner.config.transactions.clone();
         let overdue: Vec<TransactionInfo> = self
             .transactions()?
             .into_iter()
             .filter(|info| {
                 info.state == TransactionState::Committing
-                    || info.created_ms.saturating_add(settings.timeout_ms as i64) <= now_ms
+                    || info.created_ms.saturating_add(info.timeout_ms as i64) <= now_ms
             })
             .collect();
         for info in overdue {
