@@ -8,6 +8,8 @@
 //! Nothing is kept in memory but the earliest due time: the due entries are a range scan from
 //! the start of `schedule`, so a million pending messages cost disk, not RAM.
 
+use std::collections::HashSet;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use weir_storage::{MetaOp, MetaStore};
 
@@ -90,34 +92,50 @@ fn decode(key: &[u8], value: &[u8]) -> Result<ScheduledEntry> {
     })
 }
 
-/// Adds entries in one durable write. Fails if a business key is already scheduled.
+/// Adds entries in one durable write. Fails if a business key is already scheduled, or given
+/// twice among `entries`.
+///
+/// The write holds one run of operations per table, the `schedule` keys in key order: the
+/// store keeps a table open across consecutive operations on the same table (alternating
+/// tables reopened it once per operation), and neighbouring keys share B-tree pages.
 pub fn insert(meta: &MetaStore, entries: &[ScheduledEntry]) -> Result<()> {
-    let mut ops = Vec::with_capacity(entries.len() * 2);
+    let mut business_keys = Vec::new();
+    let mut claimed = HashSet::new();
     for entry in entries {
-        let key = schedule_key(entry.due_ms, entry.id);
-        if let Some(business_key) = &entry.business_key {
-            if meta.get(SCHEDULE_KEYS, business_key.as_bytes())?.is_some() {
-                return Err(Error::InvalidArgument(format!(
-                    "a message with business key '{business_key}' is already scheduled"
-                )));
-            }
-            ops.push(MetaOp::Put {
-                table: SCHEDULE_KEYS,
-                key: business_key.as_bytes().to_vec(),
-                value: entry.id.to_be_bytes().to_vec(),
-            });
+        let Some(business_key) = &entry.business_key else {
+            continue;
+        };
+        if !claimed.insert(business_key.as_str())
+            || meta.get(SCHEDULE_KEYS, business_key.as_bytes())?.is_some()
+        {
+            return Err(Error::InvalidArgument(format!(
+                "a message with business key '{business_key}' is already scheduled"
+            )));
         }
-        ops.push(MetaOp::Put {
-            table: SCHEDULE_IDS,
-            key: entry.id.to_be_bytes().to_vec(),
-            value: key.to_vec(),
-        });
-        ops.push(MetaOp::Put {
-            table: SCHEDULE,
-            key: key.to_vec(),
-            value: encode(entry),
+        business_keys.push(MetaOp::Put {
+            table: SCHEDULE_KEYS,
+            key: business_key.as_bytes().to_vec(),
+            value: entry.id.to_be_bytes().to_vec(),
         });
     }
+    let mut keyed: Vec<([u8; 16], &ScheduledEntry)> = entries
+        .iter()
+        .map(|entry| (schedule_key(entry.due_ms, entry.id), entry))
+        .collect();
+    let mut ops = business_keys;
+    ops.reserve(entries.len() * 2);
+    // Ids in the order given (ascending, as the broker hands them out).
+    ops.extend(keyed.iter().map(|(key, entry)| MetaOp::Put {
+        table: SCHEDULE_IDS,
+        key: entry.id.to_be_bytes().to_vec(),
+        value: key.to_vec(),
+    }));
+    keyed.sort_unstable_by_key(|(key, _)| *key);
+    ops.extend(keyed.iter().map(|(key, entry)| MetaOp::Put {
+        table: SCHEDULE,
+        key: key.to_vec(),
+        value: encode(entry),
+    }));
     Ok(meta.write(&ops, true)?)
 }
 
@@ -301,5 +319,59 @@ mod tests {
             page.iter().map(|entry| entry.id).collect::<Vec<_>>(),
             vec![3]
         );
+    }
+
+    #[test]
+    fn one_write_refuses_a_business_key_given_twice_and_keeps_every_entry_findable() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = MetaStore::open(&dir.path().join("meta.redb")).unwrap();
+        let entry = |id: u64, due_ms: i64, business_key: Option<&str>| ScheduledEntry {
+            id,
+            due_ms,
+            topic: "orders".into(),
+            partition: None,
+            business_key: business_key.map(str::to_owned),
+            batch: Bytes::from(vec![id as u8; 10]),
+        };
+        assert!(
+            insert(
+                &meta,
+                &[
+                    entry(1, 100, Some("order-1")),
+                    entry(2, 50, Some("order-1"))
+                ]
+            )
+            .is_err(),
+            "a business key names one scheduled message, even within one write"
+        );
+        assert_eq!(count(&meta).unwrap(), 0, "a refused write stores nothing");
+        assert_eq!(id_for_business_key(&meta, "order-1").unwrap(), None);
+
+        // Given out of due order, with and without business keys: stored in due order, each
+        // findable by id and by key.
+        let entries: Vec<ScheduledEntry> = (10..20)
+            .map(|id| {
+                let key = format!("order-{id}");
+                entry(
+                    id,
+                    1_000 - id as i64 * 7 % 5,
+                    (id % 3 == 0).then_some(key.as_str()),
+                )
+            })
+            .collect();
+        insert(&meta, &entries).unwrap();
+        let due_now = due(&meta, 1_000, 100).unwrap();
+        let mut expected = entries.clone();
+        expected.sort_by_key(|entry| (entry.due_ms, entry.id));
+        assert_eq!(due_now, expected);
+        for entry in &entries {
+            assert_eq!(get(&meta, entry.id).unwrap().as_ref(), Some(entry));
+            if let Some(business_key) = &entry.business_key {
+                assert_eq!(
+                    id_for_business_key(&meta, business_key).unwrap(),
+                    Some(entry.id)
+                );
+            }
+        }
     }
 }
