@@ -3,11 +3,12 @@
 # `http listener on ADDR` log line, exports WEIR_URL=http://ADDR, and stops the server (and
 # removes the directory) when the calling script exits.
 #
-# Environment: WEIR_BINARY (default: target/debug/weir, built with cargo if unset).
+# Environment: WEIR_BINARY (default: $CARGO_TARGET_DIR or target, /debug/weir, built with cargo
+# if unset).
 # Arguments of start_weir_server are passed on to `weir serve`.
 
 start_weir_server() {
-    local binary="${WEIR_BINARY:-target/debug/weir}"
+    local binary="${WEIR_BINARY:-${CARGO_TARGET_DIR:-target}/debug/weir}"
     if [[ -z "${WEIR_BINARY:-}" ]]; then
         cargo build --quiet --locked --bin weir
     fi
