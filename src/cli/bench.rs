@@ -45,11 +45,14 @@ use weir_client::{
     ProducerOptions, Start, SubscribeOptions, SubscriptionMode, TopicOptions,
 };
 
+mod embedded;
+
 const EXAMPLES: &str = "\
 Examples:
   weir bench --server 127.0.0.1:5680
   weir bench --fsync os --runs 3 --out weir.jsonl --server-pid $(pgrep -n weir)
   weir bench --workloads w1,w2 --count 200000
+  weir bench --embedded --data-dir /var/tmp    # schedule, transactions, publish-pending in process
   peerbench table peers.jsonl weir.jsonl     # Weir beside the peers (../shared/bench)";
 
 /// The workloads, named as in the README and the JSONL records.
@@ -59,6 +62,12 @@ enum Workload {
     W2,
     W3,
     W4,
+    /// Embedded: N delayed messages, scheduling rate and delivery lateness
+    Schedule,
+    /// Embedded: transactions of --half-messages half messages each
+    Transactions,
+    /// Embedded: publishing with none and with N scheduled messages pending
+    PublishPending,
 }
 
 impl Workload {
@@ -68,6 +77,9 @@ impl Workload {
             Workload::W2 => "W2",
             Workload::W3 => "W3",
             Workload::W4 => "W4",
+            Workload::Schedule => "schedule",
+            Workload::Transactions => "transactions",
+            Workload::PublishPending => "publish-pending",
         }
     }
 }
@@ -122,11 +134,12 @@ pub struct BenchArguments {
     server: String,
 
     /// Comma-separated subset of w1,w2,w3,w4 (w2 drains W1's messages, so it publishes them
-    /// first even without w1)
+    /// first even without w1), or of the embedded schedule,transactions,publish-pending
     #[arg(long, value_enum, value_delimiter = ',', default_value = "w1,w2,w3,w4")]
     workloads: Vec<Workload>,
 
-    /// N: messages for W1 and W2; W4 publishes N / 4 unless --w4-count
+    /// N: messages for W1 and W2; W4 publishes N / 4 unless --w4-count; messages scheduled by
+    /// schedule, published per round and broker by publish-pending
     #[arg(long, default_value_t = 1_000_000)]
     count: u64,
 
@@ -198,12 +211,16 @@ pub struct BenchArguments {
     /// Cap on each publish phase, seconds (W2 gets twice this; W3/W4 consumers this + 30 s)
     #[arg(long, default_value_t = 12.0)]
     max_secs: f64,
+
+    #[command(flatten)]
+    embedded: embedded::EmbeddedArguments,
 }
 
 impl BenchArguments {
     /// Worker threads the runtime should have: 1 means a `current_thread` runtime.
     pub fn runtime_threads(&self) -> usize {
-        self.threads.max(1)
+        self.threads
+            .max(self.embedded.minimum_threads(&self.workloads))
     }
 
     fn label(&self) -> String {
@@ -991,6 +1008,9 @@ pub async fn run(arguments: BenchArguments) -> anyhow::Result<()> {
     if !(arguments.rate > 0.0 && arguments.w3_secs > 0.0) {
         bail!("--rate and --w3-secs must be positive");
     }
+    if embedded::requested(&arguments)? {
+        return embedded::run(&arguments).await;
+    }
     let mut workloads = arguments.workloads.clone();
     workloads.sort();
     workloads.dedup();
@@ -1158,6 +1178,8 @@ fn summary(records: &[Record]) -> String {
             Workload::W2 => "W2 consume",
             Workload::W3 => "W3 latency (e2e)",
             Workload::W4 => "W4 fan-out (deliveries)",
+            // Embedded workloads have a table of their own (embedded::summary).
+            Workload::Schedule | Workload::Transactions | Workload::PublishPending => continue,
         };
         let _ = writeln!(
             text,
