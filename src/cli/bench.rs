@@ -41,8 +41,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use weir_client::{
-    Client, ConfirmFuture, Consumer, Durability, ErrorCode, Fsync, Message, Producer,
-    ProducerOptions, Start, SubscribeOptions, SubscriptionMode, TopicOptions,
+    Client, ConfirmFuture, Consumer, Durability, ErrorCode, Fsync, LANE_IN_FLIGHT, Message,
+    Producer, ProducerOptions, Start, SubscribeOptions, SubscriptionMode, TopicOptions,
 };
 
 mod embedded;
@@ -184,7 +184,10 @@ pub struct BenchArguments {
     #[arg(long, default_value_t = 1000)]
     prefetch: u32,
 
-    /// Messages per producer batch (the client's `max_batch_messages`)
+    /// Messages per producer batch (the client's `max_batch_messages`). W1–W4 raise it to
+    /// --inflight / LANE_IN_FLIGHT (200 for a window of 1,000): the idempotent producer keeps at
+    /// most LANE_IN_FLIGHT (5) batches of a partition in flight, and smaller batches would cap
+    /// the messages in flight below the window
     #[arg(long, default_value_t = 100)]
     batch_messages: usize,
 
@@ -221,6 +224,14 @@ impl BenchArguments {
     pub fn runtime_threads(&self) -> usize {
         self.threads
             .max(self.embedded.minimum_threads(&self.workloads))
+    }
+
+    /// The producer's batch size in W1–W4: `--batch-messages`, but large enough that the
+    /// whole window fits in the batches the producer keeps in flight per partition.
+    fn producer_batch_messages(&self) -> usize {
+        self.batch_messages
+            .max(self.inflight.max(1).div_ceil(LANE_IN_FLIGHT))
+            .max(1)
     }
 
     fn label(&self) -> String {
@@ -757,7 +768,7 @@ impl Bench<'_> {
             .with_context(|| format!("connecting to {}", self.arguments.server))?;
         let producer = client.producer(ProducerOptions {
             linger: Duration::from_micros(self.arguments.linger_us),
-            max_batch_messages: self.arguments.batch_messages.max(1),
+            max_batch_messages: self.arguments.producer_batch_messages(),
             // The bench's own window bounds the messages in flight; the producer never needs
             // to hold back more batches than that.
             max_in_flight: self.arguments.inflight.max(1),
@@ -1036,7 +1047,7 @@ pub async fn run(arguments: BenchArguments) -> anyhow::Result<()> {
         arguments.payload,
         arguments.inflight,
         arguments.prefetch,
-        arguments.batch_messages,
+        arguments.producer_batch_messages(),
         arguments.runtime_threads(),
         arguments.runs
     );
