@@ -193,8 +193,10 @@ impl Dedup {
 
     fn remember(&mut self, record: &Record, offset: u64, now_ms: i64) {
         if let Some(id) = record.message_id() {
+            // A copy: a slice would keep the whole batch in memory for the window.
+            let id = Bytes::copy_from_slice(id);
             self.ids.insert(id.clone(), offset);
-            self.expiry.push_back((now_ms, id.clone()));
+            self.expiry.push_back((now_ms, id));
         }
     }
 }
@@ -244,6 +246,32 @@ mod tests {
             Verdict::Append,
             "window passed"
         );
+    }
+
+    /// Remembered ids must not pin the batch they came in (1 MiB batches held for the whole
+    /// window would cost the memory the scheduler's hand-over ids once did).
+    #[test]
+    fn remembered_ids_do_not_keep_their_batch_alive() {
+        let mut dedup = Dedup::new(60_000);
+        let mut builder = BatchBuilder::new();
+        builder.push(1, None, &[("weir.id", b"m-1")], &[7; 4096]);
+        let bytes = builder.finish();
+        let batch = Batch::parse(bytes.clone(), usize::MAX).unwrap();
+        dedup.record(&batch, 0, 0);
+        drop(batch);
+        assert!(
+            bytes.is_unique(),
+            "the dedup filter holds no slice of the batch"
+        );
+        let again = batch_of(&bytes);
+        assert_eq!(
+            dedup.check(&again, 1, 1).unwrap(),
+            Verdict::Duplicate(vec![0])
+        );
+    }
+
+    fn batch_of(bytes: &Bytes) -> Batch {
+        Batch::parse(bytes.clone(), usize::MAX).unwrap()
     }
 
     /// A producer's batch whose records were all earlier copies by id still counts in its

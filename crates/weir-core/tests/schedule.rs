@@ -190,3 +190,54 @@ async fn reschedule_moves_and_limits_are_clear_errors() {
     assert_eq!(values(&broker, "jobs").await, vec!["job", "overdue"]);
     broker.shutdown().await;
 }
+
+/// Delivered entries leave the store once their whole time bucket is delivered, so a restart
+/// long after (past the topic's dedup window, which would otherwise catch a second hand-over)
+/// delivers nothing again, while what is still pending survives and keeps its id.
+#[tokio::test]
+async fn delivered_buckets_leave_the_store_and_stay_delivered_after_restart() {
+    let fixture = Fixture::new();
+    let pending_id;
+    {
+        let broker = fixture.open().await;
+        let request = |value: &str, delay_ms: i64| ScheduleRequest {
+            topic: "jobs".into(),
+            partition: None,
+            batch: batch(&[value]),
+            deliver_at_ms: START_MS + delay_ms,
+            business_key: Some(value.to_owned()),
+        };
+        let scheduled = broker
+            .schedule(vec![
+                request("soon", 1_000),
+                request("next hour", 3_600_000),
+            ])
+            .await
+            .unwrap();
+        pending_id = scheduled[1].id;
+        fixture.clock.advance(Duration::from_secs(60));
+        broker.tick().await;
+        assert_eq!(values(&broker, "jobs").await, vec!["soon"]);
+        assert_eq!(broker.scheduled_count().unwrap(), 1);
+        assert!(
+            matches!(broker.scheduled_id("soon"), Err(Error::NotFound(_))),
+            "a delivered message's business key is free again"
+        );
+        broker.shutdown().await;
+    }
+    fixture.clock.advance(Duration::from_secs(600));
+    let broker = fixture.open().await;
+    broker.tick().await;
+    assert_eq!(
+        values(&broker, "jobs").await,
+        vec!["soon"],
+        "delivered once, not again after a restart"
+    );
+    assert_eq!(broker.scheduled_id("next hour").unwrap(), pending_id);
+    assert_eq!(broker.scheduled_count().unwrap(), 1);
+    fixture.clock.advance(Duration::from_secs(3_600));
+    broker.tick().await;
+    assert_eq!(values(&broker, "jobs").await, vec!["soon", "next hour"]);
+    assert_eq!(broker.scheduled_count().unwrap(), 0);
+    broker.shutdown().await;
+}

@@ -117,6 +117,33 @@ impl MetaStore {
         Ok(value.map(|guard| guard.value().to_vec()))
     }
 
+    /// The values of `keys` in `table`, in the order given, from one read snapshot (`None` for
+    /// an absent key; all `None` if the table is absent).
+    pub fn get_many<K: AsRef<[u8]>>(
+        &self,
+        table: &'static str,
+        keys: &[K],
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        let definition = self.definition(table)?;
+        let transaction = self
+            .database
+            .begin_read()
+            .map_err(|error| self.error(error))?;
+        let byte_table = match transaction.open_table(definition) {
+            Ok(byte_table) => byte_table,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(vec![None; keys.len()]),
+            Err(error) => return Err(self.error(error)),
+        };
+        keys.iter()
+            .map(|key| {
+                let value = byte_table
+                    .get(key.as_ref())
+                    .map_err(|error| self.error(error))?;
+                Ok(value.map(|guard| guard.value().to_vec()))
+            })
+            .collect()
+    }
+
     /// Every entry of `table` whose key starts with `prefix`, in key order.
     ///
     /// An empty prefix returns the whole table; an absent table returns nothing. The result is
@@ -558,6 +585,22 @@ mod tests {
             .map(|(key, _)| u64::from_be_bytes(key.try_into().expect("an 8-byte key")))
             .collect();
         assert_eq!(scanned, vec![0, 1, 255, 256, 300, u64::MAX]);
+    }
+
+    #[test]
+    fn get_many_answers_each_key_in_order_and_tolerates_an_absent_table() {
+        let (_directory, store) = open_temporary();
+        assert_eq!(store.get_many(OFFSETS, &[[1u8]]).unwrap(), vec![None]);
+        store
+            .write(
+                &[put(OFFSETS, &[1], &[10]), put(OFFSETS, &[3], &[30])],
+                true,
+            )
+            .unwrap();
+        assert_eq!(
+            store.get_many(OFFSETS, &[[3u8], [2], [1]]).unwrap(),
+            vec![Some(vec![30]), None, Some(vec![10])]
+        );
     }
 
     #[test]

@@ -17,7 +17,6 @@ pub use transactions::{Decision, TransactionChecker, TransactionInfo, Transactio
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 
 use bytes::Bytes;
 use weir_batch::{Batch, BatchBuilder, Record};
@@ -167,13 +166,10 @@ struct Inner {
     admin: tokio::sync::Mutex<()>,
     timers: Mutex<Timers>,
     exchanges: RwLock<BTreeMap<String, Arc<Exchange>>>,
-    /// Serialises handing over due messages with cancelling and rescheduling them.
-    scheduling: tokio::sync::Mutex<()>,
-    /// The earliest due time in the schedule (`i64::MAX` if empty).
-    next_due_ms: std::sync::atomic::AtomicI64,
-    /// Wakes the scheduler task when something earlier was scheduled.
-    schedule_changed: Arc<tokio::sync::Notify>,
-    next_schedule_id: AtomicU64,
+    /// Delayed messages: the near-term window, the write and load locks, the hand-over.
+    schedule: schedule::Scheduler,
+    /// Ids of scheduled messages and transactions: unique and growing across restarts.
+    next_id: AtomicU64,
     /// Serialises decisions on transactions.
     transactions_lock: tokio::sync::Mutex<()>,
     checkers: Mutex<transactions::Checkers>,
@@ -256,7 +252,7 @@ impl Broker {
         let alert_rules = catalog
             .alert_rules()?
             .unwrap_or_else(|| config.alert_rules.clone());
-        let next_due_ms = crate::schedule::earliest(catalog.meta())?.unwrap_or(i64::MAX);
+        let schedule = schedule::Scheduler::open(catalog.meta())?;
         let config_now_ms = config.clock.now_ms();
         let tick_interval = config.tick_interval;
         let broker = Broker {
@@ -270,11 +266,9 @@ impl Broker {
                 exchanges: RwLock::new(exchanges),
                 unroutable_dropped: AtomicU64::new(0),
                 idempotency: Mutex::new(()),
-                scheduling: tokio::sync::Mutex::new(()),
-                next_due_ms: std::sync::atomic::AtomicI64::new(next_due_ms),
-                schedule_changed: Arc::new(tokio::sync::Notify::new()),
-                // Ids only need to be unique: start above any earlier run's (clock ms × 2^20).
-                next_schedule_id: AtomicU64::new((config_now_ms.max(0) as u64) << 20),
+                schedule,
+                // Start above any earlier run's ids (clock ms × 2^20).
+                next_id: AtomicU64::new((config_now_ms.max(0) as u64) << 20),
                 tasks: Mutex::new(Vec::new()),
                 metrics,
                 alert_rules: RwLock::new(alert_rules),
@@ -308,7 +302,7 @@ impl Broker {
     /// so delays are kept to the millisecond rather than to the tick.
     fn spawn_scheduler(&self) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(&self.inner);
-        let changed = self.inner.schedule_changed.clone();
+        let changed = self.inner.schedule.changed();
         tokio::spawn(async move {
             loop {
                 // Hold the broker only while working, never while waiting: a stopped broker
@@ -318,18 +312,11 @@ impl Broker {
                     if inner.closed.load(Ordering::Acquire) {
                         break;
                     }
-                    let next_due_ms = inner.next_due_ms.load(Ordering::Acquire);
-                    let now_ms = inner.config.clock.now_ms();
-                    if next_due_ms <= now_ms {
-                        let broker = Broker { inner };
-                        if let Err(error) = broker.deliver_due().await {
-                            tracing::warn!(%error, "delivering scheduled messages failed");
-                        }
-                        continue;
-                    }
-                    // Look again at least every 100 ms: the clock may be moved by a test.
-                    Duration::from_millis(next_due_ms.saturating_sub(now_ms).clamp(1, 100) as u64)
+                    Broker { inner }.schedule_step().await
                 };
+                if wait.is_zero() {
+                    continue;
+                }
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
                     () = changed.notified() => {}
@@ -712,7 +699,7 @@ impl Broker {
             subscription.tick(now_ms);
             self.store_dead_letters(subscription).await;
         }
-        if self.inner.next_due_ms.load(Ordering::Acquire) <= now_ms
+        if self.inner.schedule.has_work(now_ms)
             && let Err(error) = self.deliver_due().await
         {
             tracing::warn!(%error, "delivering scheduled messages failed");
@@ -817,6 +804,7 @@ impl Broker {
             subscription.close();
         }
         self.save_positions(&subscriptions);
+        self.finish_schedule();
         let topics: Vec<Arc<Topic>> = read(&self.inner.topics).values().cloned().collect();
         for topic in topics {
             topic.close().await;

@@ -1,25 +1,102 @@
 //! Delayed messages on the broker: schedule, list, inspect, cancel, reschedule, and hand over
 //! to their topics when due.
 //!
+//! Three paths touch the schedule and none waits for another's disk write:
+//! - writes (schedule, cancel, reschedule) commit durably on a blocking thread, one at a time;
+//! - loads read the next bucket of the due index into the in-memory window ahead of time;
+//! - hand-over takes due entries from the window, reads them from a snapshot, publishes them
+//!   and marks them delivered in memory; once every entry of a bucket is delivered, the
+//!   bucket is removed from the store in one range (not entry by entry, which would rewrite a
+//!   page per entry).
+//!
 //! Hand-over is idempotent: each message is appended with a message id derived from its
-//! schedule id (unless it has its own), so if the broker dies after appending and before
-//! removing the entry, the second hand-over is caught by the topic's dedup window.
+//! schedule id (unless it has its own), so if the broker dies after appending and before its
+//! bucket is removed, the second hand-over after restart is caught by the topic's dedup window
+//! (when the restart comes within that window).
 
-use std::sync::atomic::Ordering;
+use std::collections::{BTreeSet, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use weir_batch::{Batch, BatchBuilder, MESSAGE_ID_HEADER, Record};
 
-use super::Broker;
+use super::{Broker, lock};
 use crate::error::{Error, Result};
-use crate::schedule::{self, ScheduledEntry};
+use crate::schedule::{self, Cancelled, LOOKAHEAD_MS, ScheduledEntry, Window, store};
 use crate::topic::wait_all;
 
 /// The furthest ahead a message may be scheduled.
 pub const MAX_DELAY: Duration = Duration::from_secs(366 * 24 * 3600);
 /// Due entries handed over per pass.
 const DUE_PER_PASS: usize = 2048;
+/// Loading stops while this many entries wait in memory (after a long downtime, say).
+const WINDOW_CAP: usize = 200_000;
+/// The scheduler looks at the clock at least this often (a test may move it).
+const MAX_SLEEP_MS: i64 = 100;
+
+/// The broker's schedule state; see the module documentation.
+#[derive(Default)]
+pub(super) struct Scheduler {
+    window: Mutex<Window>,
+    /// Serialises durable writes: a business-key check and the write it guards.
+    writes: Mutex<()>,
+    /// Serialises loads, so `deliver_due` can wait for one running in the background.
+    loads: Mutex<()>,
+    load_running: AtomicBool,
+    /// Storage keys of handed-over entries not removed from the store yet, and the first
+    /// bucket not removed.
+    delivered: Mutex<Delivered>,
+    cleanup_running: AtomicBool,
+    /// Every serial (see `store::storage_key`) handed out so far is below this.
+    next_serial: AtomicU64,
+    /// One hand-over pass at a time: `deliver_due` returns only after a running pass is done.
+    handing_over: tokio::sync::Mutex<()>,
+    /// Wakes the scheduler task when something may be due earlier than it planned.
+    changed: Arc<tokio::sync::Notify>,
+}
+
+#[derive(Default)]
+struct Delivered {
+    keys: HashSet<u64>,
+    removed_below: u64,
+}
+
+impl Scheduler {
+    pub(super) fn open(meta: &weir_storage::MetaStore) -> Result<Scheduler> {
+        let scheduler = Scheduler::default();
+        scheduler
+            .next_serial
+            .store(store::serial_limit(meta)?, Ordering::Relaxed);
+        Ok(scheduler)
+    }
+
+    fn next_key(&self, due_ms: i64) -> u64 {
+        store::storage_key(due_ms, self.next_serial.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn serial_limit(&self) -> u64 {
+        self.next_serial.load(Ordering::Relaxed)
+    }
+
+    fn is_delivered(&self, key: u64) -> bool {
+        lock(&self.delivered).keys.contains(&key)
+    }
+
+    pub(super) fn changed(&self) -> Arc<tokio::sync::Notify> {
+        self.changed.clone()
+    }
+
+    /// Whether something is due at `now_ms`, a bucket should be loaded, or a hand-over is
+    /// running (whose entries are no longer in the window).
+    pub(super) fn has_work(&self, now_ms: i64) -> bool {
+        let window = lock(&self.window);
+        window.next_due().is_some_and(|due_ms| due_ms <= now_ms)
+            || window.wants_load(now_ms, LOOKAHEAD_MS, WINDOW_CAP)
+            || self.handing_over.try_lock().is_err()
+    }
+}
 
 /// A batch to deliver later.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +135,10 @@ fn describe(entry: &ScheduledEntry) -> ScheduledMessage {
     }
 }
 
+fn too_late(id: u64) -> Error {
+    Error::NotFound(format!("scheduled message {id} is already being delivered"))
+}
+
 impl Broker {
     /// Stores batches durably to be published at their times. Returns once they are durable.
     pub async fn schedule(&self, requests: Vec<ScheduleRequest>) -> Result<Vec<ScheduledMessage>> {
@@ -77,24 +158,55 @@ impl Broker {
             if let Some(partition) = request.partition {
                 topic.partition(partition)?;
             }
+            let due_ms = request.deliver_at_ms.clamp(0, latest);
+            let key = self.inner.schedule.next_key(due_ms);
             entries.push(ScheduledEntry {
-                id: self.inner.next_schedule_id.fetch_add(1, Ordering::Relaxed),
-                due_ms: request.deliver_at_ms.clamp(0, latest),
+                id: key,
+                key,
+                due_ms,
                 topic: request.topic,
                 partition: request.partition,
                 business_key: request.business_key,
                 batch: request.batch,
             });
         }
-        {
-            let _scheduling = self.inner.scheduling.lock().await;
-            schedule::insert(self.inner.catalog.meta(), &entries)?;
+        self.blocking(move |broker| {
+            broker.write_schedule(&entries)?;
+            Ok(entries.iter().map(describe).collect())
+        })
+        .await
+    }
+
+    /// Writes `entries` durably, then shows the ones due soon to the window — before letting
+    /// go of the write lock, so the bucket removal (which takes it) never sees an entry that
+    /// is stored but in neither the window nor the store's unloaded buckets.
+    fn write_schedule(&self, entries: &[ScheduledEntry]) -> Result<()> {
+        let scheduler = &self.inner.schedule;
+        let _writes = lock(&scheduler.writes);
+        let meta = self.inner.catalog.meta();
+        store::write(meta, entries, &[], scheduler.serial_limit(), true)?;
+        let mut window = lock(&scheduler.window);
+        let mut soon = false;
+        for entry in entries {
+            soon |= window.add((entry.due_ms, entry.key));
         }
-        if let Some(earliest) = entries.iter().map(|entry| entry.due_ms).min() {
-            self.inner.next_due_ms.fetch_min(earliest, Ordering::AcqRel);
-            self.inner.schedule_changed.notify_one();
+        drop(window);
+        if soon {
+            scheduler.changed.notify_one();
         }
-        Ok(entries.iter().map(describe).collect())
+        Ok(())
+    }
+
+    /// Runs `work` on a blocking thread: schedule writes wait for fsync, which must not hold
+    /// up the async workers (hand-over runs there).
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Broker) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let broker = self.clone();
+        tokio::task::spawn_blocking(move || work(&broker))
+            .await
+            .map_err(|error| Error::Storage(format!("schedule task failed: {error}")))?
     }
 
     /// Schedules one batch `delay` from now.
@@ -139,8 +251,11 @@ impl Broker {
         after: Option<(i64, u64)>,
         limit: usize,
     ) -> Result<Vec<ScheduledMessage>> {
+        // A copy: listing reads the store, and hand-over must not wait for it.
+        let delivered = lock(&self.inner.schedule.delivered).keys.clone();
+        let hidden = |key| delivered.contains(&key);
         Ok(
-            schedule::list(self.inner.catalog.meta(), topic, after, limit)?
+            store::list(self.inner.catalog.meta(), topic, after, limit, hidden)?
                 .iter()
                 .map(describe)
                 .collect(),
@@ -158,95 +273,292 @@ impl Broker {
     }
 
     fn scheduled_entry(&self, id: u64) -> Result<ScheduledEntry> {
-        schedule::get(self.inner.catalog.meta(), id)?
+        store::get(self.inner.catalog.meta(), id)?
+            .filter(|entry| !self.inner.schedule.is_delivered(entry.key))
             .ok_or_else(|| Error::NotFound(format!("no scheduled message {id}")))
     }
 
     /// The id scheduled under `business_key`.
     pub fn scheduled_id(&self, business_key: &str) -> Result<u64> {
-        schedule::id_for_business_key(self.inner.catalog.meta(), business_key)?.ok_or_else(|| {
+        store::id_for_business_key(self.inner.catalog.meta(), business_key)?.ok_or_else(|| {
             Error::NotFound(format!(
                 "no scheduled message with business key '{business_key}'"
             ))
         })
     }
 
-    /// Cancels a scheduled batch. Once this returns, it will not be delivered.
+    /// Cancels a scheduled batch. Once this returns, it will not be delivered; if it is being
+    /// handed over already, this fails with `NotFound`.
     pub async fn cancel_scheduled(&self, id: u64) -> Result<ScheduledMessage> {
-        let _scheduling = self.inner.scheduling.lock().await;
         let entry = self.scheduled_entry(id)?;
-        self.inner
-            .catalog
-            .meta()
-            .write(&schedule::remove_ops(&entry), true)?;
+        let due = (entry.due_ms, entry.key);
+        let scheduler = &self.inner.schedule;
+        let cancelled = lock(&scheduler.window).cancel(due);
+        if cancelled == Cancelled::TooLate {
+            return Err(too_late(id));
+        }
+        let removal = entry.removal();
+        let written = self
+            .blocking(move |broker| {
+                let scheduler = &broker.inner.schedule;
+                let _writes = lock(&scheduler.writes);
+                let meta = broker.inner.catalog.meta();
+                store::write(meta, &[], &[removal], scheduler.serial_limit(), true)
+            })
+            .await;
+        let mut window = lock(&scheduler.window);
+        match (cancelled, &written) {
+            (Cancelled::NotLoaded, _) => window.forget_cancel(due),
+            (Cancelled::FromWindow, Err(_)) => window.restore([due]),
+            _ => {}
+        }
+        drop(window);
+        written?;
         Ok(describe(&entry))
     }
 
-    /// Moves a scheduled batch to `deliver_at_ms`.
+    /// Moves a scheduled batch to `deliver_at_ms`; fails with `NotFound` if it is being handed
+    /// over already.
     pub async fn reschedule(&self, id: u64, deliver_at_ms: i64) -> Result<ScheduledMessage> {
         let now_ms = self.inner.config.clock.now_ms();
         let latest = now_ms.saturating_add(MAX_DELAY.as_millis() as i64);
         if deliver_at_ms > latest {
             return Err(Error::InvalidArgument("too far ahead".into()));
         }
-        let moved = {
-            let _scheduling = self.inner.scheduling.lock().await;
-            let entry = self.scheduled_entry(id)?;
-            schedule::reschedule(self.inner.catalog.meta(), &entry, deliver_at_ms.max(0))?
-        };
-        self.inner
-            .next_due_ms
-            .fetch_min(moved.due_ms, Ordering::AcqRel);
-        self.inner.schedule_changed.notify_one();
+        let entry = self.scheduled_entry(id)?;
+        let old = (entry.due_ms, entry.key);
+        let scheduler = &self.inner.schedule;
+        let cancelled = lock(&scheduler.window).cancel(old);
+        if cancelled == Cancelled::TooLate {
+            return Err(too_late(id));
+        }
+        let due_ms = deliver_at_ms.max(0);
+        let key = scheduler.next_key(due_ms);
+        let moved = self
+            .blocking(move |broker| {
+                let scheduler = &broker.inner.schedule;
+                let _writes = lock(&scheduler.writes);
+                let meta = broker.inner.catalog.meta();
+                let moved = store::reschedule(meta, &entry, due_ms, key, scheduler.serial_limit());
+                let mut window = lock(&scheduler.window);
+                if cancelled == Cancelled::NotLoaded {
+                    window.forget_cancel(old);
+                }
+                match &moved {
+                    Ok(moved) => {
+                        window.add((moved.due_ms, moved.key));
+                    }
+                    Err(_) if cancelled == Cancelled::FromWindow => window.restore([old]),
+                    Err(_) => {}
+                }
+                moved
+            })
+            .await?;
+        scheduler.changed.notify_one();
         Ok(describe(&moved))
     }
 
+    /// Scheduled batches not handed over yet.
     pub fn scheduled_count(&self) -> Result<u64> {
-        schedule::count(self.inner.catalog.meta())
+        let stored = store::count(self.inner.catalog.meta())?;
+        let delivered = lock(&self.inner.schedule.delivered).keys.len() as u64;
+        Ok(stored.saturating_sub(delivered))
     }
 
-    /// Publishes every batch due by now to its topic, then forgets it. Returns how many
-    /// batches were handed over.
+    /// Publishes every batch due by now to its topic and removes it from the store. Returns
+    /// how many batches were handed over. The scheduler task does the same continuously; this
+    /// waits for its running pass, so when it returns everything due by now is delivered.
     pub async fn deliver_due(&self) -> Result<usize> {
-        let _scheduling = self.inner.scheduling.lock().await;
-        let meta = self.inner.catalog.meta();
+        let now_ms = self.inner.config.clock.now_ms();
         let mut delivered = 0;
         loop {
-            let now_ms = self.inner.config.clock.now_ms();
-            let entries = schedule::due(meta, now_ms, DUE_PER_PASS)?;
-            if entries.is_empty() {
-                break;
-            }
-            let mut pending = Vec::with_capacity(entries.len());
-            for entry in &entries {
-                match self.hand_over(entry).await {
-                    Ok(confirms) => pending.push((entry, confirms)),
-                    Err(error) => {
-                        tracing::warn!(id = entry.id, topic = %entry.topic, %error, "scheduled message not delivered; will retry")
-                    }
-                }
-            }
-            let mut done = Vec::new();
-            for (entry, confirms) in pending {
-                match wait_all(confirms).await {
-                    Ok(_) => done.extend(schedule::remove_ops(entry)),
-                    Err(error) => {
-                        tracing::warn!(id = entry.id, %error, "scheduled message not confirmed; will retry")
-                    }
-                }
-            }
-            let handed_over = done.len();
-            // Not durable on its own: if lost in a crash, the entry is handed over again and
-            // the topic's dedup window drops the copy.
-            meta.write(&done, false)?;
-            delivered += entries.len();
-            if handed_over == 0 || entries.len() < DUE_PER_PASS {
+            self.blocking(move |broker| broker.load_buckets(now_ms))
+                .await?;
+            let (taken, failed) = {
+                let _pass = self.inner.schedule.handing_over.lock().await;
+                self.hand_over_due(now_ms).await?
+            };
+            delivered += taken - failed;
+            if failed > 0 || taken == 0 {
                 break;
             }
         }
-        let earliest = schedule::earliest(meta)?.unwrap_or(i64::MAX);
-        self.inner.next_due_ms.store(earliest, Ordering::Release);
+        self.blocking(|broker| broker.remove_delivered()).await?;
         Ok(delivered)
+    }
+
+    /// One step of the scheduler task: starts a load if one is wanted, hands over what is due,
+    /// starts writing removals. Returns how long to sleep unless woken.
+    pub(super) async fn schedule_step(&self) -> Duration {
+        let scheduler = &self.inner.schedule;
+        let now_ms = self.inner.config.clock.now_ms();
+        let wants_load = lock(&scheduler.window).wants_load(now_ms, LOOKAHEAD_MS, WINDOW_CAP);
+        if wants_load && !scheduler.load_running.swap(true, Ordering::AcqRel) {
+            let broker = self.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Err(error) = broker.load_buckets(now_ms) {
+                    tracing::warn!(%error, "loading scheduled messages failed; will retry");
+                }
+                broker
+                    .inner
+                    .schedule
+                    .load_running
+                    .store(false, Ordering::Release);
+                broker.inner.schedule.changed.notify_one();
+            });
+        }
+        let passed = {
+            let _pass = scheduler.handing_over.lock().await;
+            self.hand_over_due(now_ms).await
+        };
+        let taken_below = lock(&scheduler.window).taken_below();
+        if taken_below > lock(&scheduler.delivered).removed_below
+            && !scheduler.cleanup_running.swap(true, Ordering::AcqRel)
+        {
+            let broker = self.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Err(error) = broker.remove_delivered() {
+                    tracing::warn!(%error, "removing delivered scheduled messages failed; will retry");
+                }
+                broker
+                    .inner
+                    .schedule
+                    .cleanup_running
+                    .store(false, Ordering::Release);
+            });
+        }
+        match passed {
+            Ok((taken, 0)) if taken >= DUE_PER_PASS => return Duration::ZERO,
+            Ok((_, 0)) => {}
+            Ok(_) => return Duration::from_millis(MAX_SLEEP_MS as u64),
+            Err(error) => {
+                tracing::warn!(%error, "delivering scheduled messages failed; will retry");
+                return Duration::from_millis(MAX_SLEEP_MS as u64);
+            }
+        }
+        let window = lock(&scheduler.window);
+        let load_at = schedule::bucket_start(window.loaded()).saturating_sub(LOOKAHEAD_MS);
+        let wake_ms = window
+            .next_due()
+            .map_or(load_at, |due_ms| due_ms.min(load_at));
+        Duration::from_millis(wake_ms.saturating_sub(now_ms).clamp(1, MAX_SLEEP_MS) as u64)
+    }
+
+    /// Loads buckets into the window while one is wanted at `now_ms` (blocking).
+    fn load_buckets(&self, now_ms: i64) -> Result<()> {
+        let scheduler = &self.inner.schedule;
+        let _loads = lock(&scheduler.loads);
+        loop {
+            let from = {
+                let mut window = lock(&scheduler.window);
+                if !window.wants_load(now_ms, LOOKAHEAD_MS, WINDOW_CAP) {
+                    return Ok(());
+                }
+                window.begin_load()
+            };
+            let horizon = schedule::bucket_of(now_ms.saturating_add(LOOKAHEAD_MS));
+            let (until, entries) = match store::next_bucket(self.inner.catalog.meta(), from) {
+                Err(error) => {
+                    lock(&scheduler.window).abort_load();
+                    return Err(error);
+                }
+                // Nothing scheduled from `from` on: everything up to the horizon is loaded.
+                Ok(None) => (horizon.max(from) + 1, Vec::new()),
+                // Nothing before `bucket`, which is beyond the horizon: load up to it only.
+                Ok(Some((bucket, _))) if bucket > horizon => (bucket, Vec::new()),
+                Ok(Some((bucket, entries))) => (bucket + 1, entries),
+            };
+            let soon = !entries.is_empty();
+            let entries: BTreeSet<schedule::window::Due> = entries.into_iter().collect();
+            lock(&scheduler.window).finish_load(until, entries);
+            if soon {
+                scheduler.changed.notify_one();
+            }
+        }
+    }
+
+    /// Removes the buckets whose entries are all handed over, in one durable write, and
+    /// forgets their delivered marks.
+    fn remove_delivered(&self) -> Result<()> {
+        let scheduler = &self.inner.schedule;
+        let _writes = lock(&scheduler.writes);
+        // A running pass has entries out of the window: wait for the next call.
+        let Ok(pass) = scheduler.handing_over.try_lock() else {
+            return Ok(());
+        };
+        let until = lock(&scheduler.window).taken_below();
+        // Later passes take only entries at or past `until`.
+        drop(pass);
+        let from = lock(&scheduler.delivered).removed_below;
+        if until <= from {
+            return Ok(());
+        }
+        let meta = self.inner.catalog.meta();
+        // Every entry of these buckets was loaded and handed over (or cancelled, and is gone):
+        // the window and the write lock held here guarantee it.
+        let removed = store::remove_buckets(meta, from, until, true)?;
+        let mut delivered = lock(&scheduler.delivered);
+        for key in removed {
+            delivered.keys.remove(&key);
+        }
+        delivered.removed_below = until;
+        Ok(())
+    }
+
+    /// Removes the delivered buckets it can; called on shutdown.
+    pub(super) fn finish_schedule(&self) {
+        if let Err(error) = self.remove_delivered() {
+            tracing::warn!(%error, "removing delivered scheduled messages failed; they will be handed over again and dropped as duplicates");
+        }
+    }
+
+    /// Hands over up to `DUE_PER_PASS` entries due by `now_ms`. Returns how many were taken
+    /// and how many of those failed (they go back to the window, to be retried).
+    async fn hand_over_due(&self, now_ms: i64) -> Result<(usize, usize)> {
+        let scheduler = &self.inner.schedule;
+        let due = lock(&scheduler.window).take_due(now_ms, DUE_PER_PASS);
+        if due.is_empty() {
+            return Ok((0, 0));
+        }
+        let keys: Vec<u64> = due.iter().map(|&(_, key)| key).collect();
+        let entries = match store::get_many(self.inner.catalog.meta(), &keys) {
+            Ok(entries) => entries,
+            Err(error) => {
+                lock(&scheduler.window).restore(due);
+                return Err(error);
+            }
+        };
+        let mut failed = Vec::new();
+        let mut submitted = Vec::with_capacity(due.len());
+        for (due_key, entry) in due.iter().zip(entries) {
+            // Gone since it was loaded: cancelled, nothing to deliver.
+            let Some(entry) = entry else {
+                continue;
+            };
+            match self.hand_over(&entry).await {
+                Ok(confirms) => submitted.push((*due_key, confirms)),
+                Err(error) => {
+                    tracing::warn!(id = entry.id, topic = %entry.topic, %error, "scheduled message not delivered; will retry");
+                    failed.push(*due_key);
+                }
+            }
+        }
+        let mut delivered = Vec::with_capacity(submitted.len());
+        for (due_key, confirms) in submitted {
+            match wait_all(confirms).await {
+                Ok(_) => delivered.push(due_key.1),
+                Err(error) => {
+                    tracing::warn!(key = due_key.1, %error, "scheduled message not confirmed; will retry");
+                    failed.push(due_key);
+                }
+            }
+        }
+        lock(&scheduler.delivered).keys.extend(delivered);
+        let failures = failed.len();
+        if failures > 0 {
+            lock(&scheduler.window).restore(failed);
+        }
+        Ok((due.len(), failures))
     }
 
     async fn hand_over(

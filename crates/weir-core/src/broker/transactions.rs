@@ -179,7 +179,7 @@ impl Broker {
     ) -> Result<u64> {
         self.check_open()?;
         crate::catalog::valid_name("producer group", producer_group)?;
-        let id = self.inner.next_schedule_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let record = TransactionRecord {
             producer_group: producer_group.to_owned(),
             state: TransactionState::Open,

@@ -1,0 +1,558 @@
+//! The durable schedule, in tables of the metadata store (keys big-endian, so byte order is
+//! number order):
+//! - `schedule_entries`: storage key → entry (due time, id, topic, partition, business key,
+//!   batch). A storage key is `bucket(due) << 34 | serial`: a bucket's entries are one key
+//!   range, so a call's inserts append at the end of the few buckets its due times fall in, a
+//!   bucket loads with one range scan, and a delivered bucket is removed as one range;
+//! - `schedule_keys`: business key → id, to cancel by business key;
+//! - `schedule_moved`: id → storage key, for rescheduled entries only (an entry's id, which
+//!   users see, is the storage key it was first written under, and never changes);
+//! - `schedule_state`: `serial_limit` → the serials below it may be in use.
+//!
+//! Invariant: an entry, its business key and its move are written and removed together.
+
+use std::collections::HashSet;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use weir_storage::{MetaOp, MetaStore};
+
+use super::bucket_of;
+use crate::error::{Error, Result};
+
+const ENTRIES: &str = "schedule_entries";
+const BUSINESS_KEYS: &str = "schedule_keys";
+const MOVED: &str = "schedule_moved";
+const STATE: &str = "schedule_state";
+const SERIAL_LIMIT: &[u8] = b"serial_limit";
+
+/// Bits of a storage key below its bucket.
+const SERIAL_BITS: u32 = 34;
+const SERIAL_MASK: u64 = (1 << SERIAL_BITS) - 1;
+
+/// The storage key of the entry with `serial` due at `due_ms`. Serials wrap after 2^34
+/// (17 billion) entries: a key repeats only if an entry that old is still pending in the same
+/// 8-second bucket.
+#[must_use]
+pub fn storage_key(due_ms: i64, serial: u64) -> u64 {
+    (bucket_of(due_ms) << SERIAL_BITS) | (serial & SERIAL_MASK)
+}
+
+/// The bucket a storage key is in.
+#[must_use]
+pub fn bucket_of_key(key: u64) -> u64 {
+    key >> SERIAL_BITS
+}
+
+fn bucket_start_key(bucket: u64) -> [u8; 8] {
+    (bucket << SERIAL_BITS).to_be_bytes()
+}
+
+/// A scheduled batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduledEntry {
+    /// What users name it by: its first storage key.
+    pub id: u64,
+    /// Where it is stored now (differs from `id` once rescheduled).
+    pub key: u64,
+    pub due_ms: i64,
+    pub topic: String,
+    pub partition: Option<u32>,
+    pub business_key: Option<String>,
+    /// The encoded batch, as published.
+    pub batch: Bytes,
+}
+
+/// What identifies an entry in every table: enough to remove it without reading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removal {
+    pub id: u64,
+    pub key: u64,
+    pub business_key: Option<String>,
+}
+
+impl ScheduledEntry {
+    #[must_use]
+    pub fn removal(&self) -> Removal {
+        Removal {
+            id: self.id,
+            key: self.key,
+            business_key: self.business_key.clone(),
+        }
+    }
+}
+
+fn corrupt() -> Error {
+    Error::Storage("unreadable schedule entry".into())
+}
+
+fn encode(entry: &ScheduledEntry) -> Vec<u8> {
+    let business_key = entry.business_key.as_deref().unwrap_or("");
+    let mut value =
+        BytesMut::with_capacity(32 + entry.topic.len() + business_key.len() + entry.batch.len());
+    value.put_i64_le(entry.due_ms);
+    value.put_u64_le(entry.id);
+    value.put_u16_le(entry.topic.len() as u16);
+    value.put_slice(entry.topic.as_bytes());
+    value.put_u32_le(entry.partition.unwrap_or(u32::MAX));
+    value.put_u8(u8::from(entry.business_key.is_some()));
+    value.put_u16_le(business_key.len() as u16);
+    value.put_slice(business_key.as_bytes());
+    value.put_slice(&entry.batch);
+    value.to_vec()
+}
+
+/// The due time stored at the start of an entry's value.
+fn decode_due(value: &[u8]) -> Result<i64> {
+    let bytes = value.get(..8).ok_or_else(corrupt)?;
+    Ok(i64::from_le_bytes(bytes.try_into().map_err(|_| corrupt())?))
+}
+
+fn decode(key: u64, value: &[u8]) -> Result<ScheduledEntry> {
+    let take_string = |cursor: &mut &[u8], length: usize| -> Result<String> {
+        if cursor.len() < length {
+            return Err(corrupt());
+        }
+        let text = std::str::from_utf8(&cursor[..length])
+            .map_err(|_| corrupt())?
+            .to_owned();
+        cursor.advance(length);
+        Ok(text)
+    };
+    let mut cursor = value;
+    if cursor.len() < 18 {
+        return Err(corrupt());
+    }
+    let due_ms = cursor.get_i64_le();
+    let id = cursor.get_u64_le();
+    let topic_length = cursor.get_u16_le() as usize;
+    let topic = take_string(&mut cursor, topic_length)?;
+    if cursor.len() < 7 {
+        return Err(corrupt());
+    }
+    let partition = Some(cursor.get_u32_le()).filter(|&partition| partition != u32::MAX);
+    let has_business_key = cursor.get_u8() == 1;
+    let business_key_length = cursor.get_u16_le() as usize;
+    let business_key = take_string(&mut cursor, business_key_length)?;
+    Ok(ScheduledEntry {
+        id,
+        key,
+        due_ms,
+        topic,
+        partition,
+        business_key: has_business_key.then_some(business_key),
+        batch: Bytes::copy_from_slice(cursor),
+    })
+}
+
+fn decode_u64(bytes: &[u8]) -> Result<u64> {
+    Ok(u64::from_be_bytes(bytes.try_into().map_err(|_| corrupt())?))
+}
+
+fn removal_ops(removal: &Removal, ops: &mut Vec<MetaOp>) {
+    ops.push(MetaOp::Delete {
+        table: ENTRIES,
+        key: removal.key.to_be_bytes().to_vec(),
+    });
+    if removal.key != removal.id {
+        ops.push(MetaOp::Delete {
+            table: MOVED,
+            key: removal.id.to_be_bytes().to_vec(),
+        });
+    }
+    if let Some(business_key) = &removal.business_key {
+        ops.push(MetaOp::Delete {
+            table: BUSINESS_KEYS,
+            key: business_key.as_bytes().to_vec(),
+        });
+    }
+}
+
+fn put_entry(entry: &ScheduledEntry) -> MetaOp {
+    MetaOp::Put {
+        table: ENTRIES,
+        key: entry.key.to_be_bytes().to_vec(),
+        value: encode(entry),
+    }
+}
+
+/// The serial limit last written: every serial in use is below it.
+pub fn serial_limit(meta: &MetaStore) -> Result<u64> {
+    meta.get(STATE, SERIAL_LIMIT)?
+        .map_or(Ok(0), |bytes| decode_u64(&bytes))
+}
+
+/// Removes `removals`, then adds `inserts` and records `serial_limit`, in one write. Fails,
+/// writing nothing, if a business key of `inserts` is already scheduled (and not removed by
+/// this write) or given twice.
+pub fn write(
+    meta: &MetaStore,
+    inserts: &[ScheduledEntry],
+    removals: &[Removal],
+    serial_limit: u64,
+    durable: bool,
+) -> Result<()> {
+    let freed: HashSet<&str> = removals
+        .iter()
+        .filter_map(|removal| removal.business_key.as_deref())
+        .collect();
+    let mut claimed = HashSet::new();
+    for business_key in inserts
+        .iter()
+        .filter_map(|entry| entry.business_key.as_deref())
+    {
+        let taken = !freed.contains(business_key)
+            && meta.get(BUSINESS_KEYS, business_key.as_bytes())?.is_some();
+        if taken || !claimed.insert(business_key) {
+            return Err(Error::InvalidArgument(format!(
+                "a message with business key '{business_key}' is already scheduled"
+            )));
+        }
+    }
+    let mut ops = Vec::with_capacity(removals.len() * 2 + inserts.len() + 1);
+    for removal in removals {
+        removal_ops(removal, &mut ops);
+    }
+    let mut by_key: Vec<&ScheduledEntry> = inserts.iter().collect();
+    by_key.sort_unstable_by_key(|entry| entry.key);
+    ops.extend(by_key.into_iter().map(put_entry));
+    ops.extend(inserts.iter().filter_map(|entry| {
+        entry.business_key.as_ref().map(|business_key| MetaOp::Put {
+            table: BUSINESS_KEYS,
+            key: business_key.as_bytes().to_vec(),
+            value: entry.id.to_be_bytes().to_vec(),
+        })
+    }));
+    ops.push(MetaOp::Put {
+        table: STATE,
+        key: SERIAL_LIMIT.to_vec(),
+        value: serial_limit.to_be_bytes().to_vec(),
+    });
+    Ok(meta.write(&ops, durable)?)
+}
+
+/// Moves `entry` to storage key `key` due at `due_ms`, durably; its id stays.
+pub fn reschedule(
+    meta: &MetaStore,
+    entry: &ScheduledEntry,
+    due_ms: i64,
+    key: u64,
+    serial_limit: u64,
+) -> Result<ScheduledEntry> {
+    let moved = ScheduledEntry {
+        due_ms,
+        key,
+        ..entry.clone()
+    };
+    let mut ops = vec![MetaOp::Delete {
+        table: ENTRIES,
+        key: entry.key.to_be_bytes().to_vec(),
+    }];
+    ops.push(put_entry(&moved));
+    ops.push(MetaOp::Put {
+        table: MOVED,
+        key: entry.id.to_be_bytes().to_vec(),
+        value: key.to_be_bytes().to_vec(),
+    });
+    ops.push(MetaOp::Put {
+        table: STATE,
+        key: SERIAL_LIMIT.to_vec(),
+        value: serial_limit.to_be_bytes().to_vec(),
+    });
+    meta.write(&ops, true)?;
+    Ok(moved)
+}
+
+/// The entry with id `id`, if scheduled.
+pub fn get(meta: &MetaStore, id: u64) -> Result<Option<ScheduledEntry>> {
+    let key = match meta.get(MOVED, &id.to_be_bytes())? {
+        Some(bytes) => decode_u64(&bytes)?,
+        None => id,
+    };
+    let Some(value) = meta.get(ENTRIES, &key.to_be_bytes())? else {
+        return Ok(None);
+    };
+    let entry = decode(key, &value)?;
+    // A storage key reused as an id by a later entry is not the entry moved away from it.
+    Ok((entry.id == id).then_some(entry))
+}
+
+/// The entries stored under `keys`, in order, from one snapshot (`None` where absent).
+pub fn get_many(meta: &MetaStore, keys: &[u64]) -> Result<Vec<Option<ScheduledEntry>>> {
+    let raw: Vec<[u8; 8]> = keys.iter().map(|key| key.to_be_bytes()).collect();
+    meta.get_many(ENTRIES, &raw)?
+        .into_iter()
+        .zip(keys)
+        .map(|(value, &key)| value.map(|value| decode(key, &value)).transpose())
+        .collect()
+}
+
+/// The id scheduled under `business_key`, if any.
+pub fn id_for_business_key(meta: &MetaStore, business_key: &str) -> Result<Option<u64>> {
+    meta.get(BUSINESS_KEYS, business_key.as_bytes())?
+        .map(|bytes| decode_u64(&bytes))
+        .transpose()
+}
+
+/// A bucket and the `(due, storage key)` of its entries.
+pub type BucketEntries = (u64, Vec<(i64, u64)>);
+
+/// The first bucket at or after `from` that holds entries.
+pub fn next_bucket(meta: &MetaStore, from: u64) -> Result<Option<BucketEntries>> {
+    let Some((first, _)) = meta
+        .scan_range(ENTRIES, &bucket_start_key(from), None, 1)?
+        .into_iter()
+        .next()
+    else {
+        return Ok(None);
+    };
+    let bucket = bucket_of_key(decode_u64(&first)?);
+    let end = bucket.checked_add(1).map(bucket_start_key);
+    let rows = meta.scan_range(
+        ENTRIES,
+        &bucket_start_key(bucket),
+        end.as_ref().map(|end| &end[..]),
+        usize::MAX,
+    )?;
+    let entries = rows
+        .iter()
+        .map(|(key, value)| Ok((decode_due(value)?, decode_u64(key)?)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some((bucket, entries)))
+}
+
+/// Removes every entry in buckets `from..until`, with their business keys and moves, in one
+/// write. Returns the storage keys removed.
+pub fn remove_buckets(meta: &MetaStore, from: u64, until: u64, durable: bool) -> Result<Vec<u64>> {
+    if from >= until {
+        return Ok(Vec::new());
+    }
+    let rows = meta.scan_range(
+        ENTRIES,
+        &bucket_start_key(from),
+        Some(&bucket_start_key(until)),
+        usize::MAX,
+    )?;
+    let mut removed = Vec::with_capacity(rows.len());
+    let mut ops = Vec::with_capacity(rows.len());
+    for (key, value) in &rows {
+        let key = decode_u64(key)?;
+        let entry = decode(key, value)?;
+        removal_ops(&entry.removal(), &mut ops);
+        removed.push(key);
+    }
+    meta.write(&ops, durable)?;
+    Ok(removed)
+}
+
+/// Entries in due order after `(after_due_ms, after_id)`, optionally of one topic, at most
+/// `limit`, leaving out those `hidden` names (by storage key): bucket by bucket, each sorted.
+pub fn list(
+    meta: &MetaStore,
+    topic: Option<&str>,
+    after: Option<(i64, u64)>,
+    limit: usize,
+    hidden: impl Fn(u64) -> bool,
+) -> Result<Vec<ScheduledEntry>> {
+    let mut found = Vec::new();
+    let mut from = after.map_or(0, |(due_ms, _)| bucket_of(due_ms));
+    while found.len() < limit {
+        let Some((bucket, keys)) = next_bucket(meta, from)? else {
+            break;
+        };
+        let keys: Vec<u64> = keys
+            .into_iter()
+            .filter(|&(_, key)| !hidden(key))
+            .map(|(_, key)| key)
+            .collect();
+        let mut entries: Vec<ScheduledEntry> = get_many(meta, &keys)?
+            .into_iter()
+            .flatten()
+            .filter(|entry| after.is_none_or(|after| (entry.due_ms, entry.id) > after))
+            .filter(|entry| topic.is_none_or(|topic| topic == entry.topic))
+            .collect();
+        entries.sort_unstable_by_key(|entry| (entry.due_ms, entry.id));
+        for entry in entries {
+            found.push(entry);
+            if found.len() >= limit {
+                return Ok(found);
+            }
+        }
+        let Some(next) = bucket.checked_add(1) else {
+            break;
+        };
+        from = next;
+    }
+    Ok(found)
+}
+
+/// How many entries are stored (delivered ones included until their bucket is removed).
+pub fn count(meta: &MetaStore) -> Result<u64> {
+    Ok(meta.count(ENTRIES)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::BUCKET_MS;
+
+    fn entry(serial: u64, due_ms: i64, business_key: Option<&str>) -> ScheduledEntry {
+        let key = storage_key(due_ms, serial);
+        ScheduledEntry {
+            id: key,
+            key,
+            due_ms,
+            topic: if serial.is_multiple_of(3) {
+                "audit"
+            } else {
+                "orders"
+            }
+            .into(),
+            partition: if serial.is_multiple_of(2) {
+                Some(1)
+            } else {
+                None
+            },
+            business_key: business_key.map(str::to_owned),
+            batch: Bytes::from(vec![serial as u8; 10]),
+        }
+    }
+
+    fn open() -> (tempfile::TempDir, MetaStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = MetaStore::open(&dir.path().join("meta.redb")).unwrap();
+        (dir, meta)
+    }
+
+    fn ids(entries: &[ScheduledEntry]) -> Vec<u64> {
+        entries.iter().map(|entry| entry.id).collect()
+    }
+
+    #[test]
+    fn entries_round_trip_and_buckets_list_them_by_due_time() {
+        let (_dir, meta) = open();
+        let far = 5 * BUCKET_MS + 7;
+        let entries = [
+            entry(1, far, Some("order-1")),
+            entry(2, 100, None),
+            entry(4, 200, Some("")),
+            entry(5, 50, None),
+        ];
+        write(&meta, &entries, &[], 6, true).unwrap();
+        assert_eq!(serial_limit(&meta).unwrap(), 6);
+        assert_eq!(
+            get(&meta, entries[0].id).unwrap().as_ref(),
+            Some(&entries[0])
+        );
+        assert_eq!(
+            get(&meta, entries[2].id)
+                .unwrap()
+                .unwrap()
+                .business_key
+                .as_deref(),
+            Some("")
+        );
+        assert_eq!(
+            get_many(&meta, &[entries[3].key, storage_key(0, 3), entries[1].key]).unwrap(),
+            vec![Some(entries[3].clone()), None, Some(entries[1].clone())]
+        );
+        let (bucket, mut keys) = next_bucket(&meta, 0).unwrap().unwrap();
+        keys.sort_unstable();
+        assert_eq!(
+            (bucket, keys),
+            (
+                0,
+                vec![
+                    (50, entries[3].key),
+                    (100, entries[1].key),
+                    (200, entries[2].key)
+                ]
+            )
+        );
+        assert_eq!(
+            next_bucket(&meta, 1).unwrap(),
+            Some((5, vec![(far, entries[0].key)])),
+            "empty buckets are skipped"
+        );
+        assert_eq!(next_bucket(&meta, 6).unwrap(), None);
+        let all = list(&meta, None, None, 10, |_| false).unwrap();
+        assert_eq!(
+            ids(&all),
+            ids(&[
+                entries[3].clone(),
+                entries[1].clone(),
+                entries[2].clone(),
+                entries[0].clone()
+            ])
+        );
+        let after = list(&meta, None, Some((100, entries[1].id)), 10, |_| false).unwrap();
+        assert_eq!(ids(&after), vec![entries[2].id, entries[0].id]);
+        let orders = list(&meta, Some("orders"), None, 2, |_| false).unwrap();
+        assert_eq!(ids(&orders), vec![entries[3].id, entries[1].id]);
+        let unhidden = list(&meta, None, None, 10, |key| key == entries[3].key).unwrap();
+        assert_eq!(unhidden.len(), 3);
+        assert_eq!(
+            id_for_business_key(&meta, "order-1").unwrap(),
+            Some(entries[0].id)
+        );
+        assert_eq!(count(&meta).unwrap(), 4);
+    }
+
+    #[test]
+    fn business_keys_are_unique_unless_freed_by_the_same_write() {
+        let (_dir, meta) = open();
+        let first = entry(1, 300, Some("order-1"));
+        write(&meta, std::slice::from_ref(&first), &[], 2, true).unwrap();
+        assert!(
+            write(&meta, &[entry(2, 50, Some("order-1"))], &[], 3, true).is_err(),
+            "business keys are unique"
+        );
+        assert!(
+            write(
+                &meta,
+                &[entry(3, 1, Some("order-9")), entry(4, 2, Some("order-9"))],
+                &[],
+                5,
+                true
+            )
+            .is_err(),
+            "even within one write"
+        );
+        assert_eq!(count(&meta).unwrap(), 1, "a refused write stores nothing");
+        // Handing over order-1 frees its key for a new message in the same write.
+        let second = entry(5, 900, Some("order-1"));
+        write(
+            &meta,
+            std::slice::from_ref(&second),
+            &[first.removal()],
+            6,
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            id_for_business_key(&meta, "order-1").unwrap(),
+            Some(second.id)
+        );
+        assert_eq!(get(&meta, first.id).unwrap(), None);
+    }
+
+    #[test]
+    fn a_rescheduled_entry_keeps_its_id_and_leaves_with_its_bucket() {
+        let (_dir, meta) = open();
+        let original = entry(7, 100, Some("k"));
+        write(&meta, std::slice::from_ref(&original), &[], 8, true).unwrap();
+        let later = 3 * BUCKET_MS;
+        let moved = reschedule(&meta, &original, later, storage_key(later, 8), 9).unwrap();
+        assert_eq!(moved.id, original.id);
+        assert_eq!(get(&meta, original.id).unwrap(), Some(moved.clone()));
+        assert_eq!(
+            next_bucket(&meta, 0).unwrap(),
+            Some((3, vec![(later, moved.key)]))
+        );
+        // Removing its bucket removes the move and the business key too.
+        assert!(remove_buckets(&meta, 0, 3, true).unwrap().is_empty());
+        assert_eq!(remove_buckets(&meta, 3, 4, true).unwrap(), vec![moved.key]);
+        assert_eq!(get(&meta, original.id).unwrap(), None);
+        assert_eq!(id_for_business_key(&meta, "k").unwrap(), None);
+        assert_eq!(count(&meta).unwrap(), 0);
+    }
+}
