@@ -120,26 +120,6 @@ impl Webhook {
     }
 }
 
-/// The HTTP listener's address, from the server's `http listener on ADDR` line (logged right
-/// after the native one the harness waits for).
-fn http_address(weir: &Weir) -> SocketAddr {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(address) = weir.log().lines().find_map(|line| {
-            line.split_once("http listener on ")
-                .and_then(|(_, address)| address.trim().parse().ok())
-        }) {
-            return address;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no 'http listener on' line:\n{}",
-            weir.log()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// One HTTP/1.1 request with `connection: close`; the status and the JSON answer (null if
 /// the body is empty).
 fn http(address: SocketAddr, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -349,7 +329,7 @@ message = "success rate too low, check the business logic"
         ],
         ..Options::default()
     });
-    let address = http_address(&weir);
+    let address = weir.http_address();
     let (_, rules) = http(address, "GET", "/v1/alert-rules", None);
     assert_eq!(rules[0]["threshold"], 50.0, "the file's rules: {rules}");
 
@@ -495,7 +475,7 @@ fn an_unreachable_webhook_is_logged_and_does_not_stop_the_broker() {
         arguments: vec!["--alert-webhook".into(), format!("http://{closed}/alerts")],
         ..Options::default()
     });
-    let address = http_address(&weir);
+    let address = weir.http_address();
     ok(
         address,
         "PUT",
