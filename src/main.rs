@@ -56,9 +56,10 @@ enum Command {
     /// List undecided transactions; commit or roll one back.
     #[command(name = "txn")]
     Transaction(cli::transaction::TransactionArguments),
-    /// Show the broker's numbers once: topics, subscriptions, rates, success, latency.
+    /// Show the broker's numbers once: firing alerts, topics, subscriptions, rates, success,
+    /// latency.
     Stats(cli::stats::StatsArguments),
-    /// Watch the broker's numbers, refreshed every second, until Ctrl-C.
+    /// Watch the broker's firing alerts and numbers, refreshed every second, until Ctrl-C.
     Top(cli::top::TopArguments),
 }
 

@@ -7,6 +7,9 @@
 //! consumer that nacks everything fires `success-rate-low`; acking enough afterwards lifts the
 //! minute's success rate back over 95% and resolves it. The broker evaluates its rules every
 //! second, so every wait is a poll against a deadline.
+//!
+//! While an alert fires, the native protocol lists it too (`Alerts`, which `weir stats` and
+//! `weir top` show); once it resolves, it is gone from there as from `GET /v1/alerts`.
 
 mod util;
 
@@ -17,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use util::{Options, PATIENCE, Weir};
+use weir_proto::{AlertMetric, AlertState, Request, Response};
 
 /// How long an alert may take to fire or resolve: evaluation runs every second, on a machine
 /// that may be busy compiling.
@@ -113,26 +117,6 @@ impl Webhook {
                 ),
             }
         }
-    }
-}
-
-/// The HTTP listener's address, from the server's `http listener on ADDR` line (logged right
-/// after the native one the harness waits for).
-fn http_address(weir: &Weir) -> SocketAddr {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(address) = weir.log().lines().find_map(|line| {
-            line.split_once("http listener on ")
-                .and_then(|(_, address)| address.trim().parse().ok())
-        }) {
-            return address;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no 'http listener on' line:\n{}",
-            weir.log()
-        );
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -249,6 +233,64 @@ fn wait_for_listed(address: SocketAddr, rule: &str, scope: &str, firing: bool) {
     }
 }
 
+/// `weir stats` against `weir`'s native listener: its human output and its JSON.
+fn weir_stats(weir: &Weir) -> (String, Value) {
+    let run = |extra: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["stats", "--interval", "0s", "--server"])
+            .arg(weir.address.to_string())
+            .args(extra)
+            .env_remove("WEIR_SERVER")
+            .output()
+            .expect("weir stats runs");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "weir stats {extra:?} failed: {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    };
+    let json = run(&["--json"]);
+    let json = serde_json::from_str(&json).unwrap_or_else(|error| panic!("{error}: {json}"));
+    (run(&[]), json)
+}
+
+/// Checks that the native protocol — a raw `Alerts` request, and `weir stats` in both forms —
+/// lists `rule` on `scope` as firing, or (with `firing` false) does not list it. Called once
+/// `GET /v1/alerts` agrees: both read the same evaluation, so no second wait is needed.
+fn assert_listed_natively(weir: &Weir, rule: &str, scope: &str, firing: bool) {
+    let Response::Alerts(alerts) = weir.connect().call(&Request::Alerts) else {
+        panic!("Alerts is answered with Alerts");
+    };
+    let listed = alerts
+        .iter()
+        .find(|alert| alert.rule == rule && alert.scope == scope);
+    assert_eq!(listed.is_some(), firing, "{rule} on {scope}: {alerts:?}");
+    if let Some(alert) = listed {
+        assert_eq!(alert.state, AlertState::Firing, "{alert:?}");
+    }
+
+    let (table, json) = weir_stats(weir);
+    let row = table
+        .lines()
+        .find(|line| line.starts_with(rule) && line.contains(scope));
+    assert_eq!(row.is_some(), firing, "{rule} on {scope} in:\n{table}");
+    if firing {
+        assert!(table.contains("FIRING ALERTS\n"), "{table}");
+    }
+    let in_json = json["alerts"]
+        .as_array()
+        .unwrap_or_else(|| panic!("an alert list: {json}"))
+        .iter()
+        .find(|alert| alert["rule"] == rule && alert["scope"] == scope)
+        .cloned();
+    assert_eq!(in_json.is_some(), firing, "{rule} on {scope}: {json}");
+    if let Some(alert) = in_json {
+        assert_eq!(alert["state"], "firing", "{alert}");
+    }
+}
+
 #[test]
 fn both_default_alerts_fire_and_resolve_and_reach_the_webhook() {
     let (receiver_address, receiver) = webhook_receiver();
@@ -287,7 +329,7 @@ message = "success rate too low, check the business logic"
         ],
         ..Options::default()
     });
-    let address = http_address(&weir);
+    let address = weir.http_address();
     let (_, rules) = http(address, "GET", "/v1/alert-rules", None);
     assert_eq!(rules[0]["threshold"], 50.0, "the file's rules: {rules}");
 
@@ -307,6 +349,24 @@ message = "success rate too low, check the business logic"
     assert_eq!(fired["threshold"], 50.0);
     assert_eq!(fired["message"], "backlog too high, add consumers");
     wait_for_listed(address, "backlog-high", "orders/shipping", true);
+    assert_listed_natively(&weir, "backlog-high", "orders/shipping", true);
+    let Response::Alerts(alerts) = weir.connect().call(&Request::Alerts) else {
+        panic!("Alerts is answered with Alerts");
+    };
+    let alert = &alerts[0];
+    assert_eq!(alert.metric, AlertMetric::Backlog);
+    assert_eq!((alert.value, alert.threshold), (60.0, 50.0));
+    assert_eq!(alert.message, "backlog too high, add consumers");
+    let (table, _) = weir_stats(&weir);
+    let row = table
+        .lines()
+        .find(|line| line.starts_with("backlog-high"))
+        .unwrap_or_else(|| panic!("no row:\n{table}"));
+    assert!(
+        row.contains("backlog") && row.contains("60") && row.contains("> 50"),
+        "{row}"
+    );
+    assert!(row.ends_with("backlog too high, add consumers"), "{row}");
 
     // A consumer arrives and works the backlog off: the alert resolves.
     let ids = fetch(address, "orders", "shipping", 60);
@@ -320,6 +380,7 @@ message = "success rate too low, check the business logic"
     let backlog_resolved = webhook.wait_for("backlog-high", "orders/shipping", "resolved", &weir);
     assert!(backlog_resolved > backlog_fired);
     wait_for_listed(address, "backlog-high", "orders/shipping", false);
+    assert_listed_natively(&weir, "backlog-high", "orders/shipping", false);
 
     // A consumer whose every message fails: the success rate drops to 0.
     ok(
@@ -342,6 +403,7 @@ message = "success rate too low, check the business logic"
     assert_eq!(fired["metric"], "success_rate");
     assert_eq!(fired["value"], 0.0);
     wait_for_listed(address, "success-rate-low", "payments/ledger", true);
+    assert_listed_natively(&weir, "success-rate-low", "payments/ledger", true);
 
     // The consumer is fixed: the 4 failures are retried and acked, and 120 more succeed, so
     // the minute's rate is 124 / 128 ≈ 0.97, above 0.95 (never with more than 50 waiting).
@@ -367,6 +429,7 @@ message = "success rate too low, check the business logic"
     let rate_resolved = webhook.wait_for("success-rate-low", "payments/ledger", "resolved", &weir);
     assert!(rate_resolved > rate_fired);
     wait_for_listed(address, "success-rate-low", "payments/ledger", false);
+    assert_listed_natively(&weir, "success-rate-low", "payments/ledger", false);
 
     // Each alert reached the webhook exactly once as firing and once as resolved, in order.
     let events: Vec<(String, String, String)> = webhook
@@ -412,7 +475,7 @@ fn an_unreachable_webhook_is_logged_and_does_not_stop_the_broker() {
         arguments: vec!["--alert-webhook".into(), format!("http://{closed}/alerts")],
         ..Options::default()
     });
-    let address = http_address(&weir);
+    let address = weir.http_address();
     ok(
         address,
         "PUT",

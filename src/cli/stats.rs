@@ -1,7 +1,7 @@
-//! `weir stats`: one snapshot of the broker's numbers — topics with their sizes and publish
-//! rates, subscriptions with backlog, in-flight, delivery and ack rates, success rate and
-//! publish-to-ack latency, plus disk, fsync latency, scheduled batches and open
-//! transactions. Rates come from the counters of two snapshots `--interval` apart (the
+//! `weir stats`: one snapshot of the broker's numbers — the alerts firing now, topics with
+//! their sizes and publish rates, subscriptions with backlog, in-flight, delivery and ack
+//! rates, success rate and publish-to-ack latency, plus disk, fsync latency, scheduled
+//! batches and open transactions. Rates come from the counters of two snapshots `--interval` apart (the
 //! broker keeps totals, not rates). `weir top` redraws the same view every second.
 
 use std::collections::HashMap;
@@ -10,11 +10,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::{Value, json};
-use weir_client::{BrokerStats, LatencySummary, SubscriptionStats, TopicStats};
+use weir_client::{
+    AlertInfo, AlertMetric, AlertState, BrokerStats, Client, ErrorCode, LatencySummary,
+    SubscriptionStats, TopicStats,
+};
 
 use crate::cli::connection::{ServerArgument, connect};
 use crate::cli::duration::parse_duration;
-use crate::cli::output::{format_mode, format_size, write_json_pretty, write_table};
+use crate::cli::output::{
+    format_duration_ms, format_mode, format_size, write_json_pretty, write_table,
+};
 use crate::cli::position::format_rfc3339;
 
 const EXAMPLES: &str = "\
@@ -24,7 +29,8 @@ Examples:
   weir stats --interval 0s --json   # totals only, at once
   weir top                          # the same, redrawn every second";
 
-/// Show the broker's numbers once: topics, subscriptions, rates, success, latency.
+/// Show the broker's numbers once: firing alerts, topics, subscriptions, rates, success,
+/// latency.
 #[derive(Debug, clap::Args)]
 #[command(after_help = EXAMPLES)]
 pub struct StatsArguments {
@@ -56,13 +62,42 @@ pub async fn run(arguments: StatsArguments) -> anyhow::Result<()> {
         .stats()
         .await
         .context("cannot read the broker's stats")?;
+    let alerts = BrokerAlerts::fetch(&client).await;
+    if let BrokerAlerts::Unavailable(error) = alerts {
+        return Err(error).context("cannot read the broker's alerts");
+    }
     let mut output = std::io::stdout().lock();
     if arguments.json {
-        write_json_pretty(&mut output, &stats_json(&current, previous.as_ref()))
+        write_json_pretty(
+            &mut output,
+            &stats_json(&current, previous.as_ref(), &alerts),
+        )
     } else {
-        render(&mut output, &current, previous.as_ref())
+        render(&mut output, &current, previous.as_ref(), &alerts)
     }
     .context("cannot write to stdout")
+}
+
+/// What `weir stats` and `weir top` know of the broker's alerts.
+pub enum BrokerAlerts {
+    /// Pending and firing now, by rule then scope.
+    Active(Vec<AlertInfo>),
+    /// The broker predates the native `Alerts` request; its numbers are still worth showing.
+    NotServed,
+    /// Asking failed (the connection broke, say).
+    Unavailable(weir_client::Error),
+}
+
+impl BrokerAlerts {
+    pub async fn fetch(client: &Client) -> BrokerAlerts {
+        match client.alerts().await {
+            Ok(alerts) => BrokerAlerts::Active(alerts),
+            Err(error) if error.code() == Some(ErrorCode::UnsupportedRequest) => {
+                BrokerAlerts::NotServed
+            }
+            Err(error) => BrokerAlerts::Unavailable(error),
+        }
+    }
 }
 
 /// Per-second change of a counter between two snapshots `elapsed_ms` apart.
@@ -144,11 +179,114 @@ fn format_success(parts_per_million: Option<u32>) -> String {
     )
 }
 
+/// An alert's value or threshold in the metric's own unit: `97.50%`, `12.3ms`, `60`.
+fn format_alert_number(metric: AlertMetric, number: f64) -> String {
+    match metric {
+        AlertMetric::SuccessRate => format!("{:.2}%", number * 100.0),
+        AlertMetric::LatencyP99Ms => format!("{number:.1}ms"),
+        // Counts are whole; a threshold of a rule may still be fractional (`50.5`).
+        _ if number.fract() == 0.0 && number.abs() < 1e15 => format!("{number:.0}"),
+        _ => number.to_string(),
+    }
+}
+
+/// `> 50`, `< 95.00%`. The wire does not repeat the rule's comparison, but an active alert's
+/// condition holds, so the side of the threshold its value is on is the comparison.
+fn format_threshold(alert: &AlertInfo) -> String {
+    let side = if alert.value > alert.threshold {
+        ">"
+    } else if alert.value < alert.threshold {
+        "<"
+    } else {
+        "="
+    };
+    format!(
+        "{side} {}",
+        format_alert_number(alert.metric, alert.threshold)
+    )
+}
+
+/// The firing alerts as a table (or one line saying there are none), then a blank line. First
+/// on the screen, because an alert is what an operator watching `weir top` must not miss.
+fn render_alerts(
+    output: &mut impl Write,
+    alerts: &BrokerAlerts,
+    now_ms: i64,
+) -> std::io::Result<()> {
+    let alerts = match alerts {
+        BrokerAlerts::Active(alerts) => alerts,
+        BrokerAlerts::NotServed => {
+            writeln!(
+                output,
+                "FIRING ALERTS: not served over the native protocol by this broker (see HTTP GET /v1/alerts)"
+            )?;
+            return writeln!(output);
+        }
+        BrokerAlerts::Unavailable(error) => {
+            writeln!(output, "FIRING ALERTS: cannot read them: {error}")?;
+            return writeln!(output);
+        }
+    };
+    let firing: Vec<&AlertInfo> = alerts
+        .iter()
+        .filter(|alert| alert.state == AlertState::Firing)
+        .collect();
+    let pending = alerts.len() - firing.len();
+    // Pending alerts hold but not yet for their rule's `for`: worth a count, not a row.
+    let pending_note = if pending > 0 {
+        format!(" ({pending} pending)")
+    } else {
+        String::new()
+    };
+    if firing.is_empty() {
+        writeln!(output, "FIRING ALERTS: none{pending_note}")?;
+        return writeln!(output);
+    }
+    writeln!(output, "FIRING ALERTS{pending_note}")?;
+    let rows: Vec<Vec<String>> = firing
+        .iter()
+        .map(|alert| {
+            let firing_for = u64::try_from(now_ms.saturating_sub(alert.since_ms)).unwrap_or(0);
+            // Whole seconds: evaluation runs every second, so milliseconds would be noise.
+            let firing_for = match firing_for - firing_for % 1000 {
+                0 => "<1s".to_owned(),
+                whole_seconds => format_duration_ms(whole_seconds),
+            };
+            vec![
+                alert.rule.clone(),
+                alert.scope.clone(),
+                alert.metric.name().to_owned(),
+                format_alert_number(alert.metric, alert.value),
+                format_threshold(alert),
+                format_rfc3339(alert.since_ms),
+                firing_for,
+                alert.message.clone(),
+            ]
+        })
+        .collect();
+    write_table(
+        output,
+        &[
+            "RULE",
+            "SCOPE",
+            "METRIC",
+            "VALUE",
+            "THRESHOLD",
+            "SINCE",
+            "FOR",
+            "MESSAGE",
+        ],
+        &rows,
+    )?;
+    writeln!(output)
+}
+
 /// The tables `weir stats` and `weir top` print.
 pub fn render(
     output: &mut impl Write,
     current: &BrokerStats,
     previous: Option<&BrokerStats>,
+    alerts: &BrokerAlerts,
 ) -> std::io::Result<()> {
     let elapsed = elapsed_ms(current, previous);
     writeln!(
@@ -163,6 +301,7 @@ pub fn render(
         format_latency(&current.fsync).1,
     )?;
     writeln!(output)?;
+    render_alerts(output, alerts, current.now_ms)?;
     let before_topics: HashMap<&str, &TopicStats> = previous
         .map(|previous| {
             previous
@@ -276,8 +415,39 @@ fn latency_json(latency: &LatencySummary) -> Value {
     })
 }
 
+/// The pending and firing alerts as JSON (`null` when the broker does not serve them), shaped
+/// like the entries of HTTP `GET /v1/alerts` plus `since` as RFC 3339.
+fn alerts_json(alerts: &BrokerAlerts) -> Value {
+    let BrokerAlerts::Active(alerts) = alerts else {
+        return Value::Null;
+    };
+    alerts
+        .iter()
+        .map(|alert| {
+            json!({
+                "rule": alert.rule,
+                "scope": alert.scope,
+                "metric": alert.metric.name(),
+                "state": match alert.state {
+                    AlertState::Pending => "pending",
+                    AlertState::Firing => "firing",
+                },
+                "value": alert.value,
+                "threshold": alert.threshold,
+                "since": format_rfc3339(alert.since_ms),
+                "since_ms": alert.since_ms,
+                "message": alert.message,
+            })
+        })
+        .collect()
+}
+
 /// The snapshot as JSON, with rates where two snapshots were taken.
-pub fn stats_json(current: &BrokerStats, previous: Option<&BrokerStats>) -> Value {
+pub fn stats_json(
+    current: &BrokerStats,
+    previous: Option<&BrokerStats>,
+    alerts: &BrokerAlerts,
+) -> Value {
     let elapsed = elapsed_ms(current, previous);
     let before_topics: HashMap<&str, &TopicStats> = previous
         .map(|previous| {
@@ -351,6 +521,7 @@ pub fn stats_json(current: &BrokerStats, previous: Option<&BrokerStats>) -> Valu
         "transactions": current.transactions,
         "unroutable_dropped": current.unroutable_dropped,
         "fsync": latency_json(&current.fsync),
+        "alerts": alerts_json(alerts),
         "topics": topics,
         "subscriptions": subscriptions,
     })
@@ -370,5 +541,57 @@ mod tests {
         assert_eq!(format_micros(850), "850µs");
         assert_eq!(format_micros(1250), "1.2ms");
         assert_eq!(format_success(Some(987_600)), "98.76%");
+    }
+
+    fn alert(metric: AlertMetric, state: AlertState, value: f64, threshold: f64) -> AlertInfo {
+        AlertInfo {
+            rule: "rule".into(),
+            scope: "orders/shipping".into(),
+            metric,
+            state,
+            value,
+            threshold,
+            since_ms: 1_700_000_000_000,
+            message: "look".into(),
+        }
+    }
+
+    #[test]
+    fn alert_numbers_are_in_the_metric_unit_with_the_side_of_the_threshold() {
+        let backlog = alert(AlertMetric::Backlog, AlertState::Firing, 60.0, 50.0);
+        assert_eq!(format_alert_number(backlog.metric, backlog.value), "60");
+        assert_eq!(format_threshold(&backlog), "> 50");
+        let success = alert(AlertMetric::SuccessRate, AlertState::Firing, 0.5, 0.95);
+        assert_eq!(format_alert_number(success.metric, success.value), "50.00%");
+        assert_eq!(format_threshold(&success), "< 95.00%");
+        assert_eq!(
+            format_alert_number(AlertMetric::LatencyP99Ms, 12.25),
+            "12.2ms"
+        );
+        assert_eq!(format_alert_number(AlertMetric::InFlight, 50.5), "50.5");
+    }
+
+    #[test]
+    fn only_firing_alerts_get_rows_and_pending_ones_a_count() {
+        let alerts = BrokerAlerts::Active(vec![
+            alert(AlertMetric::Backlog, AlertState::Firing, 60.0, 50.0),
+            alert(AlertMetric::InFlight, AlertState::Pending, 9.0, 5.0),
+        ]);
+        let mut output = Vec::new();
+        render_alerts(&mut output, &alerts, 1_700_000_012_000).unwrap();
+        let text = String::from_utf8(output).unwrap();
+        assert!(
+            text.starts_with("FIRING ALERTS (1 pending)\nRULE"),
+            "{text}"
+        );
+        assert!(text.contains("orders/shipping  backlog"), "{text}");
+        assert!(text.contains("> 50") && text.contains("12s") && text.contains("look"));
+        assert!(!text.contains("in_flight"), "{text}");
+        let mut output = Vec::new();
+        render_alerts(&mut output, &BrokerAlerts::Active(Vec::new()), 0).unwrap();
+        assert_eq!(
+            String::from_utf8(output).unwrap(),
+            "FIRING ALERTS: none\n\n"
+        );
     }
 }

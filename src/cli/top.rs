@@ -1,6 +1,5 @@
-//! `weir top`: the view of `weir stats`, redrawn every second (clear screen, then the
-//! tables) until Ctrl-C, with rates over the last refresh. The broker's native stats do not
-//! carry its alerts, so none are shown here (the HTTP API serves them at `/v1/alerts`).
+//! `weir top`: the view of `weir stats`, redrawn every second (clear screen, the firing
+//! alerts, then the tables) until Ctrl-C, with rates over the last refresh.
 
 use std::io::Write;
 use std::time::Duration;
@@ -9,7 +8,7 @@ use anyhow::Context;
 
 use crate::cli::connection::{ServerArgument, connect};
 use crate::cli::duration::parse_duration;
-use crate::cli::stats::render;
+use crate::cli::stats::{BrokerAlerts, render};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -20,7 +19,7 @@ Examples:
 /// ANSI: clear the screen and move the cursor home.
 const CLEAR: &str = "\x1b[2J\x1b[H";
 
-/// Watch the broker's numbers, refreshed every second, until Ctrl-C.
+/// Watch the broker's firing alerts and numbers, refreshed every second, until Ctrl-C.
 #[derive(Debug, clap::Args)]
 #[command(after_help = EXAMPLES)]
 pub struct TopArguments {
@@ -50,7 +49,8 @@ pub async fn run(arguments: TopArguments) -> anyhow::Result<()> {
         screen.extend_from_slice(CLEAR.as_bytes());
         match client.stats().await {
             Ok(current) => {
-                render(&mut screen, &current, previous.as_ref())?;
+                let alerts = BrokerAlerts::fetch(&client).await;
+                render(&mut screen, &current, previous.as_ref(), &alerts)?;
                 previous = Some(current);
             }
             // The client reconnects by itself; say why the numbers are missing meanwhile.

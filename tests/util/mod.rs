@@ -190,6 +190,26 @@ impl Weir {
         *self = next;
     }
 
+    /// The HTTP listener's address, from the server's `http listener on ADDR` line (logged
+    /// right after the native one [`Weir::start`] waits for).
+    pub fn http_address(&self) -> SocketAddr {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(address) = self.log().lines().find_map(|line| {
+                line.split_once("http listener on ")
+                    .and_then(|(_, address)| address.trim().parse().ok())
+            }) {
+                return address;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no 'http listener on' line:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// What the server wrote to stderr so far.
     pub fn log(&self) -> String {
         self.log

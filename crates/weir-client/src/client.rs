@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
-use weir_proto::{BrokerStats, ErrorCode, Fsync, GroupInfo, Request, Response, Start, TopicInfo};
+use weir_proto::{
+    AlertInfo, BrokerStats, ErrorCode, Fsync, GroupInfo, Request, Response, Start, TopicInfo,
+};
 
 use crate::connection::{Connection, ConnectionSettings, unexpected};
 use crate::consumer::{Consumer, SubscribeOptions};
@@ -376,6 +378,18 @@ impl Client {
         match self.request(&Request::Stats).await? {
             Response::Stats(stats) => Ok(stats),
             other => Err(unexpected("Stats", &other)),
+        }
+    }
+
+    /// The alerts pending and firing now, by rule then scope: each names its rule, the
+    /// subscription (`topic/subscription`), the metric's value against the rule's threshold,
+    /// the rule's message and since when its condition holds. The broker evaluates its rules
+    /// every second; a resolved alert is no longer listed. A broker older than this request
+    /// answers [`ErrorCode::UnsupportedRequest`].
+    pub async fn alerts(&self) -> Result<Vec<AlertInfo>> {
+        match self.request(&Request::Alerts).await? {
+            Response::Alerts(alerts) => Ok(alerts),
+            other => Err(unexpected("Alerts", &other)),
         }
     }
 

@@ -93,12 +93,12 @@ pub use transaction::{Transaction, TransactionCheck, TransactionChecker};
 
 pub use weir_batch::{BatchBuilder, MESSAGE_ID_HEADER};
 pub use weir_proto::{
-    Binding, BrokerStats, ClaimOutcome, ConsumerStats, DeadLetterQueueInfo, Decision, Delivery,
-    Durability, ErrorCode, ExchangeInfo, ExchangeKind, Fsync, GroupInfo, GroupPartition,
-    LatencySummary, MessageId, Overflow, PartitionInfo, PartitionStats, PublishedRange,
-    QueueSettings, ScheduleTime, ScheduledInfo, ScheduledSelector, Start, SubscriptionCounters,
-    SubscriptionMode, SubscriptionStats, TopicConfirm, TopicInfo, TopicStats, TransactionInfo,
-    TransactionState,
+    AlertInfo, AlertMetric, AlertState, Binding, BrokerStats, ClaimOutcome, ConsumerStats,
+    DeadLetterQueueInfo, Decision, Delivery, Durability, ErrorCode, ExchangeInfo, ExchangeKind,
+    Fsync, GroupInfo, GroupPartition, LatencySummary, MessageId, Overflow, PartitionInfo,
+    PartitionStats, PublishedRange, QueueSettings, ScheduleTime, ScheduledInfo, ScheduledSelector,
+    Start, SubscriptionCounters, SubscriptionMode, SubscriptionStats, TopicConfirm, TopicInfo,
+    TopicStats, TransactionInfo, TransactionState,
 };
 
 /// The broker address examples and tools use by default: `WEIR_SERVER` if set, else the

@@ -717,3 +717,66 @@ async fn stats_show_topics_and_subscriptions() {
     drop(consumer);
     server.stop().await;
 }
+
+/// Goal: the alerts the broker's rules raise reach a native client while they fire, and are
+/// gone once resolved. Method: a rule "backlog above 2" on a queue; publish 5 (fires), then
+/// consume and ack them all (resolves). The broker evaluates its rules every second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_are_listed_while_they_fire() {
+    let server = TestServer::start_with(|config| {
+        config.alert_rules = vec![weir_core::AlertRule {
+            name: "queue-deep".into(),
+            metric: weir_core::AlertMetric::Backlog,
+            scope: "watched/*".into(),
+            comparison: weir_core::Comparison::Above,
+            threshold: 2.0,
+            for_ms: 0,
+            message: "add consumers".into(),
+        }];
+    })
+    .await;
+    let client = server.connect().await;
+    client.create_topic("watched", os_topic(1)).await.unwrap();
+    let mut consumer = client
+        .subscribe("watched", "workers", SubscribeOptions::queue())
+        .await
+        .unwrap();
+    assert_eq!(client.alerts().await.unwrap(), Vec::new());
+    let producer = client.producer(ProducerOptions::default());
+    for index in 0..5 {
+        producer
+            .send("watched", Message::new(format!("m{index}")))
+            .await
+            .unwrap();
+    }
+    producer.flush().await.unwrap();
+    let alert = within(async {
+        loop {
+            if let Some(alert) = client.alerts().await.unwrap().into_iter().next() {
+                break alert;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(alert.rule, "queue-deep");
+    assert_eq!(alert.scope, "watched/workers");
+    assert_eq!(alert.metric, weir_client::AlertMetric::Backlog);
+    assert_eq!(alert.state, weir_client::AlertState::Firing);
+    assert!(alert.value > 2.0 && alert.threshold == 2.0, "{alert:?}");
+    assert_eq!(alert.message, "add consumers");
+    assert!(alert.since_ms > 0);
+    for _ in 0..5 {
+        let delivery = within(consumer.next()).await.unwrap();
+        consumer.ack_one(&delivery).await.unwrap();
+    }
+    consumer.flush_acks().await.unwrap();
+    within(async {
+        while !client.alerts().await.unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    consumer.close().await.unwrap();
+    server.stop().await;
+}

@@ -171,6 +171,8 @@ kind_table! {
         0x72 => ReleaseKey, "key.release";
         /// [`crate::Request::Stats`]: a snapshot of the broker's numbers.
         0x78 => Stats, "broker.stats";
+        /// [`crate::Request::Alerts`]: the alerts pending and firing now.
+        0x79 => Alerts, "broker.alerts";
     }
 }
 
@@ -231,6 +233,8 @@ kind_table! {
         0xf0 => Claimed, "key.claimed";
         /// [`crate::Response::Stats`]: the broker's numbers.
         0xf8 => Stats, "broker.stats";
+        /// [`crate::Response::Alerts`]: the alerts pending and firing now.
+        0xf9 => Alerts, "broker.alerts";
     }
 }
 
@@ -475,6 +479,7 @@ mod tests {
             (0x71, "key.complete"),
             (0x72, "key.release"),
             (0x78, "broker.stats"),
+            (0x79, "broker.alerts"),
         ];
         for (code, name) in requests {
             assert_eq!(
@@ -509,6 +514,7 @@ mod tests {
             (0xeb, "transaction.committed"),
             (0xf0, "key.claimed"),
             (0xf8, "broker.stats"),
+            (0xf9, "broker.alerts"),
         ];
         for (code, name) in responses {
             assert_eq!(

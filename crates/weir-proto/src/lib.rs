@@ -19,7 +19,7 @@
 //!   [`Durability`], [`MessageId`], [`TopicInfo`], [`GroupInfo`], [`Delivery`],
 //!   [`QueueSettings`], [`TopicConfirm`], …); and by area, [`exchange`] (kinds, bindings),
 //!   [`schedule`] (delayed messages), [`transaction`] (half messages and check-back) and
-//!   [`stats`] (the broker's numbers).
+//!   [`stats`] (the broker's numbers) and [`alerts`] (what its alert rules report).
 //! - [`codes`]: the wire contract's numbers as data — the command table ([`RequestKind`], with
 //!   dotted names for logs and metrics), [`ResponseKind`], and the public [`ErrorCode`] table
 //!   that every front end reports.
@@ -70,6 +70,7 @@
 // `#[must_use]` on every getter and constructor is noise here: values are cheap and obvious.
 #![allow(clippy::must_use_candidate, clippy::return_self_not_must_use)]
 
+pub mod alerts;
 pub mod codes;
 pub mod error;
 pub mod exchange;
@@ -85,6 +86,7 @@ mod wire;
 #[doc(hidden)]
 pub mod fuzzing;
 
+pub use alerts::{AlertInfo, AlertMetric, AlertState};
 pub use codes::{ErrorCode, RequestKind, ResponseKind};
 pub use error::{DecodeError, FrameError};
 pub use exchange::{Binding, ExchangeInfo, ExchangeKind};

@@ -375,6 +375,8 @@ pub enum Request {
     },
     /// Answered with `Stats`.
     Stats,
+    /// Answered with `Alerts`: the alerts pending and firing now.
+    Alerts,
 }
 
 impl Request {
@@ -425,6 +427,7 @@ impl Request {
             Request::CompleteKey { .. } => RequestKind::CompleteKey,
             Request::ReleaseKey { .. } => RequestKind::ReleaseKey,
             Request::Stats => RequestKind::Stats,
+            Request::Alerts => RequestKind::Alerts,
         }
     }
 
@@ -498,7 +501,8 @@ impl Request {
             | Request::ListExchanges
             | Request::ListDeadLetterQueues
             | Request::ListTransactions
-            | Request::Stats => {}
+            | Request::Stats
+            | Request::Alerts => {}
             Request::Subscribe {
                 topic,
                 group,
@@ -987,6 +991,7 @@ impl Request {
                 holder: reader.string("key holder")?,
             },
             RequestKind::Stats => Request::Stats,
+            RequestKind::Alerts => Request::Alerts,
         })
     }
 }

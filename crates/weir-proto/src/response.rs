@@ -6,6 +6,7 @@
 //! buffer, with no `Vec` of deliveries in between; the client decodes them as slices of the
 //! frame. Like `request.rs`, this module checks encoding only, never broker semantics.
 
+use crate::alerts::AlertInfo;
 use crate::codes::{ErrorCode, ResponseKind};
 use crate::error::DecodeError;
 use crate::exchange::ExchangeInfo;
@@ -143,6 +144,8 @@ pub enum Response {
     Claimed(ClaimOutcome),
     /// The broker's numbers.
     Stats(BrokerStats),
+    /// The alerts pending and firing now, by rule then scope.
+    Alerts(Vec<AlertInfo>),
 }
 
 impl Response {
@@ -199,6 +202,7 @@ impl Response {
             Response::TransactionCommitted { .. } => ResponseKind::TransactionCommitted,
             Response::Claimed(_) => ResponseKind::Claimed,
             Response::Stats(_) => ResponseKind::Stats,
+            Response::Alerts(_) => ResponseKind::Alerts,
         }
     }
 
@@ -307,6 +311,7 @@ impl Response {
             }
             Response::Claimed(outcome) => outcome.put(buf),
             Response::Stats(stats) => stats.put(buf),
+            Response::Alerts(alerts) => put_list(buf, alerts, |buf, alert| alert.put(buf)),
         }
         finish(buf, start);
     }
@@ -444,6 +449,11 @@ impl Response {
             },
             ResponseKind::Claimed => Response::Claimed(ClaimOutcome::read(reader)?),
             ResponseKind::Stats => Response::Stats(BrokerStats::read(reader)?),
+            ResponseKind::Alerts => Response::Alerts(reader.list(
+                "alert list",
+                AlertInfo::MINIMUM_BYTES,
+                AlertInfo::read,
+            )?),
         })
     }
 }

@@ -75,6 +75,22 @@ impl Reader {
         Ok(i64::from_le_bytes(self.array(expected)?))
     }
 
+    /// An IEEE 754 binary64 that must be finite. NaN is refused because it has many bit
+    /// patterns and equals nothing, infinities because no measurement or threshold is one.
+    pub(crate) fn finite_f64(&mut self, expected: &'static str) -> Result<f64, DecodeError> {
+        let offset = self.position;
+        let bits = self.u64(expected)?;
+        let value = f64::from_bits(bits);
+        if !value.is_finite() {
+            return Err(DecodeError::InvalidValue {
+                offset,
+                expected,
+                found: bits,
+            });
+        }
+        Ok(value)
+    }
+
     /// A tag byte that must be at most `max`; `expected` should list the allowed values.
     pub(crate) fn tag(&mut self, max: u8, expected: &'static str) -> Result<u8, DecodeError> {
         let offset = self.position;
@@ -320,6 +336,30 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn floats_that_are_not_finite_are_refused() {
+        let mut payload = Vec::new();
+        for value in [1.5_f64, -0.0, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            payload.extend_from_slice(&value.to_le_bytes());
+        }
+        let mut reader = Reader::new(Bytes::from(payload));
+        assert_eq!(reader.finite_f64("value"), Ok(1.5));
+        assert_eq!(
+            reader.finite_f64("value").map(f64::to_bits),
+            Ok((-0.0_f64).to_bits())
+        );
+        for (offset, value) in [(16, f64::NAN), (24, f64::INFINITY), (32, f64::NEG_INFINITY)] {
+            assert_eq!(
+                reader.finite_f64("value"),
+                Err(DecodeError::InvalidValue {
+                    offset,
+                    expected: "value",
+                    found: value.to_bits()
+                })
+            );
+        }
     }
 
     #[test]

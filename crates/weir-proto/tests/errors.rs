@@ -766,3 +766,65 @@ fn a_check_transaction_push_cut_short_is_truncated() {
         })
     );
 }
+
+/// Goal: an alert decodes only with known tags and finite numbers, and a lying alert count is
+/// refused before allocating.
+#[test]
+fn alerts_refuse_unknown_tags_non_finite_numbers_and_lying_counts() {
+    let alert = |metric: u8, state: u8, value: f64| {
+        payload(|buf| {
+            buf.put_u32_le(1);
+            put_string(buf, "backlog-high");
+            put_string(buf, "orders/shipping");
+            buf.put_u8(metric);
+            buf.put_u8(state);
+            buf.put_f64_le(value);
+            buf.put_f64_le(10_000.0);
+            buf.put_i64_le(1_700_000_000_000);
+            put_string(buf, "add consumers");
+        })
+    };
+    let kind = ResponseKind::Alerts.code();
+    assert!(matches!(
+        Response::decode(kind, alert(0, 1, 12_000.0)),
+        Ok(Response::Alerts(alerts)) if alerts.len() == 1 && alerts[0].value == 12_000.0
+    ));
+    // The metric tag sits after the count and two strings: 4 + (4 + 12) + (4 + 15).
+    assert!(matches!(
+        Response::decode(kind, alert(6, 1, 12_000.0)),
+        Err(DecodeError::InvalidValue {
+            offset: 39,
+            found: 6,
+            ..
+        })
+    ));
+    assert!(matches!(
+        Response::decode(kind, alert(0, 2, 12_000.0)),
+        Err(DecodeError::InvalidValue {
+            offset: 40,
+            found: 2,
+            ..
+        })
+    ));
+    let nan = alert(0, 1, f64::NAN);
+    assert_eq!(
+        Response::decode(kind, nan),
+        Err(DecodeError::InvalidValue {
+            offset: 41,
+            expected: "alert value (a finite f64)",
+            found: f64::NAN.to_bits(),
+        })
+    );
+    let lying = payload(|buf| {
+        buf.put_u32_le(1_000_000);
+        buf.put_slice(&[0; 38]);
+    });
+    assert!(matches!(
+        Response::decode(kind, lying),
+        Err(DecodeError::CountTooLarge {
+            expected: "alert list",
+            count: 1_000_000,
+            ..
+        })
+    ));
+}

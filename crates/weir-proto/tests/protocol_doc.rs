@@ -3,7 +3,8 @@
 
 use bytes::BytesMut;
 use weir_proto::{
-    Decision, DeliverWriter, ErrorCode, MessageId, Request, RequestKind, Response, ResponseKind,
+    AlertInfo, AlertMetric, AlertState, Decision, DeliverWriter, ErrorCode, MessageId, Request,
+    RequestKind, Response, ResponseKind,
 };
 
 fn document() -> String {
@@ -73,6 +74,19 @@ fn the_byte_examples_are_what_the_codec_writes() {
             decision: Decision::Commit,
         }
         .encode(4, buf);
+    });
+    encode(&|buf| {
+        Response::Alerts(vec![AlertInfo {
+            rule: "high".into(),
+            scope: "o/g".into(),
+            metric: AlertMetric::Backlog,
+            state: AlertState::Firing,
+            value: 12_000.0,
+            threshold: 10_000.0,
+            since_ms: 1_700_000_000_000,
+            message: "add".into(),
+        }])
+        .encode(3, buf);
     });
     for example in examples {
         assert!(

@@ -16,7 +16,8 @@
 //! - `native/handle.rs`: the one `match` over [`weir_proto::Request`].
 //! - [`http`]: the HTTP/JSON API under `/v1` (axum), with its OpenAPI document, and the
 //!   Prometheus exposition at `/metrics` (`docs/metrics.md`).
-//! - [`metrics`]: what the listeners count themselves (connections, bytes in and out).
+//! - [`metrics`]: what the listeners count themselves (connections, bytes in and out); the
+//!   HTTP side counts through `http/listener.rs`, a listener whose sockets count their bytes.
 //! - `webhook.rs`: POSTs every alert that fires or resolves to a configured URL.
 //! - [`error`]: core error → public code and message.
 //!

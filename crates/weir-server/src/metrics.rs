@@ -1,7 +1,9 @@
 //! What the front ends measure themselves: the numbers the core cannot see because they are
 //! about sockets, not messages. Relaxed atomics bumped once per `read`/`write` call (a read
 //! fills a 16 KiB buffer with many frames, a write flushes a batch of frames), never once per
-//! message, so they cost nothing measurable on the hot path. Rendered by `GET /metrics`.
+//! message, so they cost nothing measurable on the hot path. The native listener bumps them
+//! in its connection loop; the HTTP listener through the counting socket wrapper of
+//! `http/listener.rs`. Rendered by `GET /metrics`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -70,6 +72,13 @@ pub(crate) struct OpenConnection {
     metrics: Arc<ListenerMetrics>,
 }
 
+impl OpenConnection {
+    /// The counters of the listener that accepted it, for its bytes.
+    pub(crate) fn listener(&self) -> &ListenerMetrics {
+        &self.metrics
+    }
+}
+
 impl Drop for OpenConnection {
     fn drop(&mut self) {
         self.metrics
@@ -83,4 +92,7 @@ impl Drop for OpenConnection {
 pub struct ServerMetrics {
     /// The native protocol listener.
     pub native: Arc<ListenerMetrics>,
+    /// The HTTP listener (API, console and `/metrics` itself), counted by
+    /// [`crate::http::HttpApi::serve`].
+    pub http: Arc<ListenerMetrics>,
 }

@@ -1,6 +1,6 @@
 //! Monitoring against an in-process broker: `GET /metrics` parses as the Prometheus text format
 //! and its numbers follow publishing, consuming, acking, nacking and dead-lettering; the
-//! listeners' connection and byte counters count real sockets; alert rules are listed, set,
+//! listeners' connection and byte counters (native and HTTP, apart) count real sockets; alert rules are listed, set,
 //! replaced and deleted over HTTP, with their error paths, and a firing alert shows in
 //! `/metrics`. The real binary, the default rules and the webhook are covered by the root
 //! `tests/alerts.rs`.
@@ -786,25 +786,41 @@ async fn alert_rules_are_listed_set_replaced_and_deleted_over_http() {
     reopened.shutdown().await;
 }
 
-/// A raw `GET /metrics` over TCP, for a server bound to real sockets.
-async fn scrape(address: std::net::SocketAddr) -> Exposition {
+const SCRAPE: &[u8] = b"GET /metrics HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n";
+
+/// Sends `request` on a connection of its own and reads the answer until the server closes
+/// it (every request here says `connection: close`): every byte the server sent.
+async fn exchange(address: std::net::SocketAddr, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(address).await.expect("connects");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
-        .await
-        .expect("sends");
+    stream.write_all(request).await.expect("sends");
     let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.expect("reads");
-    let answer = String::from_utf8(answer).expect("UTF-8");
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer))
+        .await
+        .expect("an answer in time")
+        .expect("reads");
+    String::from_utf8(answer).expect("UTF-8")
+}
+
+fn exposition_of(answer: &str) -> Exposition {
     let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     parse_exposition(body).unwrap_or_else(|error| panic!("{error}\n{body}"))
 }
 
-/// The native listener counts its connections and exactly the bytes that crossed them.
-#[tokio::test]
-async fn the_native_listener_counts_connections_and_bytes() {
-    let directory = tempfile::tempdir().expect("a temporary directory");
+/// A raw `GET /metrics` over TCP, for a server bound to real sockets.
+async fn scrape(address: std::net::SocketAddr) -> Exposition {
+    exposition_of(&exchange(address, SCRAPE).await)
+}
+
+/// A server on real sockets, native and HTTP, with a handle to stop it.
+async fn start_server(
+    directory: &tempfile::TempDir,
+) -> (
+    std::net::SocketAddr,
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
     let broker = Broker::open(BrokerConfig::new(directory.path()))
         .await
         .expect("the broker opens");
@@ -820,6 +836,87 @@ async fn the_native_listener_counts_connections_and_bytes() {
     let running = tokio::spawn(server.run(async {
         let _ = stopped.await;
     }));
+    (native, http, stop, running)
+}
+
+/// The HTTP listener counts its own connections and exactly the bytes that crossed them, as
+/// `listener="http"`, apart from the native listener's. Method: two requests on connections
+/// of their own, then a scrape, which has read its own request but not yet written its
+/// answer when it renders.
+#[tokio::test]
+async fn the_http_listener_counts_connections_and_bytes() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let (_native, http, stop, running) = start_server(&directory).await;
+    let http_listener = [("listener", "http")];
+    let native_listener = [("listener", "native")];
+
+    let first_answer = exchange(http, SCRAPE).await;
+    let first = exposition_of(&first_answer);
+    assert_eq!(
+        first.get("weir_received_bytes_total", &http_listener),
+        SCRAPE.len() as f64,
+        "a scrape has read its own request"
+    );
+    assert_eq!(first.get("weir_sent_bytes_total", &http_listener), 0.0);
+    assert_eq!(first.get("weir_connections_open", &http_listener), 1.0);
+    let topics = b"GET /v1/topics HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n";
+    let topics_answer = exchange(http, topics).await;
+    assert!(topics_answer.starts_with("HTTP/1.1 200"), "{topics_answer}");
+
+    let metrics = scrape(http).await;
+    assert_eq!(
+        metrics.get("weir_connections_accepted_total", &http_listener),
+        3.0
+    );
+    assert_eq!(
+        metrics.get("weir_received_bytes_total", &http_listener),
+        (2 * SCRAPE.len() + topics.len()) as f64
+    );
+    assert_eq!(
+        metrics.get("weir_sent_bytes_total", &http_listener),
+        (first_answer.len() + topics_answer.len()) as f64,
+        "every byte of the two answers, heads included"
+    );
+    assert!(metrics.get("weir_connections_open", &http_listener) >= 1.0);
+    assert_eq!(
+        metrics.get("weir_connections_refused_total", &http_listener),
+        0.0
+    );
+    // HTTP traffic is not the native listener's.
+    assert_eq!(
+        metrics.get("weir_connections_accepted_total", &native_listener),
+        0.0
+    );
+    assert_eq!(
+        metrics.get("weir_received_bytes_total", &native_listener),
+        0.0
+    );
+
+    // Closed connections stop counting as open; only the scrape itself is left.
+    let deadline = Instant::now() + PATIENCE;
+    while scrape(http)
+        .await
+        .get("weir_connections_open", &http_listener)
+        != 1.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "closed connections are still counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop.send(());
+    running
+        .await
+        .expect("the server task")
+        .expect("the server stops");
+}
+
+/// The native listener counts its connections and exactly the bytes that crossed them.
+#[tokio::test]
+async fn the_native_listener_counts_connections_and_bytes() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let (native, http, stop, running) = start_server(&directory).await;
 
     let mut connection = TcpStream::connect(native).await.expect("connects");
     let mut request = BytesMut::new();

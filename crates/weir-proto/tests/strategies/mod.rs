@@ -7,12 +7,12 @@ use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use weir_batch::BatchBuilder;
 use weir_proto::{
-    Binding, BrokerStats, ClaimOutcome, ConsumerStats, DeadLetterQueueInfo, Decision, Delivery,
-    Durability, ExchangeInfo, ExchangeKind, Fsync, GroupInfo, GroupPartition, LatencySummary,
-    Message, MessageId, Overflow, PartitionInfo, PartitionStats, PublishedRange, QueueSettings,
-    Request, Response, ScheduleTime, ScheduledInfo, ScheduledSelector, Start, SubscriptionCounters,
-    SubscriptionMode, SubscriptionStats, TopicConfirm, TopicInfo, TopicStats, TransactionInfo,
-    TransactionState,
+    AlertInfo, AlertMetric, AlertState, Binding, BrokerStats, ClaimOutcome, ConsumerStats,
+    DeadLetterQueueInfo, Decision, Delivery, Durability, ExchangeInfo, ExchangeKind, Fsync,
+    GroupInfo, GroupPartition, LatencySummary, Message, MessageId, Overflow, PartitionInfo,
+    PartitionStats, PublishedRange, QueueSettings, Request, Response, ScheduleTime, ScheduledInfo,
+    ScheduledSelector, Start, SubscriptionCounters, SubscriptionMode, SubscriptionStats,
+    TopicConfirm, TopicInfo, TopicStats, TransactionInfo, TransactionState,
 };
 
 pub fn text() -> impl Strategy<Value = String> {
@@ -382,6 +382,7 @@ pub fn request() -> impl Strategy<Value = Request> {
         }),
         (text(), text()).prop_map(|(key, holder)| Request::ReleaseKey { key, holder }),
         Just(Request::Stats),
+        Just(Request::Alerts),
     ]
 }
 
@@ -704,6 +705,45 @@ pub fn broker_stats() -> impl Strategy<Value = BrokerStats> {
         )
 }
 
+/// A finite `f64` from its bits, so that every exponent and the sign of zero are exercised.
+pub fn finite_f64() -> impl Strategy<Value = f64> {
+    any::<u64>()
+        .prop_map(f64::from_bits)
+        .prop_filter("the wire carries finite values only", |value| {
+            value.is_finite()
+        })
+}
+
+pub fn alert_info() -> impl Strategy<Value = AlertInfo> {
+    (
+        (text(), text(), text()),
+        prop_oneof![
+            Just(AlertMetric::Backlog),
+            Just(AlertMetric::SuccessRate),
+            Just(AlertMetric::InFlight),
+            Just(AlertMetric::LatencyP99Ms),
+            Just(AlertMetric::Consumers),
+            Just(AlertMetric::DeadLettered),
+        ],
+        prop_oneof![Just(AlertState::Pending), Just(AlertState::Firing)],
+        finite_f64(),
+        finite_f64(),
+        any::<i64>(),
+    )
+        .prop_map(
+            |((rule, scope, message), metric, state, value, threshold, since_ms)| AlertInfo {
+                rule,
+                scope,
+                metric,
+                state,
+                value,
+                threshold,
+                since_ms,
+                message,
+            },
+        )
+}
+
 pub fn response() -> impl Strategy<Value = Response> {
     prop_oneof![
         (any::<u16>(), text(), any::<u32>()).prop_map(|(version, server_name, max_frame_bytes)| {
@@ -782,6 +822,7 @@ pub fn response() -> impl Strategy<Value = Response> {
             .prop_map(|targets| Response::TransactionCommitted { targets }),
         claim_outcome().prop_map(Response::Claimed),
         broker_stats().prop_map(Response::Stats),
+        proptest::collection::vec(alert_info(), 0..3).prop_map(Response::Alerts),
     ]
 }
 

@@ -37,6 +37,7 @@ pub mod error;
 mod exchanges;
 mod extract;
 mod idempotency;
+mod listener;
 mod messages;
 mod model;
 mod placement;
@@ -162,6 +163,8 @@ pub struct HttpApi {
     router: Router,
     consumers: Arc<ConsumerRegistry>,
     stopping: Arc<watch::Sender<bool>>,
+    /// Where [`HttpApi::serve`] counts its connections and bytes.
+    listener_metrics: Arc<crate::metrics::ListenerMetrics>,
 }
 
 impl HttpApi {
@@ -190,6 +193,7 @@ impl HttpApi {
                 registry.evict_idle(std::time::Instant::now());
             }
         });
+        let listener_metrics = server_metrics.http.clone();
         let state = HttpState {
             broker,
             consumers: consumers.clone(),
@@ -225,6 +229,7 @@ impl HttpApi {
             router,
             consumers,
             stopping,
+            listener_metrics,
         }
     }
 
@@ -241,13 +246,14 @@ impl HttpApi {
 
     /// Serves on `listener` until `shutdown` resolves, then ends long polls, stops accepting,
     /// and returns once the open requests are answered. The broker is left running: its owner
-    /// shuts it down.
+    /// shuts it down. Connections and bytes are counted as `listener="http"` in `/metrics`.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let stopping = self.stopping;
+        let listener = listener::CountingListener::new(listener, self.listener_metrics);
         axum::serve(listener, self.router)
             .with_graceful_shutdown(async move {
                 shutdown.await;

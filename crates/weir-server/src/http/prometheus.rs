@@ -177,7 +177,13 @@ pub(crate) fn render(stats: &BrokerStats, alerts: &[Alert], server: &ServerMetri
     render_subscriptions(&mut out, stats);
     render_broker(&mut out, stats);
     render_alerts(&mut out, alerts);
-    render_listener(&mut out, "native", server.native.snapshot());
+    render_listeners(
+        &mut out,
+        &[
+            ("native", server.native.snapshot()),
+            ("http", server.http.snapshot()),
+        ],
+    );
     out.text
 }
 
@@ -485,42 +491,47 @@ fn render_alerts(out: &mut Exposition, alerts: &[Alert]) {
     }
 }
 
-fn render_listener(out: &mut Exposition, listener: &str, snapshot: ListenerSnapshot) {
-    let families: [(&str, Kind, &str, u64); 5] = [
+/// One family per counter, one sample per listener in it: a family is declared once, its
+/// samples contiguous.
+fn render_listeners(out: &mut Exposition, listeners: &[(&str, ListenerSnapshot)]) {
+    type Field = fn(&ListenerSnapshot) -> u64;
+    let families: [(&str, Kind, &str, Field); 5] = [
         (
             "weir_connections_open",
             Kind::Gauge,
             "Client connections open now.",
-            snapshot.connections_open,
+            |snapshot| snapshot.connections_open,
         ),
         (
             "weir_connections_accepted_total",
             Kind::Counter,
             "Client connections accepted since the server started.",
-            snapshot.connections_accepted,
+            |snapshot| snapshot.connections_accepted,
         ),
         (
             "weir_connections_refused_total",
             Kind::Counter,
             "Client connections turned away over the connection limit.",
-            snapshot.connections_refused,
+            |snapshot| snapshot.connections_refused,
         ),
         (
             "weir_received_bytes_total",
             Kind::Counter,
             "Bytes read from client connections.",
-            snapshot.received_bytes,
+            |snapshot| snapshot.received_bytes,
         ),
         (
             "weir_sent_bytes_total",
             Kind::Counter,
             "Bytes written to client connections.",
-            snapshot.sent_bytes,
+            |snapshot| snapshot.sent_bytes,
         ),
     ];
-    for (name, kind, help, value) in families {
+    for (name, kind, help, field) in families {
         out.family(name, kind, help);
-        out.sample(name, &[("listener", listener)], value);
+        for (listener, snapshot) in listeners {
+            out.sample(name, &[("listener", listener)], field(snapshot));
+        }
     }
 }
 

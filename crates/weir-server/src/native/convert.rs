@@ -6,9 +6,10 @@
 //! caller in `handle.rs`.
 
 use weir_core::{
-    BrokerStats, Claim, Confirm, DeadLetterQueueInfo, Decision, Durability, Exchange, ExchangeKind,
-    FsyncPolicy, Overflow, QueueSettings, Record, RoutedConfirm, ScheduledMessage, StartPosition,
-    SubscriptionKind, TopicInfo, TransactionInfo, TransactionState,
+    Alert, AlertMetric, AlertState, BrokerStats, Claim, Confirm, DeadLetterQueueInfo, Decision,
+    Durability, Exchange, ExchangeKind, FsyncPolicy, Overflow, QueueSettings, Record,
+    RoutedConfirm, ScheduledMessage, StartPosition, SubscriptionKind, TopicInfo, TransactionInfo,
+    TransactionState,
 };
 use weir_proto::{Fsync, Response, ScheduleTime, Start, SubscriptionMode};
 
@@ -386,6 +387,54 @@ pub(crate) fn stats(stats: BrokerStats) -> weir_proto::BrokerStats {
     }
 }
 
+/// The pending and firing alerts, in the broker's order (by rule, then scope).
+pub(crate) fn alerts(alerts: Vec<Alert>) -> Vec<weir_proto::AlertInfo> {
+    alerts.into_iter().filter_map(alert).collect()
+}
+
+/// `None` for a resolved alert: the wire lists only active ones, and the broker's list holds
+/// no resolved alert anyway.
+fn alert(alert: Alert) -> Option<weir_proto::AlertInfo> {
+    let state = match alert.state {
+        AlertState::Pending => weir_proto::AlertState::Pending,
+        AlertState::Firing => weir_proto::AlertState::Firing,
+        AlertState::Resolved => return None,
+    };
+    Some(weir_proto::AlertInfo {
+        rule: alert.rule,
+        scope: alert.scope,
+        metric: alert_metric(alert.metric),
+        state,
+        value: finite(alert.value),
+        threshold: finite(alert.threshold),
+        since_ms: alert.since_ms,
+        message: alert.message,
+    })
+}
+
+fn alert_metric(metric: AlertMetric) -> weir_proto::AlertMetric {
+    match metric {
+        AlertMetric::Backlog => weir_proto::AlertMetric::Backlog,
+        AlertMetric::SuccessRate => weir_proto::AlertMetric::SuccessRate,
+        AlertMetric::InFlight => weir_proto::AlertMetric::InFlight,
+        AlertMetric::LatencyP99Ms => weir_proto::AlertMetric::LatencyP99Ms,
+        AlertMetric::Consumers => weir_proto::AlertMetric::Consumers,
+        AlertMetric::DeadLettered => weir_proto::AlertMetric::DeadLettered,
+    }
+}
+
+/// The wire carries finite numbers only, and a client refuses the whole answer otherwise.
+/// The broker already refuses non-finite thresholds (config file and API) and its metrics are
+/// finite, so this only guards against one slipping through: an infinity travels as the
+/// largest finite number of its sign, a NaN (which never makes a condition hold) as 0.
+fn finite(value: f64) -> f64 {
+    if value.is_nan() {
+        0.0
+    } else {
+        value.clamp(f64::MIN, f64::MAX)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,6 +447,32 @@ mod tests {
             deliver_at_ms(ScheduleTime::DelayMs(u64::MAX), 1_000),
             i64::MAX
         );
+    }
+
+    #[test]
+    fn alerts_travel_finite_and_only_while_active() {
+        let firing = Alert {
+            rule: "backlog-high".into(),
+            scope: "orders/shipping".into(),
+            metric: AlertMetric::Backlog,
+            value: 12_000.0,
+            threshold: f64::INFINITY,
+            state: AlertState::Firing,
+            since_ms: 7,
+            message: "add consumers".into(),
+        };
+        let resolved = Alert {
+            state: AlertState::Resolved,
+            ..firing.clone()
+        };
+        let wire = alerts(vec![firing, resolved]);
+        assert_eq!(wire.len(), 1, "a resolved alert is not listed");
+        assert_eq!(wire[0].state, weir_proto::AlertState::Firing);
+        assert_eq!(wire[0].metric, weir_proto::AlertMetric::Backlog);
+        assert_eq!(wire[0].value, 12_000.0);
+        assert_eq!(wire[0].threshold, f64::MAX);
+        assert_eq!(finite(f64::NEG_INFINITY), f64::MIN);
+        assert_eq!(finite(f64::NAN), 0.0);
     }
 
     #[test]

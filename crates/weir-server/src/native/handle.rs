@@ -567,6 +567,7 @@ impl Session {
             } => done(broker.complete_key(&key, &holder, Duration::from_millis(ttl_ms))),
             Request::ReleaseKey { key, holder } => done(broker.release_key(&key, &holder)),
             Request::Stats => Response::Stats(convert::stats(broker.stats())),
+            Request::Alerts => Response::Alerts(convert::alerts(broker.alerts())),
         };
         Reply::Now(response)
     }
