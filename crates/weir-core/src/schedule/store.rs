@@ -320,28 +320,33 @@ pub fn next_bucket(meta: &MetaStore, from: u64) -> Result<Option<BucketEntries>>
     Ok(Some((bucket, entries)))
 }
 
-/// Removes every entry in buckets `from..until`, with their business keys and moves, in one
-/// write. Returns the storage keys removed.
+/// Entries removed per write by [`remove_buckets`], so removing a bucket of any size (a
+/// million messages due during a downtime, say) holds a bounded amount in memory.
+const REMOVE_CHUNK: usize = 4096;
+
+/// Removes every entry in buckets `from..until`, with their business keys and moves, in writes
+/// of at most [`REMOVE_CHUNK`] entries (each entry leaves with its keys in one write), the
+/// last one durable if `durable`. Returns the storage keys removed.
 pub fn remove_buckets(meta: &MetaStore, from: u64, until: u64, durable: bool) -> Result<Vec<u64>> {
+    let mut removed = Vec::new();
     if from >= until {
-        return Ok(Vec::new());
+        return Ok(removed);
     }
-    let rows = meta.scan_range(
-        ENTRIES,
-        &bucket_start_key(from),
-        Some(&bucket_start_key(until)),
-        usize::MAX,
-    )?;
-    let mut removed = Vec::with_capacity(rows.len());
-    let mut ops = Vec::with_capacity(rows.len());
-    for (key, value) in &rows {
-        let key = decode_u64(key)?;
-        let entry = decode(key, value)?;
-        removal_ops(&entry.removal(), &mut ops);
-        removed.push(key);
+    let (start, end) = (bucket_start_key(from), bucket_start_key(until));
+    loop {
+        let rows = meta.scan_range(ENTRIES, &start, Some(&end), REMOVE_CHUNK)?;
+        let mut ops = Vec::with_capacity(rows.len());
+        for (key, value) in &rows {
+            let key = decode_u64(key)?;
+            removal_ops(&decode(key, value)?.removal(), &mut ops);
+            removed.push(key);
+        }
+        let last = rows.len() < REMOVE_CHUNK;
+        meta.write(&ops, durable && last)?;
+        if last {
+            return Ok(removed);
+        }
     }
-    meta.write(&ops, durable)?;
-    Ok(removed)
 }
 
 /// Entries in due order after `(after_due_ms, after_id)`, optionally of one topic, at most
