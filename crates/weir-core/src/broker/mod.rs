@@ -804,7 +804,7 @@ impl Broker {
             subscription.close();
         }
         self.save_positions(&subscriptions);
-        self.finish_schedule();
+        self.finish_schedule().await;
         let topics: Vec<Arc<Topic>> = read(&self.inner.topics).values().cloned().collect();
         for topic in topics {
             topic.close().await;

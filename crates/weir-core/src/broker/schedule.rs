@@ -49,6 +49,8 @@ pub(super) struct Scheduler {
     /// bucket not removed.
     delivered: Mutex<Delivered>,
     cleanup_running: AtomicBool,
+    /// The background loads and removals, awaited on shutdown: each holds the broker.
+    background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Every serial (see `store::storage_key`) handed out so far is below this.
     next_serial: AtomicU64,
     /// One hand-over pass at a time: `deliver_due` returns only after a running pass is done.
@@ -82,6 +84,12 @@ impl Scheduler {
 
     fn is_delivered(&self, key: u64) -> bool {
         lock(&self.delivered).keys.contains(&key)
+    }
+
+    fn spawn_background(&self, work: impl FnOnce() + Send + 'static) {
+        let mut background = lock(&self.background);
+        background.retain(|task| !task.is_finished());
+        background.push(tokio::task::spawn_blocking(work));
     }
 
     pub(super) fn changed(&self) -> Arc<tokio::sync::Notify> {
@@ -184,7 +192,22 @@ impl Broker {
         let scheduler = &self.inner.schedule;
         let _writes = lock(&scheduler.writes);
         let meta = self.inner.catalog.meta();
-        store::write(meta, entries, &[], scheduler.serial_limit(), true)?;
+        // A business key stays stored until its delivered entry's bucket is removed; it is
+        // free for a new message as soon as that entry is delivered.
+        let delivered = |id| {
+            store::get(meta, id)
+                .ok()
+                .flatten()
+                .is_none_or(|entry| scheduler.is_delivered(entry.key))
+        };
+        store::write(
+            meta,
+            entries,
+            &[],
+            delivered,
+            scheduler.serial_limit(),
+            true,
+        )?;
         let mut window = lock(&scheduler.window);
         let mut soon = false;
         for entry in entries {
@@ -280,11 +303,13 @@ impl Broker {
 
     /// The id scheduled under `business_key`.
     pub fn scheduled_id(&self, business_key: &str) -> Result<u64> {
-        store::id_for_business_key(self.inner.catalog.meta(), business_key)?.ok_or_else(|| {
-            Error::NotFound(format!(
-                "no scheduled message with business key '{business_key}'"
-            ))
-        })
+        store::id_for_business_key(self.inner.catalog.meta(), business_key)?
+            .filter(|&id| self.scheduled_entry(id).is_ok())
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "no scheduled message with business key '{business_key}'"
+                ))
+            })
     }
 
     /// Cancels a scheduled batch. Once this returns, it will not be delivered; if it is being
@@ -303,7 +328,14 @@ impl Broker {
                 let scheduler = &broker.inner.schedule;
                 let _writes = lock(&scheduler.writes);
                 let meta = broker.inner.catalog.meta();
-                store::write(meta, &[], &[removal], scheduler.serial_limit(), true)
+                store::write(
+                    meta,
+                    &[],
+                    &[removal],
+                    |_| false,
+                    scheduler.serial_limit(),
+                    true,
+                )
             })
             .await;
         let mut window = lock(&scheduler.window);
@@ -383,7 +415,10 @@ impl Broker {
                 break;
             }
         }
-        self.blocking(|broker| broker.remove_delivered()).await?;
+        // With the pass lock held, no pass can be running when it looks.
+        let _pass = self.inner.schedule.handing_over.lock().await;
+        self.blocking(|broker| broker.remove_delivered(true))
+            .await?;
         Ok(delivered)
     }
 
@@ -395,7 +430,7 @@ impl Broker {
         let wants_load = lock(&scheduler.window).wants_load(now_ms, LOOKAHEAD_MS, WINDOW_CAP);
         if wants_load && !scheduler.load_running.swap(true, Ordering::AcqRel) {
             let broker = self.clone();
-            tokio::task::spawn_blocking(move || {
+            scheduler.spawn_background(move || {
                 if let Err(error) = broker.load_buckets(now_ms) {
                     tracing::warn!(%error, "loading scheduled messages failed; will retry");
                 }
@@ -416,8 +451,8 @@ impl Broker {
             && !scheduler.cleanup_running.swap(true, Ordering::AcqRel)
         {
             let broker = self.clone();
-            tokio::task::spawn_blocking(move || {
-                if let Err(error) = broker.remove_delivered() {
+            scheduler.spawn_background(move || {
+                if let Err(error) = broker.remove_delivered(false) {
                     tracing::warn!(%error, "removing delivered scheduled messages failed; will retry");
                 }
                 broker
@@ -477,14 +512,19 @@ impl Broker {
         }
     }
 
-    /// Removes the buckets whose entries are all handed over, in one durable write, and
-    /// forgets their delivered marks.
-    fn remove_delivered(&self) -> Result<()> {
+    /// Removes the buckets whose entries are all handed over and forgets their delivered
+    /// marks. `pass_held`: the caller holds the hand-over lock; otherwise this does nothing if
+    /// a pass is running (its entries are out of the window), and the next call does it.
+    fn remove_delivered(&self, pass_held: bool) -> Result<()> {
         let scheduler = &self.inner.schedule;
         let _writes = lock(&scheduler.writes);
-        // A running pass has entries out of the window: wait for the next call.
-        let Ok(pass) = scheduler.handing_over.try_lock() else {
-            return Ok(());
+        let pass = if pass_held {
+            None
+        } else {
+            match scheduler.handing_over.try_lock() {
+                Ok(pass) => Some(pass),
+                Err(_) => return Ok(()),
+            }
         };
         let until = lock(&scheduler.window).taken_below();
         // Later passes take only entries at or past `until`.
@@ -505,9 +545,14 @@ impl Broker {
         Ok(())
     }
 
-    /// Removes the delivered buckets it can; called on shutdown.
-    pub(super) fn finish_schedule(&self) {
-        if let Err(error) = self.remove_delivered() {
+    /// Waits for background loads and removals, then removes the delivered buckets it can;
+    /// called on shutdown, after the scheduler task stopped.
+    pub(super) async fn finish_schedule(&self) {
+        let background: Vec<_> = lock(&self.inner.schedule.background).drain(..).collect();
+        for task in background {
+            let _ = task.await;
+        }
+        if let Err(error) = self.remove_delivered(false) {
             tracing::warn!(%error, "removing delivered scheduled messages failed; they will be handed over again and dropped as duplicates");
         }
     }

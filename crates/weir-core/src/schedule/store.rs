@@ -182,12 +182,13 @@ pub fn serial_limit(meta: &MetaStore) -> Result<u64> {
 }
 
 /// Removes `removals`, then adds `inserts` and records `serial_limit`, in one write. Fails,
-/// writing nothing, if a business key of `inserts` is already scheduled (and not removed by
-/// this write) or given twice.
+/// writing nothing, if a business key of `inserts` is given twice or already names an entry
+/// that is neither removed by this write nor `delivered` (by id; its key is reused).
 pub fn write(
     meta: &MetaStore,
     inserts: &[ScheduledEntry],
     removals: &[Removal],
+    delivered: impl Fn(u64) -> bool,
     serial_limit: u64,
     durable: bool,
 ) -> Result<()> {
@@ -201,7 +202,7 @@ pub fn write(
         .filter_map(|entry| entry.business_key.as_deref())
     {
         let taken = !freed.contains(business_key)
-            && meta.get(BUSINESS_KEYS, business_key.as_bytes())?.is_some();
+            && id_for_business_key(meta, business_key)?.is_some_and(|id| !delivered(id));
         if taken || !claimed.insert(business_key) {
             return Err(Error::InvalidArgument(format!(
                 "a message with business key '{business_key}' is already scheduled"
@@ -338,7 +339,14 @@ pub fn remove_buckets(meta: &MetaStore, from: u64, until: u64, durable: bool) ->
         let mut ops = Vec::with_capacity(rows.len());
         for (key, value) in &rows {
             let key = decode_u64(key)?;
-            removal_ops(&decode(key, value)?.removal(), &mut ops);
+            let mut removal = decode(key, value)?.removal();
+            // A delivered entry's business key may name a newer entry by now.
+            if let Some(business_key) = &removal.business_key
+                && id_for_business_key(meta, business_key)? != Some(removal.id)
+            {
+                removal.business_key = None;
+            }
+            removal_ops(&removal, &mut ops);
             removed.push(key);
         }
         let last = rows.len() < REMOVE_CHUNK;
@@ -442,7 +450,7 @@ mod tests {
             entry(4, 200, Some("")),
             entry(5, 50, None),
         ];
-        write(&meta, &entries, &[], 6, true).unwrap();
+        write(&meta, &entries, &[], |_| false, 6, true).unwrap();
         assert_eq!(serial_limit(&meta).unwrap(), 6);
         assert_eq!(
             get(&meta, entries[0].id).unwrap().as_ref(),
@@ -506,9 +514,17 @@ mod tests {
     fn business_keys_are_unique_unless_freed_by_the_same_write() {
         let (_dir, meta) = open();
         let first = entry(1, 300, Some("order-1"));
-        write(&meta, std::slice::from_ref(&first), &[], 2, true).unwrap();
+        write(&meta, std::slice::from_ref(&first), &[], |_| false, 2, true).unwrap();
         assert!(
-            write(&meta, &[entry(2, 50, Some("order-1"))], &[], 3, true).is_err(),
+            write(
+                &meta,
+                &[entry(2, 50, Some("order-1"))],
+                &[],
+                |_| false,
+                3,
+                true
+            )
+            .is_err(),
             "business keys are unique"
         );
         assert!(
@@ -516,6 +532,7 @@ mod tests {
                 &meta,
                 &[entry(3, 1, Some("order-9")), entry(4, 2, Some("order-9"))],
                 &[],
+                |_| false,
                 5,
                 true
             )
@@ -529,6 +546,7 @@ mod tests {
             &meta,
             std::slice::from_ref(&second),
             &[first.removal()],
+            |_| false,
             6,
             false,
         )
@@ -538,13 +556,41 @@ mod tests {
             Some(second.id)
         );
         assert_eq!(get(&meta, first.id).unwrap(), None);
+
+        // Once delivered (still stored until its bucket goes), its key is free for a newer
+        // entry, and removing the old bucket leaves the newer entry's key alone.
+        let third = entry(6, 3 * BUCKET_MS, Some("order-1"));
+        let refused = write(&meta, std::slice::from_ref(&third), &[], |_| false, 7, true);
+        assert!(refused.is_err(), "not delivered: still taken");
+        write(
+            &meta,
+            std::slice::from_ref(&third),
+            &[],
+            |id| id == second.id,
+            7,
+            true,
+        )
+        .unwrap();
+        assert_eq!(remove_buckets(&meta, 0, 1, true).unwrap(), vec![second.key]);
+        assert_eq!(
+            id_for_business_key(&meta, "order-1").unwrap(),
+            Some(third.id)
+        );
     }
 
     #[test]
     fn a_rescheduled_entry_keeps_its_id_and_leaves_with_its_bucket() {
         let (_dir, meta) = open();
         let original = entry(7, 100, Some("k"));
-        write(&meta, std::slice::from_ref(&original), &[], 8, true).unwrap();
+        write(
+            &meta,
+            std::slice::from_ref(&original),
+            &[],
+            |_| false,
+            8,
+            true,
+        )
+        .unwrap();
         let later = 3 * BUCKET_MS;
         let moved = reschedule(&meta, &original, later, storage_key(later, 8), 9).unwrap();
         assert_eq!(moved.id, original.id);
