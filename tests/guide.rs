@@ -18,10 +18,10 @@ mod util;
 use std::collections::{BTreeMap, HashMap};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rand::Rng;
-use util::{Options, PATIENCE, Weir};
+use util::{Options, PATIENCE, Weir, now_ms};
 use weir_client::{
     Client, ClientOptions, DEAD_LETTER_DELIVERY_COUNT_HEADER, DEAD_LETTER_ERROR_HEADER,
     DEAD_LETTER_OFFSET_HEADER, DEAD_LETTER_PARTITION_HEADER, DEAD_LETTER_REASON_HEADER,
@@ -109,16 +109,6 @@ fn env_number(name: &str, default: usize) -> usize {
         text.parse()
             .unwrap_or_else(|_| panic!("{name} is a number"))
     })
-}
-
-fn now_ms() -> i64 {
-    i64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("after 1970")
-            .as_millis(),
-    )
-    .expect("in range")
 }
 
 /// Every payload of `topic`, per partition in offset order, read with a stream subscription.

@@ -369,3 +369,15 @@ impl Connection {
         }
     }
 }
+
+/// This machine's wall clock in milliseconds since the Unix epoch, as the broker's due times
+/// are.
+pub fn now_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis(),
+    )
+    .expect("in range")
+}
