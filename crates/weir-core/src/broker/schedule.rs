@@ -415,8 +415,6 @@ impl Broker {
                 break;
             }
         }
-        // With the pass lock held, no pass can be running when it looks.
-        let _pass = self.inner.schedule.handing_over.lock().await;
         self.blocking(|broker| broker.remove_delivered(true))
             .await?;
         Ok(delivered)
@@ -513,16 +511,17 @@ impl Broker {
     }
 
     /// Removes the buckets whose entries are all handed over and forgets their delivered
-    /// marks. `pass_held`: the caller holds the hand-over lock; otherwise this does nothing if
-    /// a pass is running (its entries are out of the window), and the next call does it.
-    fn remove_delivered(&self, pass_held: bool) -> Result<()> {
+    /// marks (blocking). A running pass has entries out of the window, so this looks between
+    /// passes: with `wait`, it waits for a running one to end; without, it leaves the work to
+    /// the next call. Passes go on while it writes.
+    fn remove_delivered(&self, wait: bool) -> Result<()> {
         let scheduler = &self.inner.schedule;
         let _writes = lock(&scheduler.writes);
-        let pass = if pass_held {
-            None
+        let pass = if wait {
+            scheduler.handing_over.blocking_lock()
         } else {
             match scheduler.handing_over.try_lock() {
-                Ok(pass) => Some(pass),
+                Ok(pass) => pass,
                 Err(_) => return Ok(()),
             }
         };
