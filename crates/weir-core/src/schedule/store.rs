@@ -372,22 +372,20 @@ pub fn list(
         let Some((bucket, keys)) = next_bucket(meta, from)? else {
             break;
         };
-        let keys: Vec<u64> = keys
-            .into_iter()
-            .filter(|&(_, key)| !hidden(key))
-            .map(|(_, key)| key)
-            .collect();
-        let mut entries: Vec<ScheduledEntry> = get_many(meta, &keys)?
-            .into_iter()
-            .flatten()
-            .filter(|entry| after.is_none_or(|after| (entry.due_ms, entry.id) > after))
-            .filter(|entry| topic.is_none_or(|topic| topic == entry.topic))
-            .collect();
-        entries.sort_unstable_by_key(|entry| (entry.due_ms, entry.id));
-        for entry in entries {
-            found.push(entry);
-            if found.len() >= limit {
-                return Ok(found);
+        // Sorted by (due, storage key) before reading any entry, so a page reads only as far as
+        // it needs. A storage key equals the id except for rescheduled entries.
+        let mut keys = keys;
+        keys.retain(|&due_key| !hidden(due_key.1) && after.is_none_or(|after| due_key > after));
+        keys.sort_unstable();
+        for chunk in keys.chunks(256) {
+            let chunk: Vec<u64> = chunk.iter().map(|&(_, key)| key).collect();
+            for entry in get_many(meta, &chunk)?.into_iter().flatten() {
+                if topic.is_none_or(|topic| topic == entry.topic) {
+                    found.push(entry);
+                    if found.len() >= limit {
+                        return Ok(found);
+                    }
+                }
             }
         }
         let Some(next) = bucket.checked_add(1) else {
