@@ -171,6 +171,21 @@ impl MetaStore {
         self.collect(table, Bound::Included(start), upper, limit)
     }
 
+    /// Like [`scan_range`](Self::scan_range), but hands each entry to `map` where it lies in the
+    /// store instead of copying it, keeping what `map` returns: for reading a part of many
+    /// large values.
+    pub fn scan_range_map<T>(
+        &self,
+        table: &'static str,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+        map: impl FnMut(&[u8], &[u8]) -> T,
+    ) -> Result<Vec<T>> {
+        let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
+        self.visit(table, Bound::Included(start), upper, limit, map)
+    }
+
     /// How many entries `table` holds (0 if it does not exist).
     pub fn count(&self, table: &'static str) -> Result<u64> {
         let definition = self.definition(table)?;
@@ -315,6 +330,21 @@ impl MetaStore {
         upper: Bound<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.visit(table, lower, upper, limit, |key, value| {
+            (key.to_vec(), value.to_vec())
+        })
+    }
+
+    /// `map` of up to `limit` entries of `table` between `lower` and `upper`, in key order,
+    /// from one read snapshot.
+    fn visit<T>(
+        &self,
+        table: &'static str,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        limit: usize,
+        mut map: impl FnMut(&[u8], &[u8]) -> T,
+    ) -> Result<Vec<T>> {
         let definition = self.definition(table)?;
         if limit == 0 || is_empty_range(lower, upper) {
             return Ok(Vec::new());
@@ -334,7 +364,7 @@ impl MetaStore {
         let mut entries = Vec::new();
         for entry in range.take(limit) {
             let (key, value) = entry.map_err(|error| self.error(error))?;
-            entries.push((key.value().to_vec(), value.value().to_vec()));
+            entries.push(map(key.value(), value.value()));
         }
         Ok(entries)
     }

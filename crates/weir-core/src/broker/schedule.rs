@@ -3,7 +3,7 @@
 //!
 //! Three paths touch the schedule and none waits for another's disk write:
 //! - writes (schedule, cancel, reschedule) commit durably on a blocking thread, one at a time;
-//! - loads read the next bucket of the due index into the in-memory window ahead of time;
+//! - loads read the due times of the next bucket into the in-memory window ahead of time;
 //! - hand-over takes due entries from the window, reads them from a snapshot, publishes them
 //!   and marks them delivered in memory; once every entry of a bucket is delivered, the
 //!   bucket is removed from the store in one range (not entry by entry, which would rewrite a
@@ -618,8 +618,9 @@ impl Broker {
                 .iter()
                 .map(|(name, value)| (name.as_str(), &value[..]))
                 .collect();
-            let id = format!("schedule-{}-{index}", entry.id);
+            let id;
             if record.message_id().is_none() {
+                id = format!("schedule-{}-{index}", entry.id);
                 headers.push((MESSAGE_ID_HEADER, id.as_bytes()));
             }
             builder.push(

@@ -107,17 +107,23 @@ fn decode_due(value: &[u8]) -> Result<i64> {
     Ok(i64::from_le_bytes(bytes.try_into().map_err(|_| corrupt())?))
 }
 
-fn decode(key: u64, value: &[u8]) -> Result<ScheduledEntry> {
-    let take_string = |cursor: &mut &[u8], length: usize| -> Result<String> {
-        if cursor.len() < length {
-            return Err(corrupt());
-        }
-        let text = std::str::from_utf8(&cursor[..length])
-            .map_err(|_| corrupt())?
-            .to_owned();
-        cursor.advance(length);
-        Ok(text)
-    };
+/// An entry's value, parsed in place.
+struct Parsed<'a> {
+    due_ms: i64,
+    id: u64,
+    topic: &'a str,
+    partition: Option<u32>,
+    business_key: Option<&'a str>,
+    batch: &'a [u8],
+}
+
+fn take_str<'a>(cursor: &mut &'a [u8], length: usize) -> Result<&'a str> {
+    let (text, rest) = cursor.split_at_checked(length).ok_or_else(corrupt)?;
+    *cursor = rest;
+    std::str::from_utf8(text).map_err(|_| corrupt())
+}
+
+fn parse(value: &[u8]) -> Result<Parsed<'_>> {
     let mut cursor = value;
     if cursor.len() < 18 {
         return Err(corrupt());
@@ -125,22 +131,44 @@ fn decode(key: u64, value: &[u8]) -> Result<ScheduledEntry> {
     let due_ms = cursor.get_i64_le();
     let id = cursor.get_u64_le();
     let topic_length = cursor.get_u16_le() as usize;
-    let topic = take_string(&mut cursor, topic_length)?;
+    let topic = take_str(&mut cursor, topic_length)?;
     if cursor.len() < 7 {
         return Err(corrupt());
     }
     let partition = Some(cursor.get_u32_le()).filter(|&partition| partition != u32::MAX);
     let has_business_key = cursor.get_u8() == 1;
     let business_key_length = cursor.get_u16_le() as usize;
-    let business_key = take_string(&mut cursor, business_key_length)?;
-    Ok(ScheduledEntry {
-        id,
-        key,
+    let business_key = take_str(&mut cursor, business_key_length)?;
+    Ok(Parsed {
         due_ms,
+        id,
         topic,
         partition,
         business_key: has_business_key.then_some(business_key),
-        batch: Bytes::copy_from_slice(cursor),
+        batch: cursor,
+    })
+}
+
+fn decode(key: u64, value: &[u8]) -> Result<ScheduledEntry> {
+    let parsed = parse(value)?;
+    Ok(ScheduledEntry {
+        id: parsed.id,
+        key,
+        due_ms: parsed.due_ms,
+        topic: parsed.topic.to_owned(),
+        partition: parsed.partition,
+        business_key: parsed.business_key.map(str::to_owned),
+        batch: Bytes::copy_from_slice(parsed.batch),
+    })
+}
+
+/// What removing the entry stored as `key` takes, without copying its batch.
+fn decode_removal(key: &[u8], value: &[u8]) -> Result<Removal> {
+    let parsed = parse(value)?;
+    Ok(Removal {
+        id: parsed.id,
+        key: decode_u64(key)?,
+        business_key: parsed.business_key.map(str::to_owned),
     })
 }
 
@@ -308,15 +336,16 @@ pub fn next_bucket(meta: &MetaStore, from: u64) -> Result<Option<BucketEntries>>
     };
     let bucket = bucket_of_key(decode_u64(&first)?);
     let end = bucket.checked_add(1).map(bucket_start_key);
-    let rows = meta.scan_range(
-        ENTRIES,
-        &bucket_start_key(bucket),
-        end.as_ref().map(|end| &end[..]),
-        usize::MAX,
-    )?;
-    let entries = rows
-        .iter()
-        .map(|(key, value)| Ok((decode_due(value)?, decode_u64(key)?)))
+    // Only the due time of each value: a bucket's batches can be tens of MB.
+    let entries = meta
+        .scan_range_map(
+            ENTRIES,
+            &bucket_start_key(bucket),
+            end.as_ref().map(|end| &end[..]),
+            usize::MAX,
+            |key, value| Ok((decode_due(value)?, decode_u64(key)?)),
+        )?
+        .into_iter()
         .collect::<Result<Vec<_>>>()?;
     Ok(Some((bucket, entries)))
 }
@@ -335,11 +364,13 @@ pub fn remove_buckets(meta: &MetaStore, from: u64, until: u64, durable: bool) ->
     }
     let (start, end) = (bucket_start_key(from), bucket_start_key(until));
     loop {
-        let rows = meta.scan_range(ENTRIES, &start, Some(&end), REMOVE_CHUNK)?;
+        let rows =
+            meta.scan_range_map(ENTRIES, &start, Some(&end), REMOVE_CHUNK, decode_removal)?;
         let mut ops = Vec::with_capacity(rows.len());
-        for (key, value) in &rows {
-            let key = decode_u64(key)?;
-            let mut removal = decode(key, value)?.removal();
+        let last = rows.len() < REMOVE_CHUNK;
+        for removal in rows {
+            let mut removal = removal?;
+            let key = removal.key;
             // A delivered entry's business key may name a newer entry by now.
             if let Some(business_key) = &removal.business_key
                 && id_for_business_key(meta, business_key)? != Some(removal.id)
@@ -349,7 +380,6 @@ pub fn remove_buckets(meta: &MetaStore, from: u64, until: u64, durable: bool) ->
             removal_ops(&removal, &mut ops);
             removed.push(key);
         }
-        let last = rows.len() < REMOVE_CHUNK;
         meta.write(&ops, durable && last)?;
         if last {
             return Ok(removed);
