@@ -253,6 +253,7 @@ mod tests {
             fsync: LatencySummary::default(),
             disk_bytes: 0,
             scheduled: 0,
+            scheduled_quarantined: 0,
             transactions: 0,
             unroutable_dropped: 0,
         }

@@ -176,6 +176,10 @@ impl Default for TransactionSettings {
     }
 }
 
+/// The longest business key a delayed message may carry (the key to cancel it by, e.g. an
+/// order number). Every front end refuses longer ones through the core.
+pub const MAX_BUSINESS_KEY_BYTES: usize = 1024;
+
 /// The whole broker's settings.
 #[derive(Clone)]
 pub struct BrokerConfig {

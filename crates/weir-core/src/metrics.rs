@@ -228,6 +228,8 @@ pub struct BrokerStats {
     pub fsync: LatencySummary,
     pub disk_bytes: u64,
     pub scheduled: u64,
+    /// Scheduled entries set aside because their stored form does not decode.
+    pub scheduled_quarantined: u64,
     pub transactions: u64,
     pub unroutable_dropped: u64,
 }

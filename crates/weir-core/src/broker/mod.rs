@@ -252,7 +252,7 @@ impl Broker {
         let alert_rules = catalog
             .alert_rules()?
             .unwrap_or_else(|| config.alert_rules.clone());
-        let schedule = schedule::Scheduler::open(catalog.meta())?;
+        let schedule = schedule::Scheduler::open(catalog.meta(), &topics)?;
         let config_now_ms = config.clock.now_ms();
         let tick_interval = config.tick_interval;
         let broker = Broker {
@@ -681,6 +681,7 @@ impl Broker {
                 .collect(),
             fsync,
             scheduled: self.scheduled_count().unwrap_or(0),
+            scheduled_quarantined: self.scheduled_quarantined().unwrap_or(0),
             transactions: self
                 .transactions()
                 .map_or(0, |transactions| transactions.len() as u64),

@@ -9,12 +9,32 @@
 //!   bucket is removed from the store in one range (not entry by entry, which would rewrite a
 //!   page per entry).
 //!
-//! Hand-over is idempotent: each message is appended with a message id derived from its
-//! schedule id (unless it has its own), so if the broker dies after appending and before its
-//! bucket is removed, the second hand-over after restart is caught by the topic's dedup window
-//! (when the restart comes within that window).
+//! Exactly once across restarts and crashes, whatever the topics' dedup windows. The log and
+//! the metadata store are two stores, so a hand-over (an append) and the removal of its entry
+//! cannot be one write; instead the log is the record of what was handed over, and the store
+//! says where to look in it. Each record appended for an entry carries a message id naming it:
+//! its own, or `schedule-<entry id>-<index>`. Invariant: for every stored entry that may have
+//! reached a topic's log, the store holds a *hand-over mark* for (its bucket, that topic)
+//! giving offsets in each partition at or before its records. A mark is written durably before
+//! the first entry of its bucket is handed over to its topic (once per bucket and topic, so
+//! about one small write per 8 s), and removed in the write that removes its bucket.
+//! On start, before anything is handed over, the log of each marked topic is read from its
+//! mark to its end for the ids of the marked buckets' entries: an entry found whole is removed,
+//! one found in part (its records went to several partitions and a crash came between them) is
+//! stored again with only its missing records, keeping their ids; then the marks are deleted,
+//! in one durable write. A clean shutdown with a bucket half delivered leaves the same state
+//! as a crash and is settled the same way. The cost is reading, at start, what the marked topics
+//! received since their marks: about the last bucket's worth (8–16 s) of traffic.
+//!
+//! A pass is never cut short: it runs as its own task, so an aborted caller (shutdown stops
+//! the scheduler task) cannot leave entries taken from the window and neither delivered nor
+//! put back, which the bucket removal would then delete unsent.
+//!
+//! An entry whose stored value does not decode is moved to a quarantine table when a load, a
+//! pass or a removal meets it, counted in `BrokerStats::scheduled_quarantined` and logged once,
+//! never retried.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,9 +43,11 @@ use bytes::Bytes;
 use weir_batch::{Batch, BatchBuilder, MESSAGE_ID_HEADER, Record};
 
 use super::{Broker, lock};
+use crate::config::MAX_BUSINESS_KEY_BYTES;
 use crate::error::{Error, Result};
+use crate::schedule::store::{HandOverMark, Settled, bucket_of_key};
 use crate::schedule::{self, Cancelled, LOOKAHEAD_MS, ScheduledEntry, Window, store};
-use crate::topic::wait_all;
+use crate::topic::{Topic, wait_all};
 
 /// The furthest ahead a message may be scheduled.
 pub const MAX_DELAY: Duration = Duration::from_secs(366 * 24 * 3600);
@@ -57,16 +79,26 @@ pub(super) struct Scheduler {
     handing_over: tokio::sync::Mutex<()>,
     /// Wakes the scheduler task when something may be due earlier than it planned.
     changed: Arc<tokio::sync::Notify>,
+    /// The (bucket → topics) whose hand-over marks are durable.
+    marked: Mutex<HashMap<u64, HashSet<String>>>,
 }
 
 #[derive(Default)]
 struct Delivered {
     keys: HashSet<u64>,
+    /// No bucket below this holds a delivered entry (a hand-over into an older bucket, of a
+    /// message scheduled for the past or the next moment, lowers it).
     removed_below: u64,
 }
 
 impl Scheduler {
-    pub(super) fn open(meta: &weir_storage::MetaStore) -> Result<Scheduler> {
+    /// Opens the schedule, first settling the hand-overs an earlier run left unsettled (see
+    /// the module documentation). Runs before any hand-over.
+    pub(super) fn open(
+        meta: &weir_storage::MetaStore,
+        topics: &HashMap<String, Arc<Topic>>,
+    ) -> Result<Scheduler> {
+        settle_hand_overs(meta, topics)?;
         let scheduler = Scheduler::default();
         scheduler
             .next_serial
@@ -159,6 +191,14 @@ impl Broker {
                 return Err(Error::InvalidArgument(format!(
                     "a message can be scheduled at most {} days ahead",
                     MAX_DELAY.as_secs() / 86_400
+                )));
+            }
+            if let Some(business_key) = &request.business_key
+                && business_key.len() > MAX_BUSINESS_KEY_BYTES
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "a business key is at most {MAX_BUSINESS_KEY_BYTES} bytes, not {}",
+                    business_key.len()
                 )));
             }
             Batch::parse(request.batch.clone(), self.inner.config.max_batch_bytes)?;
@@ -406,10 +446,7 @@ impl Broker {
         loop {
             self.blocking(move |broker| broker.load_buckets(now_ms))
                 .await?;
-            let (taken, failed) = {
-                let _pass = self.inner.schedule.handing_over.lock().await;
-                self.hand_over_due(now_ms).await?
-            };
+            let (taken, failed) = self.pass(now_ms).await?;
             delivered += taken - failed;
             if failed > 0 || taken == 0 {
                 break;
@@ -440,10 +477,7 @@ impl Broker {
                 broker.inner.schedule.changed.notify_one();
             });
         }
-        let passed = {
-            let _pass = scheduler.handing_over.lock().await;
-            self.hand_over_due(now_ms).await
-        };
+        let passed = self.pass(now_ms).await;
         let taken_below = lock(&scheduler.window).taken_below();
         if taken_below > lock(&scheduler.delivered).removed_below
             && !scheduler.cleanup_running.swap(true, Ordering::AcqRel)
@@ -477,6 +511,18 @@ impl Broker {
         Duration::from_millis(wake_ms.saturating_sub(now_ms).clamp(1, MAX_SLEEP_MS) as u64)
     }
 
+    /// One hand-over pass, run as its own task so that it ends as it would have even if the
+    /// caller is aborted (entries taken from the window must be delivered or put back).
+    async fn pass(&self, now_ms: i64) -> Result<(usize, usize)> {
+        let broker = self.clone();
+        tokio::spawn(async move {
+            let _pass = broker.inner.schedule.handing_over.lock().await;
+            broker.hand_over_due(now_ms).await
+        })
+        .await
+        .map_err(|error| Error::Storage(format!("a hand-over pass failed: {error}")))?
+    }
+
     /// Loads buckets into the window while one is wanted at `now_ms` (blocking).
     fn load_buckets(&self, now_ms: i64) -> Result<()> {
         let scheduler = &self.inner.schedule;
@@ -498,8 +544,16 @@ impl Broker {
                 // Nothing scheduled from `from` on: everything up to the horizon is loaded.
                 Ok(None) => (horizon.max(from) + 1, Vec::new()),
                 // Nothing before `bucket`, which is beyond the horizon: load up to it only.
-                Ok(Some((bucket, _))) if bucket > horizon => (bucket, Vec::new()),
-                Ok(Some((bucket, entries))) => (bucket + 1, entries),
+                Ok(Some(found)) if found.bucket > horizon => (found.bucket, Vec::new()),
+                Ok(Some(found)) => {
+                    if !found.undecodable.is_empty()
+                        && let Err(error) = self.quarantine(&found.undecodable)
+                    {
+                        lock(&scheduler.window).abort_load();
+                        return Err(error);
+                    }
+                    (found.bucket + 1, found.due)
+                }
             };
             let soon = !entries.is_empty();
             let entries: BTreeSet<schedule::window::Due> = entries.into_iter().collect();
@@ -526,22 +580,43 @@ impl Broker {
             }
         };
         let until = lock(&scheduler.window).taken_below();
-        // Later passes take only entries at or past `until`.
-        drop(pass);
         let from = lock(&scheduler.delivered).removed_below;
+        // Later passes take only entries at or past `until` (nothing enters the window below
+        // it while the write lock is held), so they leave `removed_below` alone until below.
+        drop(pass);
         if until <= from {
             return Ok(());
         }
         let meta = self.inner.catalog.meta();
         // Every entry of these buckets was loaded and handed over (or cancelled, and is gone):
-        // the window and the write lock held here guarantee it.
+        // the window and the write lock held here guarantee it. Their hand-over marks go in
+        // the same durable write as the last of them.
         let removed = store::remove_buckets(meta, from, until, true)?;
+        lock(&scheduler.marked).retain(|&bucket, _| bucket >= until);
         let mut delivered = lock(&scheduler.delivered);
         for key in removed {
             delivered.keys.remove(&key);
         }
         delivered.removed_below = until;
         Ok(())
+    }
+
+    /// Sets aside entries that do not decode (blocking); see the module documentation.
+    fn quarantine(&self, keys: &[u64]) -> Result<()> {
+        let moved = store::quarantine(self.inner.catalog.meta(), keys)?;
+        if moved > 0 {
+            tracing::error!(
+                entries = moved,
+                "scheduled messages that cannot be decoded were set aside in the \
+                 schedule_quarantine table and will not be delivered"
+            );
+        }
+        Ok(())
+    }
+
+    /// Scheduled entries set aside because they could not be decoded.
+    pub fn scheduled_quarantined(&self) -> Result<u64> {
+        store::quarantined(self.inner.catalog.meta())
     }
 
     /// Waits for background loads and removals, then removes the delivered buckets it can;
@@ -551,8 +626,12 @@ impl Broker {
         for task in background {
             let _ = task.await;
         }
-        if let Err(error) = self.remove_delivered(false) {
-            tracing::warn!(%error, "removing delivered scheduled messages failed; they will be handed over again and dropped as duplicates");
+        // A pass of an aborted caller runs to its end.
+        drop(self.inner.schedule.handing_over.lock().await);
+        let broker = self.clone();
+        let removed = tokio::task::spawn_blocking(move || broker.remove_delivered(false)).await;
+        if let Ok(Err(error)) = removed {
+            tracing::warn!(%error, "removing delivered scheduled messages failed; the next start settles them from the logs");
         }
     }
 
@@ -572,18 +651,51 @@ impl Broker {
                 return Err(error);
             }
         };
-        let mut failed = Vec::new();
-        let mut submitted = Vec::with_capacity(due.len());
+        let mut found = Vec::with_capacity(due.len());
+        let mut undecodable = Vec::new();
         for (due_key, entry) in due.iter().zip(entries) {
-            // Gone since it was loaded: cancelled, nothing to deliver.
-            let Some(entry) = entry else {
-                continue;
+            match entry.map(|entry| {
+                entry.and_then(|entry| {
+                    let batch = Batch::parse(entry.batch.clone(), usize::MAX)?;
+                    Ok((entry, batch))
+                })
+            }) {
+                // Gone since it was loaded: cancelled, nothing to deliver.
+                None => {}
+                Some(Ok((entry, batch))) => found.push((*due_key, entry, batch)),
+                Some(Err(_)) => undecodable.push(due_key.1),
+            }
+        }
+        let prepared = if undecodable.is_empty() {
+            Ok(())
+        } else {
+            self.blocking(move |broker| broker.quarantine(&undecodable))
+                .await
+        };
+        let prepared = match prepared {
+            Ok(()) => self.mark_hand_overs(&found).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = prepared {
+            lock(&scheduler.window).restore(found.into_iter().map(|(due_key, ..)| due_key));
+            return Err(error);
+        }
+        let mut failed = Vec::new();
+        let mut submitted = Vec::with_capacity(found.len());
+        for (due_key, entry, batch) in found {
+            // Never appended without its durable mark (see the module documentation).
+            let handed = if self.is_marked(&entry) {
+                self.hand_over(&entry, &batch).await
+            } else {
+                self.topic_or_create(&entry.topic)
+                    .await
+                    .and(Err(Error::Storage("no hand-over mark".into())))
             };
-            match self.hand_over(&entry).await {
-                Ok(confirms) => submitted.push((*due_key, confirms)),
+            match handed {
+                Ok(confirms) => submitted.push((due_key, confirms)),
                 Err(error) => {
                     tracing::warn!(id = entry.id, topic = %entry.topic, %error, "scheduled message not delivered; will retry");
-                    failed.push(*due_key);
+                    failed.push(due_key);
                 }
             }
         }
@@ -597,7 +709,13 @@ impl Broker {
                 }
             }
         }
-        lock(&scheduler.delivered).keys.extend(delivered);
+        {
+            let mut marks = lock(&scheduler.delivered);
+            if let Some(lowest) = delivered.iter().map(|&key| bucket_of_key(key)).min() {
+                marks.removed_below = marks.removed_below.min(lowest);
+            }
+            marks.keys.extend(delivered);
+        }
         let failures = failed.len();
         if failures > 0 {
             lock(&scheduler.window).restore(failed);
@@ -605,11 +723,63 @@ impl Broker {
         Ok((due.len(), failures))
     }
 
+    fn is_marked(&self, entry: &ScheduledEntry) -> bool {
+        lock(&self.inner.schedule.marked)
+            .get(&bucket_of_key(entry.key))
+            .is_some_and(|topics| topics.contains(&entry.topic))
+    }
+
+    /// Writes durably the hand-over marks `entries` need and do not have yet: for each (bucket,
+    /// topic), the ends of the topic's partitions now, before anything of them is appended. A
+    /// topic that cannot be found or created gets no mark (its entries cannot be handed over).
+    async fn mark_hand_overs(
+        &self,
+        entries: &[(schedule::window::Due, ScheduledEntry, Batch)],
+    ) -> Result<()> {
+        let missing: BTreeSet<(u64, &str)> = entries
+            .iter()
+            .map(|(_, entry, _)| (bucket_of_key(entry.key), entry.topic.as_str()))
+            .filter(|&(bucket, topic)| {
+                !lock(&self.inner.schedule.marked)
+                    .get(&bucket)
+                    .is_some_and(|topics| topics.contains(topic))
+            })
+            .collect();
+        let mut marks = Vec::with_capacity(missing.len());
+        for (bucket, topic) in missing {
+            if let Ok(found) = self.topic_or_create(topic).await {
+                marks.push(HandOverMark {
+                    bucket,
+                    topic: topic.to_owned(),
+                    ends: found
+                        .partitions
+                        .iter()
+                        .map(|partition| partition.reader.end_offset())
+                        .collect(),
+                });
+            }
+        }
+        if marks.is_empty() {
+            return Ok(());
+        }
+        let marks = self
+            .blocking(move |broker| {
+                store::put_marks(broker.inner.catalog.meta(), &marks)?;
+                Ok(marks)
+            })
+            .await?;
+        let mut marked = lock(&self.inner.schedule.marked);
+        for mark in marks {
+            marked.entry(mark.bucket).or_default().insert(mark.topic);
+        }
+        Ok(())
+    }
+
     async fn hand_over(
         &self,
         entry: &ScheduledEntry,
+        batch: &Batch,
     ) -> Result<Vec<crate::partition::PendingConfirm>> {
-        let batch = Batch::parse(entry.batch.clone(), usize::MAX)?;
         let mut builder = BatchBuilder::with_capacity(batch.len() + 64);
         for (index, record) in batch.records().enumerate() {
             let record = record?;
@@ -620,7 +790,7 @@ impl Broker {
                 .collect();
             let id;
             if record.message_id().is_none() {
-                id = format!("schedule-{}-{index}", entry.id);
+                id = derived_id(entry.id, index);
                 headers.push((MESSAGE_ID_HEADER, id.as_bytes()));
             }
             builder.push(
@@ -634,4 +804,139 @@ impl Broker {
         let batch = Batch::parse(builder.finish(), usize::MAX)?;
         topic.submit(entry.partition, batch).await
     }
+}
+
+/// The message id a hand-over gives the `index`-th record of entry `id` when it has none.
+fn derived_id(id: u64, index: usize) -> String {
+    format!("schedule-{id}-{index}")
+}
+
+/// Settles what an earlier run handed over without removing (see the module documentation):
+/// reads each marked topic's log from its marks for the ids of the marked buckets' entries.
+fn settle_hand_overs(
+    meta: &weir_storage::MetaStore,
+    topics: &HashMap<String, Arc<Topic>>,
+) -> Result<()> {
+    let marks = store::marks(meta)?;
+    if marks.is_empty() {
+        return Ok(());
+    }
+    let mut by_bucket: BTreeMap<u64, Vec<HandOverMark>> = BTreeMap::new();
+    for mark in marks {
+        by_bucket.entry(mark.bucket).or_default().push(mark);
+    }
+    let mut settled = Settled::default();
+    for (bucket, marks) in by_bucket {
+        let entries = store::bucket_entries(meta, bucket)?;
+        for mark in marks {
+            // A topic that is gone took nothing of this bucket with it that could repeat.
+            if let Some(topic) = topics.get(&mark.topic) {
+                let candidates = entries.iter().filter(|entry| entry.topic == mark.topic);
+                settle_topic(topic, &mark.ends, candidates, &mut settled)?;
+            }
+        }
+    }
+    let (delivered, partly) = (settled.delivered.len(), settled.partly_delivered.len());
+    store::settle(meta, settled)?;
+    if delivered + partly > 0 {
+        tracing::info!(
+            delivered,
+            partly_delivered = partly,
+            "scheduled messages found in their topics after a restart are not handed over again"
+        );
+    }
+    Ok(())
+}
+
+/// Finds which records of `entries` (all for `topic`) are in its log from `ends` on, and adds
+/// the entries found whole or in part to `settled`.
+fn settle_topic<'a>(
+    topic: &Topic,
+    ends: &[u64],
+    entries: impl Iterator<Item = &'a ScheduledEntry>,
+    settled: &mut Settled,
+) -> Result<()> {
+    let mut candidates: Vec<(&ScheduledEntry, Vec<Record>)> = Vec::new();
+    // Message id → (candidate, record index).
+    let mut wanted: HashMap<Bytes, Vec<(usize, usize)>> = HashMap::new();
+    for entry in entries {
+        let Ok(batch) = Batch::parse(entry.batch.clone(), usize::MAX) else {
+            continue;
+        };
+        let records = batch
+            .records()
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        for (index, record) in records.iter().enumerate() {
+            let id = record
+                .message_id()
+                .cloned()
+                .unwrap_or_else(|| Bytes::from(derived_id(entry.id, index)));
+            wanted
+                .entry(id)
+                .or_default()
+                .push((candidates.len(), index));
+        }
+        candidates.push((entry, records));
+    }
+    if candidates.is_empty() {
+        return Ok(());
+    }
+    let mut found: Vec<Vec<bool>> = candidates
+        .iter()
+        .map(|(_, records)| vec![false; records.len()])
+        .collect();
+    for partition in &topic.partitions {
+        let reader = &partition.reader;
+        let (start, end) = (reader.start_offset(), reader.end_offset());
+        // Past the end: the topic was made again since, so its whole log is new.
+        let mark = ends.get(partition.id as usize).copied().unwrap_or(0);
+        let mut next = if mark > end { start } else { mark.max(start) };
+        while next < end {
+            let batches = reader.read(next, 1 << 20)?;
+            let Some(last) = batches.last() else { break };
+            next = last.next_offset();
+            for batch in batches.iter().filter(|batch| batch.has_message_ids()) {
+                for record in batch.records() {
+                    if let Some(places) = record?.message_id().and_then(|id| wanted.get(id)) {
+                        for &(candidate, index) in places {
+                            found[candidate][index] = true;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for ((entry, records), found) in candidates.into_iter().zip(found) {
+        if found.iter().all(|&found| found) {
+            settled.delivered.push(entry.removal());
+        } else if found.iter().any(|&found| found) {
+            let mut builder = BatchBuilder::new();
+            for (index, record) in records.iter().enumerate() {
+                if found[index] {
+                    continue;
+                }
+                let mut headers: Vec<(&str, &[u8])> = record
+                    .headers
+                    .iter()
+                    .map(|(name, value)| (name.as_str(), &value[..]))
+                    .collect();
+                // Keeps the id its first hand-over gave it, whatever its new index.
+                let id = derived_id(entry.id, index);
+                if record.message_id().is_none() {
+                    headers.push((MESSAGE_ID_HEADER, id.as_bytes()));
+                }
+                builder.push(
+                    record.timestamp_ms,
+                    record.key.as_deref(),
+                    &headers,
+                    &record.value,
+                );
+            }
+            settled.partly_delivered.push(ScheduledEntry {
+                batch: builder.finish(),
+                ..entry.clone()
+            });
+        }
+    }
+    Ok(())
 }

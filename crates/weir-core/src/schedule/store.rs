@@ -7,9 +7,15 @@
 //! - `schedule_keys`: business key → id, to cancel by business key;
 //! - `schedule_moved`: id → storage key, for rescheduled entries only (an entry's id, which
 //!   users see, is the storage key it was first written under, and never changes);
-//! - `schedule_state`: `serial_limit` → the serials below it may be in use.
+//! - `schedule_state`: `serial_limit` → the serials below it may be in use;
+//! - `schedule_handed_over`: (bucket, topic) → the end offset of each of the topic's
+//!   partitions before the first entry of that bucket was handed over to it (see the broker's
+//!   `schedule` module for the invariant it keeps);
+//! - `schedule_quarantine`: storage key → an entry value that does not decode, set aside so
+//!   that no pass over due entries trips on it again.
 //!
-//! Invariant: an entry, its business key and its move are written and removed together.
+//! Invariant: an entry, its business key and its move are written and removed together; a
+//! bucket's hand-over marks are removed in the write that removes the last of its entries.
 
 use std::collections::HashSet;
 
@@ -24,6 +30,8 @@ const BUSINESS_KEYS: &str = "schedule_keys";
 const MOVED: &str = "schedule_moved";
 const STATE: &str = "schedule_state";
 const SERIAL_LIMIT: &[u8] = b"serial_limit";
+const HANDED_OVER: &str = "schedule_handed_over";
+const QUARANTINE: &str = "schedule_quarantine";
 
 /// Bits of a storage key below its bucket.
 const SERIAL_BITS: u32 = 34;
@@ -85,26 +93,33 @@ fn corrupt() -> Error {
     Error::Storage("unreadable schedule entry".into())
 }
 
-fn encode(entry: &ScheduledEntry) -> Vec<u8> {
+/// The length of a string field, which the layout stores in 16 bits: refused rather than
+/// truncated, since a truncated length makes the entry undecodable.
+fn short_length(what: &str, text: &str) -> Result<u16> {
+    u16::try_from(text.len()).map_err(|_| {
+        Error::InvalidArgument(format!(
+            "a scheduled message's {what} of {} bytes is too long to store",
+            text.len()
+        ))
+    })
+}
+
+fn encode(entry: &ScheduledEntry) -> Result<Vec<u8>> {
     let business_key = entry.business_key.as_deref().unwrap_or("");
+    let topic_length = short_length("topic", &entry.topic)?;
+    let business_key_length = short_length("business key", business_key)?;
     let mut value =
         BytesMut::with_capacity(32 + entry.topic.len() + business_key.len() + entry.batch.len());
     value.put_i64_le(entry.due_ms);
     value.put_u64_le(entry.id);
-    value.put_u16_le(entry.topic.len() as u16);
+    value.put_u16_le(topic_length);
     value.put_slice(entry.topic.as_bytes());
     value.put_u32_le(entry.partition.unwrap_or(u32::MAX));
     value.put_u8(u8::from(entry.business_key.is_some()));
-    value.put_u16_le(business_key.len() as u16);
+    value.put_u16_le(business_key_length);
     value.put_slice(business_key.as_bytes());
     value.put_slice(&entry.batch);
-    value.to_vec()
-}
-
-/// The due time stored at the start of an entry's value.
-fn decode_due(value: &[u8]) -> Result<i64> {
-    let bytes = value.get(..8).ok_or_else(corrupt)?;
-    Ok(i64::from_le_bytes(bytes.try_into().map_err(|_| corrupt())?))
+    Ok(value.to_vec())
 }
 
 /// An entry's value, parsed in place.
@@ -195,12 +210,12 @@ fn removal_ops(removal: &Removal, ops: &mut Vec<MetaOp>) {
     }
 }
 
-fn put_entry(entry: &ScheduledEntry) -> MetaOp {
-    MetaOp::Put {
+fn put_entry(entry: &ScheduledEntry) -> Result<MetaOp> {
+    Ok(MetaOp::Put {
         table: ENTRIES,
         key: entry.key.to_be_bytes().to_vec(),
-        value: encode(entry),
-    }
+        value: encode(entry)?,
+    })
 }
 
 /// The serial limit last written: every serial in use is below it.
@@ -243,7 +258,9 @@ pub fn write(
     }
     let mut by_key: Vec<&ScheduledEntry> = inserts.iter().collect();
     by_key.sort_unstable_by_key(|entry| entry.key);
-    ops.extend(by_key.into_iter().map(put_entry));
+    for entry in by_key {
+        ops.push(put_entry(entry)?);
+    }
     ops.extend(inserts.iter().filter_map(|entry| {
         entry.business_key.as_ref().map(|business_key| MetaOp::Put {
             table: BUSINESS_KEYS,
@@ -276,7 +293,7 @@ pub fn reschedule(
         table: ENTRIES,
         key: entry.key.to_be_bytes().to_vec(),
     }];
-    ops.push(put_entry(&moved));
+    ops.push(put_entry(&moved)?);
     ops.push(MetaOp::Put {
         table: MOVED,
         key: entry.id.to_be_bytes().to_vec(),
@@ -305,14 +322,16 @@ pub fn get(meta: &MetaStore, id: u64) -> Result<Option<ScheduledEntry>> {
     Ok((entry.id == id).then_some(entry))
 }
 
-/// The entries stored under `keys`, in order, from one snapshot (`None` where absent).
-pub fn get_many(meta: &MetaStore, keys: &[u64]) -> Result<Vec<Option<ScheduledEntry>>> {
+/// The entries stored under `keys`, in order, from one snapshot (`None` where absent, an
+/// error where the stored value does not decode).
+pub fn get_many(meta: &MetaStore, keys: &[u64]) -> Result<Vec<Option<Result<ScheduledEntry>>>> {
     let raw: Vec<[u8; 8]> = keys.iter().map(|key| key.to_be_bytes()).collect();
-    meta.get_many(ENTRIES, &raw)?
+    Ok(meta
+        .get_many(ENTRIES, &raw)?
         .into_iter()
         .zip(keys)
-        .map(|(value, &key)| value.map(|value| decode(key, &value)).transpose())
-        .collect()
+        .map(|(value, &key)| value.map(|value| decode(key, &value)))
+        .collect())
 }
 
 /// The id scheduled under `business_key`, if any.
@@ -322,8 +341,14 @@ pub fn id_for_business_key(meta: &MetaStore, business_key: &str) -> Result<Optio
         .transpose()
 }
 
-/// A bucket and the `(due, storage key)` of its entries.
-pub type BucketEntries = (u64, Vec<(i64, u64)>);
+/// A bucket, the `(due, storage key)` of its entries, and the storage keys of those that do
+/// not decode.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct BucketEntries {
+    pub bucket: u64,
+    pub due: Vec<(i64, u64)>,
+    pub undecodable: Vec<u64>,
+}
 
 /// The first bucket at or after `from` that holds entries.
 pub fn next_bucket(meta: &MetaStore, from: u64) -> Result<Option<BucketEntries>> {
@@ -336,18 +361,160 @@ pub fn next_bucket(meta: &MetaStore, from: u64) -> Result<Option<BucketEntries>>
     };
     let bucket = bucket_of_key(decode_u64(&first)?);
     let end = bucket.checked_add(1).map(bucket_start_key);
-    // Only the due time of each value: a bucket's batches can be tens of MB.
-    let entries = meta
-        .scan_range_map(
-            ENTRIES,
-            &bucket_start_key(bucket),
-            end.as_ref().map(|end| &end[..]),
-            usize::MAX,
-            |key, value| Ok((decode_due(value)?, decode_u64(key)?)),
-        )?
-        .into_iter()
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Some((bucket, entries)))
+    // Each value parsed in place, not copied: a bucket's batches can be tens of MB. Parsing
+    // it whole here finds an undecodable entry before a hand-over would trip on it.
+    let rows = meta.scan_range_map(
+        ENTRIES,
+        &bucket_start_key(bucket),
+        end.as_ref().map(|end| &end[..]),
+        usize::MAX,
+        |key, value| (decode_u64(key), parse(value).map(|parsed| parsed.due_ms)),
+    )?;
+    let mut entries = BucketEntries {
+        bucket,
+        ..BucketEntries::default()
+    };
+    for (key, due_ms) in rows {
+        // A key that is not 8 bytes cannot have been written by `put_entry`.
+        let key = key?;
+        match due_ms {
+            Ok(due_ms) => entries.due.push((due_ms, key)),
+            Err(_) => entries.undecodable.push(key),
+        }
+    }
+    Ok(Some(entries))
+}
+
+/// Every entry of `bucket`, leaving out those that do not decode (a load sets them aside).
+pub fn bucket_entries(meta: &MetaStore, bucket: u64) -> Result<Vec<ScheduledEntry>> {
+    let end = bucket.checked_add(1).map(bucket_start_key);
+    let rows = meta.scan_range_map(
+        ENTRIES,
+        &bucket_start_key(bucket),
+        end.as_ref().map(|end| &end[..]),
+        usize::MAX,
+        |key, value| decode(decode_u64(key)?, value),
+    )?;
+    Ok(rows.into_iter().filter_map(Result::ok).collect())
+}
+
+/// Moves the entries stored under `keys` that are still there to the quarantine table, in one
+/// durable write. Returns how many were moved.
+pub fn quarantine(meta: &MetaStore, keys: &[u64]) -> Result<usize> {
+    let raw: Vec<[u8; 8]> = keys.iter().map(|key| key.to_be_bytes()).collect();
+    let mut ops = Vec::new();
+    for (key, value) in raw.iter().zip(meta.get_many(ENTRIES, &raw)?) {
+        if let Some(value) = value {
+            ops.push(MetaOp::Put {
+                table: QUARANTINE,
+                key: key.to_vec(),
+                value,
+            });
+            ops.push(MetaOp::Delete {
+                table: ENTRIES,
+                key: key.to_vec(),
+            });
+        }
+    }
+    let moved = ops.len() / 2;
+    if moved > 0 {
+        meta.write(&ops, true)?;
+    }
+    Ok(moved)
+}
+
+/// How many undecodable entries have been set aside.
+pub fn quarantined(meta: &MetaStore) -> Result<u64> {
+    Ok(meta.count(QUARANTINE)?)
+}
+
+/// Where a topic's partitions ended (the next offset of each) before the first entry of
+/// `bucket` was handed over to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandOverMark {
+    pub bucket: u64,
+    pub topic: String,
+    pub ends: Vec<u64>,
+}
+
+fn mark_key(bucket: u64, topic: &str) -> Vec<u8> {
+    let mut key = bucket_start_key(bucket).to_vec();
+    key.extend_from_slice(topic.as_bytes());
+    key
+}
+
+/// Writes `marks` durably.
+pub fn put_marks(meta: &MetaStore, marks: &[HandOverMark]) -> Result<()> {
+    let ops: Vec<MetaOp> = marks
+        .iter()
+        .map(|mark| MetaOp::Put {
+            table: HANDED_OVER,
+            key: mark_key(mark.bucket, &mark.topic),
+            value: mark.ends.iter().flat_map(|end| end.to_le_bytes()).collect(),
+        })
+        .collect();
+    Ok(meta.write(&ops, true)?)
+}
+
+/// Every hand-over mark, by bucket. A value that does not decode reads as "from the start of
+/// each partition", which is always safe.
+pub fn marks(meta: &MetaStore) -> Result<Vec<HandOverMark>> {
+    let rows = meta.scan_range_map(HANDED_OVER, &[], None, usize::MAX, |key, value| {
+        let (bucket, topic) = key.split_at_checked(8)?;
+        Some(HandOverMark {
+            bucket: decode_u64(bucket).ok()? >> SERIAL_BITS,
+            topic: std::str::from_utf8(topic).ok()?.to_owned(),
+            ends: value
+                .chunks_exact(8)
+                .map(|end| u64::from_le_bytes(end.try_into().unwrap_or_default()))
+                .collect(),
+        })
+    })?;
+    Ok(rows.into_iter().flatten().collect())
+}
+
+/// Deletes of every hand-over mark of a bucket below `until` (all of them with `None`).
+fn mark_deletes(meta: &MetaStore, until: Option<u64>, ops: &mut Vec<MetaOp>) -> Result<()> {
+    let end = until.map(bucket_start_key);
+    let keys = meta.scan_range_map(
+        HANDED_OVER,
+        &[],
+        end.as_ref().map(|end| &end[..]),
+        usize::MAX,
+        |key, _| key.to_vec(),
+    )?;
+    ops.extend(keys.into_iter().map(|key| MetaOp::Delete {
+        table: HANDED_OVER,
+        key,
+    }));
+    Ok(())
+}
+
+/// What a start found of the hand-overs an earlier run left unsettled.
+#[derive(Debug, Default)]
+pub struct Settled {
+    /// Entries wholly in the log: removed.
+    pub delivered: Vec<Removal>,
+    /// Entries partly in the log: stored again with only the records still to deliver.
+    pub partly_delivered: Vec<ScheduledEntry>,
+}
+
+/// Applies `settled` and deletes every hand-over mark, in one durable write.
+pub fn settle(meta: &MetaStore, settled: Settled) -> Result<()> {
+    let mut ops = Vec::new();
+    for mut removal in settled.delivered {
+        if let Some(business_key) = &removal.business_key
+            && id_for_business_key(meta, business_key)? != Some(removal.id)
+        {
+            removal.business_key = None;
+        }
+        removal_ops(&removal, &mut ops);
+    }
+    for entry in &settled.partly_delivered {
+        ops.push(put_entry(entry)?);
+    }
+    mark_deletes(meta, None, &mut ops)?;
+    Ok(meta.write(&ops, true)?)
 }
 
 /// Entries removed per write by [`remove_buckets`], so removing a bucket of any size (a
@@ -356,7 +523,9 @@ const REMOVE_CHUNK: usize = 4096;
 
 /// Removes every entry in buckets `from..until`, with their business keys and moves, in writes
 /// of at most [`REMOVE_CHUNK`] entries (each entry leaves with its keys in one write), the
-/// last one durable if `durable`. Returns the storage keys removed.
+/// last one durable if `durable` and also deleting the hand-over marks of every bucket below
+/// `until` (the caller knows no entry is left below `from`). An entry that does not decode is
+/// moved to the quarantine table instead. Returns the storage keys removed.
 pub fn remove_buckets(meta: &MetaStore, from: u64, until: u64, durable: bool) -> Result<Vec<u64>> {
     let mut removed = Vec::new();
     if from >= until {
@@ -365,11 +534,27 @@ pub fn remove_buckets(meta: &MetaStore, from: u64, until: u64, durable: bool) ->
     let (start, end) = (bucket_start_key(from), bucket_start_key(until));
     loop {
         let rows =
-            meta.scan_range_map(ENTRIES, &start, Some(&end), REMOVE_CHUNK, decode_removal)?;
+            meta.scan_range_map(ENTRIES, &start, Some(&end), REMOVE_CHUNK, |key, value| {
+                decode_removal(key, value).map_err(|_| (key.to_vec(), value.to_vec()))
+            })?;
         let mut ops = Vec::with_capacity(rows.len());
         let last = rows.len() < REMOVE_CHUNK;
         for removal in rows {
-            let mut removal = removal?;
+            let mut removal = match removal {
+                Ok(removal) => removal,
+                Err((key, value)) => {
+                    ops.push(MetaOp::Put {
+                        table: QUARANTINE,
+                        key: key.clone(),
+                        value,
+                    });
+                    ops.push(MetaOp::Delete {
+                        table: ENTRIES,
+                        key,
+                    });
+                    continue;
+                }
+            };
             let key = removal.key;
             // A delivered entry's business key may name a newer entry by now.
             if let Some(business_key) = &removal.business_key
@@ -379,6 +564,9 @@ pub fn remove_buckets(meta: &MetaStore, from: u64, until: u64, durable: bool) ->
             }
             removal_ops(&removal, &mut ops);
             removed.push(key);
+        }
+        if last {
+            mark_deletes(meta, Some(until), &mut ops)?;
         }
         meta.write(&ops, durable && last)?;
         if last {
@@ -399,7 +587,10 @@ pub fn list(
     let mut found = Vec::new();
     let mut from = after.map_or(0, |(due_ms, _)| bucket_of(due_ms));
     while found.len() < limit {
-        let Some((bucket, keys)) = next_bucket(meta, from)? else {
+        let Some(BucketEntries {
+            bucket, due: keys, ..
+        }) = next_bucket(meta, from)?
+        else {
             break;
         };
         // Sorted by (due, storage key) before reading any entry, so a page reads only as far as
@@ -409,7 +600,8 @@ pub fn list(
         keys.sort_unstable();
         for chunk in keys.chunks(256) {
             let chunk: Vec<u64> = chunk.iter().map(|&(_, key)| key).collect();
-            for entry in get_many(meta, &chunk)?.into_iter().flatten() {
+            // An entry that does not decode is not listed (a load sets it aside).
+            for entry in get_many(meta, &chunk)?.into_iter().flatten().flatten() {
                 if topic.is_none_or(|topic| topic == entry.topic) {
                     found.push(entry);
                     if found.len() >= limit {
@@ -492,14 +684,18 @@ mod tests {
                 .as_deref(),
             Some("")
         );
+        let many = get_many(&meta, &[entries[3].key, storage_key(0, 3), entries[1].key]).unwrap();
         assert_eq!(
-            get_many(&meta, &[entries[3].key, storage_key(0, 3), entries[1].key]).unwrap(),
+            many.into_iter()
+                .map(|entry| entry.transpose().unwrap())
+                .collect::<Vec<_>>(),
             vec![Some(entries[3].clone()), None, Some(entries[1].clone())]
         );
-        let (bucket, mut keys) = next_bucket(&meta, 0).unwrap().unwrap();
+        let found = next_bucket(&meta, 0).unwrap().unwrap();
+        let mut keys = found.due;
         keys.sort_unstable();
         assert_eq!(
-            (bucket, keys),
+            (found.bucket, keys),
             (
                 0,
                 vec![
@@ -511,7 +707,11 @@ mod tests {
         );
         assert_eq!(
             next_bucket(&meta, 1).unwrap(),
-            Some((5, vec![(far, entries[0].key)])),
+            Some(BucketEntries {
+                bucket: 5,
+                due: vec![(far, entries[0].key)],
+                undecodable: Vec::new()
+            }),
             "empty buckets are skipped"
         );
         assert_eq!(next_bucket(&meta, 6).unwrap(), None);
@@ -624,7 +824,9 @@ mod tests {
         assert_eq!(moved.id, original.id);
         assert_eq!(get(&meta, original.id).unwrap(), Some(moved.clone()));
         assert_eq!(
-            next_bucket(&meta, 0).unwrap(),
+            next_bucket(&meta, 0)
+                .unwrap()
+                .map(|found| (found.bucket, found.due)),
             Some((3, vec![(later, moved.key)]))
         );
         // Removing its bucket removes the move and the business key too.
@@ -633,5 +835,88 @@ mod tests {
         assert_eq!(get(&meta, original.id).unwrap(), None);
         assert_eq!(id_for_business_key(&meta, "k").unwrap(), None);
         assert_eq!(count(&meta).unwrap(), 0);
+    }
+
+    /// Issue 10 defect 12: a business key of 64 KiB or more had its length written in 16 bits
+    /// and the entry failed every pass over due entries after that.
+    #[test]
+    fn what_the_layout_cannot_hold_is_refused_and_what_does_not_decode_is_set_aside() {
+        let (_dir, meta) = open();
+        let huge = "k".repeat(usize::from(u16::MAX) + 1);
+        let refused = write(
+            &meta,
+            &[entry(1, 100, Some(&huge))],
+            &[],
+            |_| false,
+            2,
+            true,
+        );
+        assert!(
+            matches!(refused, Err(Error::InvalidArgument(_))),
+            "{refused:?}"
+        );
+        assert_eq!(count(&meta).unwrap(), 0, "nothing stored");
+
+        // A hand-corrupted entry among good ones in one bucket, with a hand-over mark.
+        let good = entry(2, 100, Some("good"));
+        write(&meta, std::slice::from_ref(&good), &[], |_| false, 4, true).unwrap();
+        let broken = storage_key(200, 3);
+        meta.write(
+            &[MetaOp::Put {
+                table: ENTRIES,
+                key: broken.to_be_bytes().to_vec(),
+                value: vec![1, 2, 3],
+            }],
+            true,
+        )
+        .unwrap();
+        let found = next_bucket(&meta, 0).unwrap().unwrap();
+        assert_eq!(found.due, vec![(100, good.key)]);
+        assert_eq!(found.undecodable, vec![broken]);
+        assert_eq!(bucket_entries(&meta, 0).unwrap(), vec![good.clone()]);
+        assert!(
+            get_many(&meta, &[broken]).unwrap()[0]
+                .as_ref()
+                .unwrap()
+                .is_err()
+        );
+        assert_eq!(
+            list(&meta, None, None, 10, |_| false).unwrap(),
+            vec![good.clone()]
+        );
+        assert_eq!(quarantine(&meta, &[broken, storage_key(0, 99)]).unwrap(), 1);
+        assert_eq!(quarantined(&meta).unwrap(), 1);
+        assert_eq!(
+            next_bucket(&meta, 0).unwrap().unwrap().undecodable,
+            Vec::<u64>::new()
+        );
+
+        // A bucket removal sets aside what it cannot decode too, and takes the bucket's marks.
+        meta.write(
+            &[MetaOp::Put {
+                table: ENTRIES,
+                key: broken.to_be_bytes().to_vec(),
+                value: vec![4],
+            }],
+            true,
+        )
+        .unwrap();
+        let mark = |bucket| HandOverMark {
+            bucket,
+            topic: "orders".into(),
+            ends: vec![7, 9],
+        };
+        put_marks(&meta, &[mark(0), mark(1)]).unwrap();
+        assert_eq!(marks(&meta).unwrap(), vec![mark(0), mark(1)]);
+        assert_eq!(remove_buckets(&meta, 0, 1, true).unwrap(), vec![good.key]);
+        assert_eq!(count(&meta).unwrap(), 0);
+        assert_eq!(
+            quarantined(&meta).unwrap(),
+            1,
+            "the same key, set aside again"
+        );
+        assert_eq!(marks(&meta).unwrap(), vec![mark(1)]);
+        settle(&meta, Settled::default()).unwrap();
+        assert!(marks(&meta).unwrap().is_empty());
     }
 }

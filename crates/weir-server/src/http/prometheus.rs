@@ -433,7 +433,7 @@ fn render_broker(out: &mut Exposition, stats: &BrokerStats) {
         "Longest group-commit fdatasync since the broker started.",
     );
     out.sample("weir_fsync_seconds_max", &[], seconds(stats.fsync.max_us));
-    let gauges: [(&str, Kind, &str, u64); 4] = [
+    let gauges: [(&str, Kind, &str, u64); 5] = [
         (
             "weir_disk_bytes",
             Kind::Gauge,
@@ -445,6 +445,12 @@ fn render_broker(out: &mut Exposition, stats: &BrokerStats) {
             Kind::Gauge,
             "Delayed messages waiting for their time.",
             stats.scheduled,
+        ),
+        (
+            "weir_scheduled_quarantined",
+            Kind::Gauge,
+            "Scheduled messages set aside because their stored form does not decode.",
+            stats.scheduled_quarantined,
         ),
         (
             "weir_transactions_open",
@@ -564,6 +570,7 @@ mod tests {
             },
             disk_bytes: 1024,
             scheduled: 0,
+            scheduled_quarantined: 0,
             transactions: 0,
             unroutable_dropped: 0,
         }
