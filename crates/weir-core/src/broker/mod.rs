@@ -364,25 +364,33 @@ impl Broker {
     pub async fn create_topic(&self, name: &str, config: TopicConfig) -> Result<TopicInfo> {
         self.check_open()?;
         valid_name("topic", name)?;
-        if let FsyncPolicy::IntervalMs(0) = config.fsync {
-            return Err(Error::InvalidArgument(
-                "an fsync interval must be at least 1 ms".into(),
-            ));
-        }
+        config.validate()?;
         let _admin = self.inner.admin.lock().await;
         if self.find_topic(name).is_ok() {
             return Err(Error::TopicExists(name.to_owned()));
         }
         let topics_dir = self.inner.config.data_dir.join("topics");
-        let topic = Topic::open(
+        // The catalog is the list of topics: a directory of a topic it does not name is left
+        // over (a failed create or delete) and must not come back as the new topic's data.
+        remove_topic_dir(&topics_dir.join(name), name)?;
+        let topic = match Topic::open(
             &topics_dir,
             name,
             config,
             &self.inner.config.clock,
             &self.inner.metrics,
-        )?;
+        ) {
+            Ok(topic) => topic,
+            Err(error) => {
+                tracing::warn!(topic = name, %error, "creating the topic failed; removing what it created");
+                // Partitions opened so far stopped when `Topic::open` dropped them.
+                let _ = remove_topic_dir(&topics_dir.join(name), name);
+                return Err(error);
+            }
+        };
         if let Err(error) = self.inner.catalog.save_topic(name, &topic.config) {
             topic.close().await;
+            let _ = remove_topic_dir(&topic.dir, name);
             return Err(error);
         }
         let topic = Arc::new(topic);
@@ -447,7 +455,7 @@ impl Broker {
         batch: Bytes,
     ) -> Result<Confirm> {
         self.check_open()?;
-        let batch = Batch::parse(batch, self.inner.config.max_batch_bytes)?;
+        let batch = parse_client_batch(batch, self.inner.config.max_batch_bytes)?;
         let topic = self.topic_or_create(topic).await?;
         self.check_backlog(&topic.name, u64::from(batch.record_count()))?;
         let pending = topic.submit(partition, batch).await?;
@@ -492,6 +500,7 @@ impl Broker {
     ) -> Result<Consumer> {
         self.check_open()?;
         valid_name("subscription", group)?;
+        options.validate()?;
         let topic = self.topic_or_create(topic).await?;
         let key = (topic.name.clone(), group.to_owned());
         let existing = read(&self.inner.subscriptions).get(&key).cloned();
@@ -653,6 +662,7 @@ impl Broker {
                             .published_messages
                             .load(Ordering::Relaxed),
                         published_bytes: partition.counters.published_bytes.load(Ordering::Relaxed),
+                        poisoned: partition.health.is_poisoned(),
                     })
                     .collect(),
             })
@@ -811,6 +821,42 @@ impl Broker {
         }
         tracing::info!("broker stopped");
     }
+}
+
+/// Removes a topic's directory if it exists.
+fn remove_topic_dir(dir: &std::path::Path, topic: &str) -> Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {
+            tracing::info!(topic, dir = %dir.display(), "removed a topic directory the catalog does not name");
+            Ok(())
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => {
+            tracing::warn!(topic, dir = %dir.display(), %error, "cannot remove a topic directory");
+            Err(Error::Storage(format!(
+                "cannot remove the leftover directory {}: {error}",
+                dir.display()
+            )))
+        }
+    }
+}
+
+/// Parses a batch from a client. Its base offset is the client's to set (the broker rewrites
+/// it), but record offsets are computed from it, so it must leave room for every record.
+pub(crate) fn parse_client_batch(bytes: Bytes, max_batch_bytes: usize) -> Result<Batch> {
+    let batch = Batch::parse(bytes, max_batch_bytes)?;
+    if batch
+        .base_offset()
+        .checked_add(u64::from(batch.record_count()))
+        .is_none()
+    {
+        return Err(Error::InvalidArgument(format!(
+            "a batch's base offset {} leaves no room for its {} records (clients send 0)",
+            batch.base_offset(),
+            batch.record_count()
+        )));
+    }
+    Ok(batch)
 }
 
 fn describe(topic: &Topic) -> TopicInfo {

@@ -161,7 +161,16 @@ impl Broker {
                     MAX_DELAY.as_secs() / 86_400
                 )));
             }
-            Batch::parse(request.batch.clone(), self.inner.config.max_batch_bytes)?;
+            if let Some(business_key) = &request.business_key
+                && business_key.len() > crate::config::MAX_BUSINESS_KEY_BYTES
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "a business key is at most {} bytes, not {}",
+                    crate::config::MAX_BUSINESS_KEY_BYTES,
+                    business_key.len()
+                )));
+            }
+            super::parse_client_batch(request.batch.clone(), self.inner.config.max_batch_bytes)?;
             let topic = self.topic_or_create(&request.topic).await?;
             if let Some(partition) = request.partition {
                 topic.partition(partition)?;

@@ -184,9 +184,10 @@ impl Broker {
             producer_group: producer_group.to_owned(),
             state: TransactionState::Open,
             created_ms: self.inner.config.clock.now_ms(),
-            timeout_ms: timeout.map_or(self.inner.config.transactions.timeout_ms, |timeout| {
-                timeout.as_millis() as u64
-            }),
+            timeout_ms: match timeout {
+                Some(timeout) => crate::config::duration_ms("transaction timeout", timeout)?,
+                None => self.inner.config.transactions.timeout_ms,
+            },
             checks: 0,
             last_check_ms: 0,
             parts: 0,
@@ -204,7 +205,7 @@ impl Broker {
         batch: Bytes,
     ) -> Result<()> {
         self.check_open()?;
-        Batch::parse(batch.clone(), self.inner.config.max_batch_bytes)?;
+        super::parse_client_batch(batch.clone(), self.inner.config.max_batch_bytes)?;
         let target = self.topic_or_create(topic).await?;
         if let Some(partition) = partition {
             target.partition(partition)?;
