@@ -98,6 +98,9 @@ enum Command {
     /// Panics on the writer thread, for tests of what a panic does.
     #[cfg(test)]
     Panic,
+    /// Blocks the writer until the sender is used or dropped, for tests of a stalled disk.
+    #[cfg(test)]
+    Stall(std::sync::mpsc::Receiver<()>),
 }
 
 pub(crate) struct Partition {
@@ -202,6 +205,15 @@ impl Partition {
         let _ = self.commands.send(Command::Panic).await;
     }
 
+    /// Stalls the writer, as a disk that stopped answering would, until the returned sender
+    /// is used or dropped.
+    #[cfg(test)]
+    pub async fn stall(&self) -> std::sync::mpsc::Sender<()> {
+        let (release, stalled) = std::sync::mpsc::channel();
+        let _ = self.commands.send(Command::Stall(stalled)).await;
+        release
+    }
+
     /// Asks the writer to sync if it holds unsynced data (for `interval` topics).
     pub fn sync_if_needed(&self) {
         if self.unsynced.load(Ordering::Relaxed) {
@@ -297,7 +309,7 @@ impl Writer {
                 }
                 Command::Sync => {}
                 #[cfg(test)]
-                Command::Panic => {}
+                Command::Panic | Command::Stall(_) => {}
             }
         }
     }
@@ -322,6 +334,10 @@ impl Writer {
                     }
                     #[cfg(test)]
                     Command::Panic => panic!("injected writer panic"),
+                    #[cfg(test)]
+                    Command::Stall(stalled) => {
+                        let _ = stalled.recv();
+                    }
                     Command::Sync => sync_requested = true,
                     Command::Stop { done } => {
                         stop = Some(done);

@@ -170,8 +170,12 @@ struct Inner {
     schedule: schedule::Scheduler,
     /// Ids of scheduled messages and transactions: unique and growing across restarts.
     next_id: AtomicU64,
-    /// Serialises decisions on transactions.
-    transactions_lock: tokio::sync::Mutex<()>,
+    /// One lock per transaction being worked on: serialises the decisions on that transaction
+    /// only, so one transaction's commit waiting for its partitions holds up no other.
+    transaction_locks: transactions::TransactionLocks,
+    /// Serialises saving consumer positions (taking the dirty ones and writing them), so an
+    /// older save never lands after a newer one.
+    positions_save: Mutex<Vec<weir_storage::MetaOp>>,
     checkers: Mutex<transactions::Checkers>,
     metrics: Arc<BrokerMetrics>,
     alert_rules: RwLock<Vec<AlertRule>>,
@@ -274,7 +278,8 @@ impl Broker {
                 alert_rules: RwLock::new(alert_rules),
                 alert_book: Mutex::new(AlertBook::default()),
                 alert_events: tokio::sync::broadcast::channel(256).0,
-                transactions_lock: tokio::sync::Mutex::new(()),
+                transaction_locks: transactions::TransactionLocks::default(),
+                positions_save: Mutex::new(Vec::new()),
                 checkers: Mutex::new(HashMap::new()),
                 next_consumer: AtomicU64::new(1),
                 closed: AtomicBool::new(false),
@@ -753,7 +758,7 @@ impl Broker {
             self.evaluate_alerts();
         }
         if save_positions {
-            self.save_positions(&subscriptions);
+            self.save_positions(subscriptions.clone()).await;
         }
         if let Err(error) = self.check_transactions(now_ms).await {
             tracing::warn!(%error, "checking transactions failed");
@@ -786,14 +791,41 @@ impl Broker {
         }
     }
 
-    fn save_positions(&self, subscriptions: &[Arc<Subscription>]) {
-        let ops: Vec<_> = subscriptions
-            .iter()
-            .flat_map(|subscription| subscription.take_dirty_positions())
-            .collect();
-        if let Err(error) = self.inner.catalog.save_positions(&ops) {
-            tracing::error!(%error, "saving consumer positions failed");
+    /// Saves consumers' progress durably, on a blocking thread (it fsyncs). Positions a failed
+    /// save could not write are kept and written first by the next save, so a full disk delays
+    /// them but does not drop them.
+    async fn save_positions(&self, subscriptions: Vec<Arc<Subscription>>) {
+        let saved = self
+            .run_blocking(move |broker| {
+                let mut unsaved = lock(&broker.inner.positions_save);
+                // Later ops on a key win, so the retried ones go first.
+                unsaved.extend(
+                    subscriptions
+                        .iter()
+                        .flat_map(|subscription| subscription.take_dirty_positions()),
+                );
+                if unsaved.is_empty() {
+                    return Ok(());
+                }
+                broker.inner.catalog.save_positions(&unsaved)?;
+                unsaved.clear();
+                Ok(())
+            })
+            .await;
+        if let Err(error) = saved {
+            tracing::error!(%error, "saving consumer positions failed; retrying with the next save");
         }
+    }
+
+    /// Runs blocking work (a durable metadata write: an fsync) off the async workers.
+    pub(crate) async fn run_blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Broker) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let broker = self.clone();
+        tokio::task::spawn_blocking(move || work(&broker))
+            .await
+            .map_err(|error| Error::Storage(format!("a blocking task failed: {error}")))?
     }
 
     /// Stops accepting work, ends consumers' waits, saves their progress, and commits every
@@ -813,7 +845,7 @@ impl Broker {
         for subscription in &subscriptions {
             subscription.close();
         }
-        self.save_positions(&subscriptions);
+        self.save_positions(subscriptions).await;
         self.finish_schedule().await;
         let topics: Vec<Arc<Topic>> = read(&self.inner.topics).values().cloned().collect();
         for topic in topics {
