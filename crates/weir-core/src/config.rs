@@ -8,6 +8,39 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+
+/// The longest duration the broker accepts from a client or a config (ack timeout, message
+/// TTL, nack delay and retry backoff, idempotency-key TTL, transaction timeout, retention, dedup
+/// window): 100 years, past any real use and far below where milliseconds stop fitting the
+/// clock's `i64` (a larger value would wrap into a deadline in the past).
+pub const MAX_DURATION_MS: u64 = 100 * 366 * 24 * 60 * 60 * 1000;
+
+/// `duration` in milliseconds, refused (naming `what`) past [`MAX_DURATION_MS`]. Every
+/// duration from outside passes through here or [`check_duration_ms`] before it meets the
+/// clock.
+pub fn duration_ms(what: &str, duration: Duration) -> Result<u64> {
+    let ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+    check_duration_ms(what, ms)
+}
+
+/// `ms`, refused (naming `what`) past [`MAX_DURATION_MS`]; see [`duration_ms`].
+pub fn check_duration_ms(what: &str, ms: u64) -> Result<u64> {
+    if ms > MAX_DURATION_MS {
+        return Err(Error::InvalidArgument(format!(
+            "{what} of {ms} ms is longer than the maximum of {MAX_DURATION_MS} ms (100 years)"
+        )));
+    }
+    Ok(ms)
+}
+
+/// Largest business key a scheduled message may carry: a key names a message, it is not a
+/// payload, and the schedule stores it in every index entry.
+pub const MAX_BUSINESS_KEY_BYTES: usize = 1024;
+
+/// Smallest `segment_bytes` a topic may have: each segment costs a file (three with its
+/// indexes), so tiny segments would turn a modest log into thousands of files.
+pub const MIN_SEGMENT_BYTES: u64 = 1 << 20;
 
 /// When a publish is confirmed, and what survives what.
 ///
@@ -50,6 +83,34 @@ pub struct TopicConfig {
     /// A message id (header `weir.id`) seen within this window is not stored again; also how
     /// long an idempotent producer's sequence state is kept.
     pub dedup_window_ms: u64,
+}
+
+impl TopicConfig {
+    /// Refuses settings the broker cannot honour, with a message naming the setting.
+    pub fn validate(&self) -> Result<()> {
+        if self.partitions == 0 || self.partitions > 4096 {
+            return Err(Error::InvalidArgument(format!(
+                "a topic has 1 to 4096 partitions, not {}",
+                self.partitions
+            )));
+        }
+        if let FsyncPolicy::IntervalMs(0) = self.fsync {
+            return Err(Error::InvalidArgument(
+                "an fsync interval must be at least 1 ms".into(),
+            ));
+        }
+        if self.segment_bytes < MIN_SEGMENT_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "segment_bytes must be at least {MIN_SEGMENT_BYTES} (1 MiB), not {}",
+                self.segment_bytes
+            )));
+        }
+        if let Some(retention_ms) = self.retention_ms {
+            check_duration_ms("retention_ms", retention_ms)?;
+        }
+        check_duration_ms("dedup_window_ms", self.dedup_window_ms)?;
+        Ok(())
+    }
 }
 
 impl Default for TopicConfig {
@@ -131,6 +192,28 @@ pub struct SubscribeOptions {
     pub queue: QueueSettings,
 }
 
+impl SubscribeOptions {
+    /// Refuses options the broker cannot honour, with a message naming the option.
+    pub fn validate(&self) -> Result<()> {
+        if self.prefetch == 0 {
+            return Err(Error::InvalidArgument(
+                "prefetch must be at least 1: a consumer with prefetch 0 could never receive"
+                    .into(),
+            ));
+        }
+        if let Some(ack_timeout) = self.ack_timeout {
+            duration_ms("ack_timeout", ack_timeout)?;
+        }
+        if let Some(ttl_ms) = self.queue.message_ttl_ms {
+            check_duration_ms("message_ttl_ms", ttl_ms)?;
+        }
+        for &backoff_ms in &self.queue.retry_backoff_ms {
+            check_duration_ms("retry_backoff_ms", backoff_ms)?;
+        }
+        Ok(())
+    }
+}
+
 impl Default for SubscribeOptions {
     fn default() -> Self {
         SubscribeOptions {
@@ -175,10 +258,6 @@ impl Default for TransactionSettings {
         }
     }
 }
-
-/// The longest business key a delayed message may carry (the key to cancel it by, e.g. an
-/// order number). Every front end refuses longer ones through the core.
-pub const MAX_BUSINESS_KEY_BYTES: usize = 1024;
 
 /// The whole broker's settings.
 #[derive(Clone)]

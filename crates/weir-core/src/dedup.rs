@@ -4,6 +4,11 @@
 //!
 //! State is rebuilt on open from the log itself (the last window of it): the log is the only
 //! record of what was stored, so dedup survives restarts without writes of its own.
+//!
+//! Dedup is atomic with the log's commit: what a group commit records stays provisional until
+//! [`Dedup::commit`]; if the log's flush or sync fails, the log drops those batches and reuses
+//! their offsets, so [`Dedup::rollback`] forgets them too (otherwise a retry would be confirmed
+//! as a duplicate of messages never stored).
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
@@ -31,7 +36,7 @@ enum StoredAt {
     Listed(Vec<u64>),
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct ProducerState {
     /// Oldest first.
     batches: VecDeque<ProducedBatch>,
@@ -101,6 +106,18 @@ pub struct Dedup {
     /// (stored at ms, id), oldest first, to expire `ids`.
     expiry: VecDeque<(i64, IdHash)>,
     producers: HashMap<u64, ProducerState>,
+    uncommitted: Uncommitted,
+}
+
+/// What was recorded since the last [`Dedup::commit`], enough to undo it.
+#[derive(Default)]
+struct Uncommitted {
+    /// Ids inserted, with the offset each replaced, in order.
+    ids: Vec<(IdHash, Option<u64>)>,
+    /// Entries at the back of `expiry` pushed since the last commit.
+    expiry_entries: usize,
+    /// Each producer touched, as it was at the last commit (`None`: it was unknown).
+    producers: HashMap<u64, Option<ProducerState>>,
 }
 
 impl Dedup {
@@ -110,6 +127,35 @@ impl Dedup {
             ids: IdMap::default(),
             expiry: VecDeque::new(),
             producers: HashMap::new(),
+            uncommitted: Uncommitted::default(),
+        }
+    }
+
+    /// Makes everything recorded since the last commit permanent: the log made it durable.
+    pub fn commit(&mut self) {
+        self.uncommitted.ids.clear();
+        self.uncommitted.expiry_entries = 0;
+        self.uncommitted.producers.clear();
+    }
+
+    /// Forgets everything recorded since the last commit: the log failed to store it.
+    pub fn rollback(&mut self) {
+        let uncommitted = &mut self.uncommitted;
+        for (id, previous) in uncommitted.ids.drain(..).rev() {
+            match previous {
+                Some(offset) => self.ids.insert(id, offset),
+                None => self.ids.remove(&id),
+            };
+        }
+        for _ in 0..uncommitted.expiry_entries {
+            self.expiry.pop_back();
+        }
+        uncommitted.expiry_entries = 0;
+        for (producer_id, before) in uncommitted.producers.drain() {
+            match before {
+                Some(state) => self.producers.insert(producer_id, state),
+                None => self.producers.remove(&producer_id),
+            };
         }
     }
 
@@ -118,6 +164,10 @@ impl Dedup {
         while let Some((stored_ms, _)) = self.expiry.front() {
             if *stored_ms >= horizon {
                 break;
+            }
+            // Expiring into the uncommitted tail (a zero window) shrinks what a rollback pops.
+            if self.expiry.len() <= self.uncommitted.expiry_entries {
+                self.uncommitted.expiry_entries -= 1;
             }
             if let Some((_, id)) = self.expiry.pop_front() {
                 self.ids.remove(&id);
@@ -208,6 +258,10 @@ impl Dedup {
 
     fn record_producer(&mut self, batch: &Batch, offsets: StoredAt, now_ms: i64) {
         if let Some((producer_id, base_sequence)) = batch.producer() {
+            if !self.uncommitted.producers.contains_key(&producer_id) {
+                let before = self.producers.get(&producer_id).cloned();
+                self.uncommitted.producers.insert(producer_id, before);
+            }
             let producer = self.producers.entry(producer_id).or_default();
             producer.last_seen_ms = now_ms;
             producer.batches.push_back(ProducedBatch {
@@ -235,8 +289,10 @@ impl Dedup {
         if let Some(id) = record.message_id() {
             // A hash, not a slice: a slice would keep the whole batch in memory for the window.
             let id = id_hash(id);
-            self.ids.insert(id, offset);
+            let previous = self.ids.insert(id, offset);
+            self.uncommitted.ids.push((id, previous));
             self.expiry.push_back((now_ms, id));
+            self.uncommitted.expiry_entries += 1;
         }
     }
 }
@@ -309,6 +365,38 @@ mod tests {
             dedup.check(&again, 1, 1).unwrap(),
             Verdict::Duplicate(vec![0])
         );
+    }
+
+    /// A failed log commit reuses the offsets it had given: dedup must forget those ids and
+    /// sequences, and keep what was committed before.
+    #[test]
+    fn a_rollback_forgets_exactly_what_the_failed_commit_recorded() {
+        let mut dedup = Dedup::new(60_000);
+        let committed = batch(&[Some("a")], Some((7, 0)), 0);
+        dedup.record(&committed, 0, 0);
+        dedup.commit();
+        let failed = batch(&[Some("b"), Some("c")], Some((7, 1)), 1);
+        assert_eq!(dedup.check(&failed, 1, 0).unwrap(), Verdict::Append);
+        dedup.record(&failed, 1, 0);
+        let stranger = batch(&[Some("d")], Some((8, 0)), 3);
+        dedup.record(&stranger, 3, 0);
+        dedup.rollback();
+        assert_eq!(
+            dedup.check(&failed, 1, 0).unwrap(),
+            Verdict::Append,
+            "the retry is stored, not answered as a duplicate"
+        );
+        assert_eq!(dedup.check(&stranger, 1, 0).unwrap(), Verdict::Append);
+        assert_eq!(
+            dedup.check(&committed, 1, 0).unwrap(),
+            Verdict::Retry(vec![0])
+        );
+        let again = batch(&[Some("a")], None, 1);
+        assert_eq!(
+            dedup.check(&again, 1, 0).unwrap(),
+            Verdict::Duplicate(vec![0])
+        );
+        assert_eq!(dedup.expiry.len(), 1);
     }
 
     fn batch_of(bytes: &Bytes) -> Batch {

@@ -37,6 +37,16 @@ pub enum Error {
     StorageFull,
     #[error("storage poisoned by a failed sync; restart the broker to recover")]
     StoragePoisoned,
+    /// The partition's writer failed in a way it cannot recover from (a panic); writes to it
+    /// fail until the broker restarts. Not worth retrying.
+    #[error(
+        "partition {partition} of topic '{topic}' stopped after an internal failure ({reason}); restart the broker to recover"
+    )]
+    PartitionPoisoned {
+        topic: String,
+        partition: u32,
+        reason: String,
+    },
     #[error("storage error: {0}")]
     Storage(String),
     #[error("the broker is shutting down")]

@@ -46,9 +46,9 @@ pub use broker::{
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
-    BrokerConfig, Durability, FsyncPolicy, MAX_BUSINESS_KEY_BYTES, Overflow, QueueSettings,
-    StartPosition, SubscribeOptions, SubscriptionKind, TopicConfig, TransactionSettings,
-    UnresolvedOutcome,
+    BrokerConfig, Durability, FsyncPolicy, MAX_BUSINESS_KEY_BYTES, MAX_DURATION_MS,
+    MIN_SEGMENT_BYTES, Overflow, QueueSettings, StartPosition, SubscribeOptions, SubscriptionKind,
+    TopicConfig, TransactionSettings, UnresolvedOutcome,
 };
 pub use error::{Error, Result};
 pub use exchange::{Binding, Exchange, ExchangeKind};

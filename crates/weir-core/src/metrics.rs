@@ -209,6 +209,8 @@ pub struct PartitionStats {
     /// Since the broker started.
     pub published_messages: u64,
     pub published_bytes: u64,
+    /// The partition's writer failed (a panic): it refuses writes until the broker restarts.
+    pub poisoned: bool,
 }
 
 /// One topic's numbers.

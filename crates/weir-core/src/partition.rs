@@ -6,10 +6,11 @@
 //! confirms. A std thread, not a tokio task: the log is a synchronous library whose sync blocks
 //! for a disk round trip, and a dedicated thread keeps that off the async workers.
 
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::thread::JoinHandle;
 
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -40,11 +41,44 @@ pub struct Confirmed {
 }
 
 /// A queued batch's confirm.
-pub struct PendingConfirm(oneshot::Receiver<Result<Confirmed>>);
+pub struct PendingConfirm {
+    confirm: oneshot::Receiver<Result<Confirmed>>,
+    health: Arc<Health>,
+}
 
 impl PendingConfirm {
     pub async fn wait(self) -> Result<Confirmed> {
-        self.0.await.map_err(|_| Error::ShuttingDown)?
+        self.confirm.await.map_err(|_| self.health.stopped())?
+    }
+}
+
+/// Whether the partition's writer is alive. A panic on the writer thread (a bug, or a broken
+/// invariant in storage) poisons the partition: from then on it answers every write with
+/// [`Error::PartitionPoisoned`] (which clients do not retry) instead of looking shut down.
+#[derive(Debug)]
+pub(crate) struct Health {
+    topic: String,
+    partition: u32,
+    /// What the panic said; set once.
+    panic: OnceLock<String>,
+}
+
+impl Health {
+    pub fn poisoned(&self) -> Option<Error> {
+        self.panic.get().map(|reason| Error::PartitionPoisoned {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            reason: reason.clone(),
+        })
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.panic.get().is_some()
+    }
+
+    /// Why the writer no longer answers: poisoned, or closed.
+    fn stopped(&self) -> Error {
+        self.poisoned().unwrap_or(Error::ShuttingDown)
     }
 }
 
@@ -61,6 +95,12 @@ enum Command {
     },
     /// Commit what is queued before it, then exit.
     Stop { done: oneshot::Sender<()> },
+    /// Panics on the writer thread, for tests of what a panic does.
+    #[cfg(test)]
+    Panic,
+    /// Blocks the writer until the sender is used or dropped, for tests of a stalled disk.
+    #[cfg(test)]
+    Stall(std::sync::mpsc::Receiver<()>),
 }
 
 pub(crate) struct Partition {
@@ -70,6 +110,7 @@ pub(crate) struct Partition {
     /// Set by the writer when it flushed without syncing; cleared by a sync.
     unsynced: Arc<AtomicBool>,
     pub counters: Arc<PartitionCounters>,
+    pub health: Arc<Health>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -109,7 +150,13 @@ impl Partition {
         counters
             .size_bytes
             .store(log.size_bytes(), Ordering::Relaxed);
+        let health = Arc::new(Health {
+            topic: topic_name.to_owned(),
+            partition: id,
+            panic: OnceLock::new(),
+        });
         let writer = Writer {
+            health: health.clone(),
             counters: counters.clone(),
             metrics,
             pending_messages: 0,
@@ -132,6 +179,7 @@ impl Partition {
             commands,
             unsynced,
             counters,
+            health,
             thread: Mutex::new(Some(thread)),
         })
     }
@@ -144,8 +192,26 @@ impl Partition {
         self.commands
             .send(Command::Append { batch, reply })
             .await
-            .map_err(|_| Error::ShuttingDown)?;
-        Ok(PendingConfirm(confirm))
+            .map_err(|_| self.health.stopped())?;
+        Ok(PendingConfirm {
+            confirm,
+            health: self.health.clone(),
+        })
+    }
+
+    /// Makes the writer thread panic (tests of poisoning).
+    #[cfg(test)]
+    pub async fn inject_panic(&self) {
+        let _ = self.commands.send(Command::Panic).await;
+    }
+
+    /// Stalls the writer, as a disk that stopped answering would, until the returned sender
+    /// is used or dropped.
+    #[cfg(test)]
+    pub async fn stall(&self) -> std::sync::mpsc::Sender<()> {
+        let (release, stalled) = std::sync::mpsc::channel();
+        let _ = self.commands.send(Command::Stall(stalled)).await;
+        release
     }
 
     /// Asks the writer to sync if it holds unsynced data (for `interval` topics).
@@ -161,8 +227,8 @@ impl Partition {
         self.commands
             .send(Command::Retention { now_ms, reply })
             .await
-            .map_err(|_| Error::ShuttingDown)?;
-        report.await.map_err(|_| Error::ShuttingDown)?
+            .map_err(|_| self.health.stopped())?;
+        report.await.map_err(|_| self.health.stopped())?
     }
 
     /// Stops the writer after it has committed everything queued before this call, and waits
@@ -186,7 +252,10 @@ impl Partition {
     }
 }
 
+type Confirms = Vec<(Result<Confirmed>, oneshot::Sender<Result<Confirmed>>)>;
+
 struct Writer {
+    health: Arc<Health>,
     log: PartitionLog,
     partition: u32,
     dedup: Dedup,
@@ -203,7 +272,50 @@ struct Writer {
 
 impl Writer {
     fn run(mut self, mut receiver: mpsc::Receiver<Command>) {
-        let mut confirms: Vec<(Result<Confirmed>, oneshot::Sender<Result<Confirmed>>)> = Vec::new();
+        let mut confirms = Confirms::new();
+        let served = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            self.serve(&mut receiver, &mut confirms)
+        }));
+        let Err(panic) = served else { return };
+        let reason = panic
+            .downcast_ref::<&str>()
+            .map(|text| (*text).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned());
+        tracing::error!(
+            topic = %self.health.topic,
+            partition = self.partition,
+            %reason,
+            "partition writer panicked: the partition refuses writes until the broker restarts"
+        );
+        let _ = self.health.panic.set(reason);
+        let error = self.health.stopped();
+        // The log's state is unknown after a panic: nothing of this group commit is confirmed,
+        // and every later command gets the partition's own error until it is closed.
+        for (_, reply) in confirms.drain(..) {
+            let _ = reply.send(Err(error.clone()));
+        }
+        while let Some(command) = receiver.blocking_recv() {
+            match command {
+                Command::Append { reply, .. } => {
+                    let _ = reply.send(Err(error.clone()));
+                }
+                Command::Retention { reply, .. } => {
+                    let _ = reply.send(Err(error.clone()));
+                }
+                Command::Stop { done } => {
+                    let _ = done.send(());
+                    return;
+                }
+                Command::Sync => {}
+                #[cfg(test)]
+                Command::Panic | Command::Stall(_) => {}
+            }
+        }
+    }
+
+    /// Serves commands until stopped, or until every sender is gone.
+    fn serve(&mut self, receiver: &mut mpsc::Receiver<Command>, confirms: &mut Confirms) {
         while let Some(first) = receiver.blocking_recv() {
             let mut sync_requested = false;
             let mut stop = None;
@@ -213,8 +325,18 @@ impl Writer {
                 match command {
                     Command::Append { batch, reply } => {
                         queued_bytes += batch.len();
+                        // Held before appending, so that a panic in `append` still answers it.
+                        confirms.push((Err(Error::ShuttingDown), reply));
                         let result = self.append(batch);
-                        confirms.push((result, reply));
+                        if let Some((slot, _)) = confirms.last_mut() {
+                            *slot = result;
+                        }
+                    }
+                    #[cfg(test)]
+                    Command::Panic => panic!("injected writer panic"),
+                    #[cfg(test)]
+                    Command::Stall(stalled) => {
+                        let _ = stalled.recv();
                     }
                     Command::Sync => sync_requested = true,
                     Command::Stop { done } => {
@@ -234,7 +356,7 @@ impl Writer {
                 }
             }
             let must_sync = sync_requested || stop.is_some() || self.policy == FsyncPolicy::Always;
-            self.commit(&mut confirms, must_sync);
+            self.commit(confirms, must_sync);
             if let Some(done) = stop {
                 let _ = done.send(());
                 return;
@@ -332,11 +454,7 @@ impl Writer {
     }
 
     /// Flushes or syncs everything appended since the last commit, then completes confirms.
-    fn commit(
-        &mut self,
-        confirms: &mut Vec<(Result<Confirmed>, oneshot::Sender<Result<Confirmed>>)>,
-        sync: bool,
-    ) {
+    fn commit(&mut self, confirms: &mut Confirms, sync: bool) {
         let appended = confirms.iter().any(|(result, _)| result.is_ok());
         let outcome = if sync {
             let started = std::time::Instant::now();
@@ -351,6 +469,7 @@ impl Writer {
         };
         match outcome {
             Ok(durability) => {
+                self.dedup.commit();
                 self.counters
                     .add_published(self.pending_messages, self.pending_bytes);
                 self.counters
@@ -367,6 +486,8 @@ impl Writer {
             }
             Err(error) => {
                 tracing::error!(partition = self.partition, %error, "log commit failed");
+                // The log dropped these batches and reuses their offsets: so does dedup.
+                self.dedup.rollback();
                 let error = Error::from(error);
                 for (result, reply) in confirms.drain(..) {
                     let _ = reply.send(result.and(Err(error.clone())));
@@ -395,6 +516,163 @@ fn rebuild_dedup(reader: &LogReader, window_ms: u64, now_ms: i64) -> Result<Dedu
         for batch in &batches {
             dedup.record(batch, batch.base_offset(), batch.max_timestamp_ms());
         }
+        // Read back from the log: stored already.
+        dedup.commit();
     }
     Ok(dedup)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use weir_storage::io::sim::SimDirectory;
+
+    fn writer_on(directory: Arc<SimDirectory>) -> Writer {
+        let (log, _) = PartitionLog::open(directory, LogConfig::default()).unwrap();
+        Writer {
+            health: Arc::new(Health {
+                topic: "t".into(),
+                partition: 0,
+                panic: OnceLock::new(),
+            }),
+            dedup: Dedup::new(60_000),
+            log,
+            partition: 0,
+            policy: FsyncPolicy::Always,
+            visible: Arc::new(Notify::new()),
+            clock: Arc::new(ManualClock::new(1_000)),
+            unsynced: Arc::new(AtomicBool::new(false)),
+            counters: Arc::new(PartitionCounters::default()),
+            metrics: Arc::new(BrokerMetrics::default()),
+            pending_messages: 0,
+            pending_bytes: 0,
+        }
+    }
+
+    fn with_id(id: &str, producer: Option<(u64, u32)>) -> Batch {
+        let mut builder = BatchBuilder::new();
+        if let Some((producer_id, sequence)) = producer {
+            builder.producer(producer_id, sequence);
+        }
+        builder.push(1, None, &[("weir.id", id.as_bytes())], b"value");
+        Batch::parse(builder.finish(), usize::MAX).unwrap()
+    }
+
+    /// Appends and commits `batches` as one group commit; the confirms as publishers see them.
+    fn group_commit(writer: &mut Writer, batches: &[Batch]) -> Vec<Result<Confirmed>> {
+        let mut confirms = Vec::new();
+        let mut receivers = Vec::new();
+        for batch in batches {
+            let (reply, receiver) = oneshot::channel();
+            confirms.push((writer.append(batch.clone()), reply));
+            receivers.push(receiver);
+        }
+        writer.commit(&mut confirms, true);
+        receivers
+            .into_iter()
+            .map(|mut receiver| receiver.try_recv().unwrap())
+            .collect()
+    }
+
+    /// Issue 10 #11: a write that fails makes the log reuse the offsets; dedup must not
+    /// remember the ids and sequences of the messages that were never stored, or their retry
+    /// is "confirmed" as a duplicate of nothing.
+    #[test]
+    fn a_retry_after_a_failed_commit_is_stored_not_confirmed_as_a_duplicate() {
+        let directory = SimDirectory::new(3);
+        let mut writer = writer_on(directory.clone());
+        let first = group_commit(&mut writer, &[with_id("m-0", Some((9, 0)))]);
+        assert_eq!(first[0].as_ref().unwrap().appended, Some((0, 0)));
+
+        directory.fail_write_with_storage_full(directory.write_count());
+        let batches = [with_id("m-1", Some((9, 1))), with_id("m-2", None)];
+        let failed = group_commit(&mut writer, &batches);
+        assert!(
+            failed
+                .iter()
+                .all(|confirm| matches!(confirm, Err(Error::StorageFull)))
+        );
+
+        let retried = group_commit(&mut writer, &batches);
+        for (confirm, offset) in retried.iter().zip([1, 2]) {
+            let confirm = confirm.as_ref().unwrap();
+            assert_eq!(confirm.appended, Some((offset, offset)), "{confirm:?}");
+            assert!(confirm.duplicates.is_empty());
+        }
+        // And what was committed before the failure is still recognised.
+        let again = group_commit(&mut writer, &[with_id("m-0", None)]);
+        assert_eq!(again[0].as_ref().unwrap().duplicates, vec![0]);
+        let records = read_all(&writer.log.reader());
+        assert_eq!(records, vec!["m-0", "m-1", "m-2"]);
+    }
+
+    /// The same when the failure is the fdatasync (the log is poisoned; a reopened log, like a
+    /// restarted broker, rebuilds dedup from what is really stored).
+    #[test]
+    fn a_failed_sync_leaves_no_dedup_state_for_the_lost_batches() {
+        let directory = SimDirectory::new(4);
+        let mut writer = writer_on(directory.clone());
+        group_commit(&mut writer, &[with_id("m-0", None)]);
+        directory.fail_operation(directory.operation_count() + 1);
+        let failed = group_commit(&mut writer, &[with_id("m-1", None)]);
+        assert!(failed[0].is_err());
+        assert!(
+            matches!(
+                writer.dedup.check(&with_id("m-1", None), 1, 1_000).unwrap(),
+                crate::dedup::Verdict::Append
+            ),
+            "m-1 was not stored, so it is not a duplicate"
+        );
+    }
+
+    /// Issue 10 #14: a panic on the writer thread must not look like a shutdown (which
+    /// clients retry forever): the partition answers with its own, final error.
+    #[tokio::test]
+    async fn a_writer_panic_poisons_the_partition_with_its_own_error() {
+        let directory = tempfile::tempdir().unwrap();
+        let partition = Partition::open(
+            directory.path(),
+            2,
+            "orders",
+            &TopicConfig::default(),
+            Arc::new(Notify::new()),
+            Arc::new(ManualClock::new(0)),
+            Arc::new(BrokerMetrics::default()),
+        )
+        .unwrap();
+        let before = partition.submit(with_id("m-0", None)).await.unwrap();
+        assert!(before.wait().await.is_ok());
+        partition.inject_panic().await;
+        for _ in 0..3 {
+            let error = match partition.submit(with_id("m-1", None)).await {
+                Ok(pending) => pending.wait().await.unwrap_err(),
+                Err(error) => error,
+            };
+            assert!(
+                matches!(
+                    &error,
+                    Error::PartitionPoisoned { topic, partition: 2, reason }
+                        if topic == "orders" && reason.contains("injected writer panic")
+                ),
+                "{error:?}"
+            );
+        }
+        assert!(partition.health.is_poisoned());
+        assert!(matches!(
+            partition.enforce_retention(0).await,
+            Err(Error::PartitionPoisoned { .. })
+        ));
+        partition.close().await;
+    }
+
+    fn read_all(reader: &LogReader) -> Vec<String> {
+        reader
+            .read(0, usize::MAX)
+            .unwrap()
+            .iter()
+            .flat_map(|batch| batch.records().map(|record| record.unwrap()))
+            .map(|record| String::from_utf8(record.message_id().unwrap().to_vec()).unwrap())
+            .collect()
+    }
 }

@@ -30,7 +30,8 @@ pub fn public_error(error: &Error) -> (ErrorCode, String) {
         // to the client that is still a payload it encoded wrongly.
         Error::MalformedBatch(_) => ErrorCode::MalformedFrame,
         Error::StorageFull => ErrorCode::StorageFull,
-        Error::StoragePoisoned => ErrorCode::StoragePoisoned,
+        // A partition whose writer failed: like a poisoned log, fixed only by a restart.
+        Error::StoragePoisoned | Error::PartitionPoisoned { .. } => ErrorCode::StoragePoisoned,
         Error::ShuttingDown => ErrorCode::ShuttingDown,
         // An I/O failure other than a full disk: nothing the client can fix.
         Error::Storage(_) => ErrorCode::Internal,

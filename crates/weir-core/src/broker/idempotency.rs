@@ -69,6 +69,7 @@ impl Broker {
     /// Claims `key` for `holder` for `ttl`. Claiming a key one already holds extends it.
     pub fn claim_key(&self, key: &str, holder: &str, ttl: Duration) -> Result<Claim> {
         check_key(key)?;
+        let ttl_ms = crate::config::duration_ms("idempotency key ttl", ttl)? as i64;
         let _serial = lock(&self.inner.idempotency);
         let now_ms = self.inner.config.clock.now_ms();
         match self.live_key(key, now_ms)? {
@@ -83,7 +84,7 @@ impl Broker {
                 expires_at_ms,
             }),
             _ => {
-                let expires_at_ms = now_ms.saturating_add(ttl.as_millis() as i64);
+                let expires_at_ms = now_ms.saturating_add(ttl_ms);
                 let state = KeyState::Claimed {
                     holder: holder.to_owned(),
                     expires_at_ms,
@@ -99,6 +100,7 @@ impl Broker {
     /// Marks `key` done (remembered for `ttl`). Fails if another holder has claimed it since.
     pub fn complete_key(&self, key: &str, holder: &str, ttl: Duration) -> Result<()> {
         check_key(key)?;
+        let ttl_ms = crate::config::duration_ms("idempotency key ttl", ttl)? as i64;
         let _serial = lock(&self.inner.idempotency);
         let now_ms = self.inner.config.clock.now_ms();
         match self.live_key(key, now_ms)? {
@@ -111,7 +113,7 @@ impl Broker {
             _ => {
                 let state = KeyState::Completed {
                     completed_at_ms: now_ms,
-                    expires_at_ms: now_ms.saturating_add(ttl.as_millis() as i64),
+                    expires_at_ms: now_ms.saturating_add(ttl_ms),
                 };
                 self.inner
                     .catalog

@@ -170,8 +170,12 @@ struct Inner {
     schedule: schedule::Scheduler,
     /// Ids of scheduled messages and transactions: unique and growing across restarts.
     next_id: AtomicU64,
-    /// Serialises decisions on transactions.
-    transactions_lock: tokio::sync::Mutex<()>,
+    /// One lock per transaction being worked on: serialises the decisions on that transaction
+    /// only, so one transaction's commit waiting for its partitions holds up no other.
+    transaction_locks: transactions::TransactionLocks,
+    /// Serialises saving consumer positions (taking the dirty ones and writing them), so an
+    /// older save never lands after a newer one.
+    positions_save: Mutex<Vec<weir_storage::MetaOp>>,
     checkers: Mutex<transactions::Checkers>,
     metrics: Arc<BrokerMetrics>,
     alert_rules: RwLock<Vec<AlertRule>>,
@@ -274,7 +278,8 @@ impl Broker {
                 alert_rules: RwLock::new(alert_rules),
                 alert_book: Mutex::new(AlertBook::default()),
                 alert_events: tokio::sync::broadcast::channel(256).0,
-                transactions_lock: tokio::sync::Mutex::new(()),
+                transaction_locks: transactions::TransactionLocks::default(),
+                positions_save: Mutex::new(Vec::new()),
                 checkers: Mutex::new(HashMap::new()),
                 next_consumer: AtomicU64::new(1),
                 closed: AtomicBool::new(false),
@@ -364,25 +369,33 @@ impl Broker {
     pub async fn create_topic(&self, name: &str, config: TopicConfig) -> Result<TopicInfo> {
         self.check_open()?;
         valid_name("topic", name)?;
-        if let FsyncPolicy::IntervalMs(0) = config.fsync {
-            return Err(Error::InvalidArgument(
-                "an fsync interval must be at least 1 ms".into(),
-            ));
-        }
+        config.validate()?;
         let _admin = self.inner.admin.lock().await;
         if self.find_topic(name).is_ok() {
             return Err(Error::TopicExists(name.to_owned()));
         }
         let topics_dir = self.inner.config.data_dir.join("topics");
-        let topic = Topic::open(
+        // The catalog is the list of topics: a directory of a topic it does not name is left
+        // over (a failed create or delete) and must not come back as the new topic's data.
+        remove_topic_dir(&topics_dir.join(name), name)?;
+        let topic = match Topic::open(
             &topics_dir,
             name,
             config,
             &self.inner.config.clock,
             &self.inner.metrics,
-        )?;
+        ) {
+            Ok(topic) => topic,
+            Err(error) => {
+                tracing::warn!(topic = name, %error, "creating the topic failed; removing what it created");
+                // Partitions opened so far stopped when `Topic::open` dropped them.
+                let _ = remove_topic_dir(&topics_dir.join(name), name);
+                return Err(error);
+            }
+        };
         if let Err(error) = self.inner.catalog.save_topic(name, &topic.config) {
             topic.close().await;
+            let _ = remove_topic_dir(&topic.dir, name);
             return Err(error);
         }
         let topic = Arc::new(topic);
@@ -447,7 +460,7 @@ impl Broker {
         batch: Bytes,
     ) -> Result<Confirm> {
         self.check_open()?;
-        let batch = Batch::parse(batch, self.inner.config.max_batch_bytes)?;
+        let batch = parse_client_batch(batch, self.inner.config.max_batch_bytes)?;
         let topic = self.topic_or_create(topic).await?;
         self.check_backlog(&topic.name, u64::from(batch.record_count()))?;
         let pending = topic.submit(partition, batch).await?;
@@ -492,6 +505,7 @@ impl Broker {
     ) -> Result<Consumer> {
         self.check_open()?;
         valid_name("subscription", group)?;
+        options.validate()?;
         let topic = self.topic_or_create(topic).await?;
         let key = (topic.name.clone(), group.to_owned());
         let existing = read(&self.inner.subscriptions).get(&key).cloned();
@@ -653,6 +667,7 @@ impl Broker {
                             .published_messages
                             .load(Ordering::Relaxed),
                         published_bytes: partition.counters.published_bytes.load(Ordering::Relaxed),
+                        poisoned: partition.health.is_poisoned(),
                     })
                     .collect(),
             })
@@ -744,7 +759,7 @@ impl Broker {
             self.evaluate_alerts();
         }
         if save_positions {
-            self.save_positions(&subscriptions);
+            self.save_positions(subscriptions.clone()).await;
         }
         if let Err(error) = self.check_transactions(now_ms).await {
             tracing::warn!(%error, "checking transactions failed");
@@ -777,14 +792,41 @@ impl Broker {
         }
     }
 
-    fn save_positions(&self, subscriptions: &[Arc<Subscription>]) {
-        let ops: Vec<_> = subscriptions
-            .iter()
-            .flat_map(|subscription| subscription.take_dirty_positions())
-            .collect();
-        if let Err(error) = self.inner.catalog.save_positions(&ops) {
-            tracing::error!(%error, "saving consumer positions failed");
+    /// Saves consumers' progress durably, on a blocking thread (it fsyncs). Positions a failed
+    /// save could not write are kept and written first by the next save, so a full disk delays
+    /// them but does not drop them.
+    async fn save_positions(&self, subscriptions: Vec<Arc<Subscription>>) {
+        let saved = self
+            .run_blocking(move |broker| {
+                let mut unsaved = lock(&broker.inner.positions_save);
+                // Later ops on a key win, so the retried ones go first.
+                unsaved.extend(
+                    subscriptions
+                        .iter()
+                        .flat_map(|subscription| subscription.take_dirty_positions()),
+                );
+                if unsaved.is_empty() {
+                    return Ok(());
+                }
+                broker.inner.catalog.save_positions(&unsaved)?;
+                unsaved.clear();
+                Ok(())
+            })
+            .await;
+        if let Err(error) = saved {
+            tracing::error!(%error, "saving consumer positions failed; retrying with the next save");
         }
+    }
+
+    /// Runs blocking work (a durable metadata write: an fsync) off the async workers.
+    pub(crate) async fn run_blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Broker) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let broker = self.clone();
+        tokio::task::spawn_blocking(move || work(&broker))
+            .await
+            .map_err(|error| Error::Storage(format!("a blocking task failed: {error}")))?
     }
 
     /// Stops accepting work, ends consumers' waits, saves their progress, and commits every
@@ -804,7 +846,7 @@ impl Broker {
         for subscription in &subscriptions {
             subscription.close();
         }
-        self.save_positions(&subscriptions);
+        self.save_positions(subscriptions).await;
         self.finish_schedule().await;
         let topics: Vec<Arc<Topic>> = read(&self.inner.topics).values().cloned().collect();
         for topic in topics {
@@ -812,6 +854,42 @@ impl Broker {
         }
         tracing::info!("broker stopped");
     }
+}
+
+/// Removes a topic's directory if it exists.
+fn remove_topic_dir(dir: &std::path::Path, topic: &str) -> Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {
+            tracing::info!(topic, dir = %dir.display(), "removed a topic directory the catalog does not name");
+            Ok(())
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => {
+            tracing::warn!(topic, dir = %dir.display(), %error, "cannot remove a topic directory");
+            Err(Error::Storage(format!(
+                "cannot remove the leftover directory {}: {error}",
+                dir.display()
+            )))
+        }
+    }
+}
+
+/// Parses a batch from a client. Its base offset is the client's to set (the broker rewrites
+/// it), but record offsets are computed from it, so it must leave room for every record.
+pub(crate) fn parse_client_batch(bytes: Bytes, max_batch_bytes: usize) -> Result<Batch> {
+    let batch = Batch::parse(bytes, max_batch_bytes)?;
+    if batch
+        .base_offset()
+        .checked_add(u64::from(batch.record_count()))
+        .is_none()
+    {
+        return Err(Error::InvalidArgument(format!(
+            "a batch's base offset {} leaves no room for its {} records (clients send 0)",
+            batch.base_offset(),
+            batch.record_count()
+        )));
+    }
+    Ok(batch)
 }
 
 fn describe(topic: &Topic) -> TopicInfo {

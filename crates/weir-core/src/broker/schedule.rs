@@ -194,14 +194,15 @@ impl Broker {
                 )));
             }
             if let Some(business_key) = &request.business_key
-                && business_key.len() > MAX_BUSINESS_KEY_BYTES
+                && business_key.len() > crate::config::MAX_BUSINESS_KEY_BYTES
             {
                 return Err(Error::InvalidArgument(format!(
-                    "a business key is at most {MAX_BUSINESS_KEY_BYTES} bytes, not {}",
+                    "a business key is at most {} bytes, not {}",
+                    crate::config::MAX_BUSINESS_KEY_BYTES,
                     business_key.len()
                 )));
             }
-            Batch::parse(request.batch.clone(), self.inner.config.max_batch_bytes)?;
+            super::parse_client_batch(request.batch.clone(), self.inner.config.max_batch_bytes)?;
             let topic = self.topic_or_create(&request.topic).await?;
             if let Some(partition) = request.partition {
                 topic.partition(partition)?;

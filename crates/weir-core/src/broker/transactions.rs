@@ -15,6 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -105,6 +106,43 @@ impl Drop for TransactionChecker {
     }
 }
 
+/// The lock of each transaction someone is working on; an entry lives while it is held or
+/// awaited.
+#[derive(Default)]
+pub(super) struct TransactionLocks(Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>);
+
+/// Holds one transaction's lock; removes its entry when nobody else wants it.
+struct TransactionGuard<'a> {
+    locks: &'a TransactionLocks,
+    id: u64,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl TransactionLocks {
+    async fn lock(&self, id: u64) -> TransactionGuard<'_> {
+        let mutex = Arc::clone(lock(&self.0).entry(id).or_default());
+        TransactionGuard {
+            locks: self,
+            id,
+            guard: Some(mutex.lock_owned().await),
+        }
+    }
+}
+
+impl Drop for TransactionGuard<'_> {
+    fn drop(&mut self) {
+        let mut locks = lock(&self.locks.0);
+        self.guard = None;
+        // Only the map holds it now: no one waits for this transaction.
+        if locks
+            .get(&self.id)
+            .is_some_and(|mutex| Arc::strong_count(mutex) == 1)
+        {
+            locks.remove(&self.id);
+        }
+    }
+}
+
 fn transaction_key(id: u64) -> Vec<u8> {
     id.to_be_bytes().to_vec()
 }
@@ -171,6 +209,21 @@ impl Broker {
         Ok(self.inner.catalog.meta().write(&[op], durable)?)
     }
 
+    /// A durable metadata write (an fsync), on a blocking thread.
+    async fn write_durably(&self, ops: Vec<MetaOp>) -> Result<()> {
+        self.run_blocking(move |broker| Ok(broker.inner.catalog.meta().write(&ops, true)?))
+            .await
+    }
+
+    async fn save_transaction_durably(&self, id: u64, record: &TransactionRecord) -> Result<()> {
+        let op = MetaOp::Put {
+            table: TRANSACTIONS,
+            key: transaction_key(id),
+            value: encode_record(record),
+        };
+        self.write_durably(vec![op]).await
+    }
+
     /// Starts a transaction of `producer_group`; `timeout` defaults to the broker's setting.
     pub fn begin_transaction(
         &self,
@@ -184,9 +237,10 @@ impl Broker {
             producer_group: producer_group.to_owned(),
             state: TransactionState::Open,
             created_ms: self.inner.config.clock.now_ms(),
-            timeout_ms: timeout.map_or(self.inner.config.transactions.timeout_ms, |timeout| {
-                timeout.as_millis() as u64
-            }),
+            timeout_ms: match timeout {
+                Some(timeout) => crate::config::duration_ms("transaction timeout", timeout)?,
+                None => self.inner.config.transactions.timeout_ms,
+            },
             checks: 0,
             last_check_ms: 0,
             parts: 0,
@@ -204,19 +258,19 @@ impl Broker {
         batch: Bytes,
     ) -> Result<()> {
         self.check_open()?;
-        Batch::parse(batch.clone(), self.inner.config.max_batch_bytes)?;
+        super::parse_client_batch(batch.clone(), self.inner.config.max_batch_bytes)?;
         let target = self.topic_or_create(topic).await?;
         if let Some(partition) = partition {
             target.partition(partition)?;
         }
-        let _serial = self.inner.transactions_lock.lock().await;
+        let _serial = self.inner.transaction_locks.lock(transaction).await;
         let mut record = self.transaction_record(transaction)?;
         if record.state != TransactionState::Open {
             return Err(Error::InvalidArgument(format!(
                 "transaction {transaction} is already decided"
             )));
         }
-        let ops = [
+        let ops = vec![
             MetaOp::Put {
                 table: TRANSACTION_MESSAGES,
                 key: part_key(transaction, record.parts),
@@ -231,18 +285,18 @@ impl Broker {
                 }),
             },
         ];
-        self.inner.catalog.meta().write(&ops, true)?;
+        self.write_durably(ops).await?;
         record.parts += 1;
         Ok(())
     }
 
     /// Makes every half message visible. Returns where they landed, per topic.
     pub async fn commit_transaction(&self, transaction: u64) -> Result<Vec<(String, Confirm)>> {
-        let _serial = self.inner.transactions_lock.lock().await;
+        let _serial = self.inner.transaction_locks.lock(transaction).await;
         let mut record = self.transaction_record(transaction)?;
         if record.state == TransactionState::Open {
             record.state = TransactionState::Committing;
-            self.save_transaction(transaction, &record, true)?;
+            self.save_transaction_durably(transaction, &record).await?;
         }
         self.finish_commit(transaction).await
     }
@@ -289,12 +343,12 @@ impl Broker {
         for (topic_name, parts) in pending {
             confirms.push((topic_name, wait_all(parts).await?.into()));
         }
-        self.forget_transaction(transaction, parts.len())?;
+        self.forget_transaction(transaction, parts.len()).await?;
         tracing::info!(transaction, "transaction committed");
         Ok(confirms)
     }
 
-    fn forget_transaction(&self, transaction: u64, parts: usize) -> Result<()> {
+    async fn forget_transaction(&self, transaction: u64, parts: usize) -> Result<()> {
         let mut ops = vec![MetaOp::Delete {
             table: TRANSACTIONS,
             key: transaction_key(transaction),
@@ -303,19 +357,20 @@ impl Broker {
             table: TRANSACTION_MESSAGES,
             key: part_key(transaction, sequence),
         }));
-        Ok(self.inner.catalog.meta().write(&ops, true)?)
+        self.write_durably(ops).await
     }
 
     /// Discards every half message of the transaction.
     pub async fn rollback_transaction(&self, transaction: u64) -> Result<()> {
-        let _serial = self.inner.transactions_lock.lock().await;
+        let _serial = self.inner.transaction_locks.lock(transaction).await;
         let record = self.transaction_record(transaction)?;
         if record.state == TransactionState::Committing {
             return Err(Error::InvalidArgument(format!(
                 "transaction {transaction} is already committed"
             )));
         }
-        self.forget_transaction(transaction, record.parts as usize)?;
+        self.forget_transaction(transaction, record.parts as usize)
+            .await?;
         tracing::info!(transaction, "transaction rolled back");
         Ok(())
     }
@@ -388,7 +443,7 @@ impl Broker {
             })
             .collect();
         for info in overdue {
-            let _serial = self.inner.transactions_lock.lock().await;
+            let _serial = self.inner.transaction_locks.lock(info.id).await;
             let Ok(mut record) = self.transaction_record(info.id) else {
                 continue; // Decided meanwhile.
             };
@@ -415,11 +470,12 @@ impl Broker {
                 );
                 match settings.unresolved {
                     UnresolvedOutcome::Rollback => {
-                        self.forget_transaction(info.id, record.parts as usize)?;
+                        self.forget_transaction(info.id, record.parts as usize)
+                            .await?;
                     }
                     UnresolvedOutcome::Commit => {
                         record.state = TransactionState::Committing;
-                        self.save_transaction(info.id, &record, true)?;
+                        self.save_transaction_durably(info.id, &record).await?;
                         self.finish_commit(info.id).await?;
                     }
                 }
@@ -429,7 +485,7 @@ impl Broker {
             record.checks += 1;
             record.last_check_ms = now_ms;
             // Durable: progress of checks survives a restart even when the checks fail.
-            self.save_transaction(info.id, &record, true)?;
+            self.save_transaction_durably(info.id, &record).await?;
         }
         Ok(())
     }
@@ -453,3 +509,68 @@ impl Broker {
 
 /// Checkers per producer group: (checker id, where to send transaction ids).
 pub(super) type Checkers = HashMap<String, Vec<(u64, mpsc::Sender<u64>)>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::config::{BrokerConfig, TopicConfig};
+
+    fn batch(value: &str) -> Bytes {
+        let mut builder = BatchBuilder::new();
+        builder.push(1, None, &[], value.as_bytes());
+        builder.finish()
+    }
+
+    /// Issue 10 #13: one lock for every transaction, held while a commit waited for its
+    /// partitions, made a stalled partition stop every transaction in the broker.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stalled_commit_does_not_hold_up_other_transactions() {
+        let directory = tempfile::tempdir().unwrap();
+        let mut config = BrokerConfig::new(directory.path());
+        config.clock = Arc::new(ManualClock::new(1_000));
+        config.tick_interval = Duration::from_secs(3600);
+        let broker = Broker::open(config).await.unwrap();
+        for topic in ["slow", "fast"] {
+            broker
+                .create_topic(topic, TopicConfig::default())
+                .await
+                .unwrap();
+        }
+        let slow = broker.begin_transaction("producers", None).unwrap();
+        broker
+            .send_half(slow, "slow", None, batch("s"))
+            .await
+            .unwrap();
+        let fast = broker.begin_transaction("producers", None).unwrap();
+        broker
+            .send_half(fast, "fast", None, batch("f"))
+            .await
+            .unwrap();
+
+        let release = broker.find_topic("slow").unwrap().partitions[0]
+            .stall()
+            .await;
+        let slow_commit = tokio::spawn({
+            let broker = broker.clone();
+            async move { broker.commit_transaction(slow).await }
+        });
+        // The slow commit has decided (durably) and now waits for its stalled partition.
+        while broker.transaction_record(slow).unwrap().state != TransactionState::Committing {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let committed =
+            tokio::time::timeout(Duration::from_secs(30), broker.commit_transaction(fast))
+                .await
+                .expect("another transaction commits while one commit is stalled")
+                .unwrap();
+        assert_eq!(committed[0].0, "fast");
+        assert!(!slow_commit.is_finished());
+        release.send(()).unwrap();
+        let slow_committed = slow_commit.await.unwrap().unwrap();
+        assert_eq!(slow_committed[0].0, "slow");
+        assert!(broker.transactions().unwrap().is_empty());
+        assert!(lock(&broker.inner.transaction_locks.0).is_empty());
+        broker.shutdown().await;
+    }
+}

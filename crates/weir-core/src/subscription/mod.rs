@@ -246,6 +246,7 @@ impl Subscription {
         error: Option<&str>,
         now_ms: i64,
     ) -> Result<()> {
+        crate::config::duration_ms("nack delay", delay)?;
         match &mut *self.state() {
             State::Stream(stream) => stream.rewind(&self.topic, ids, requeue)?,
             State::Queue(queue) => queue.nack(&self.topic, ids, requeue, delay, error, now_ms)?,

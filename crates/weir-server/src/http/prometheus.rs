@@ -189,7 +189,7 @@ pub(crate) fn render(stats: &BrokerStats, alerts: &[Alert], server: &ServerMetri
 
 fn render_partitions(out: &mut Exposition, stats: &BrokerStats) {
     type Field = fn(&weir_core::PartitionStats) -> u64;
-    let families: [(&str, Kind, &str, Field); 5] = [
+    let families: [(&str, Kind, &str, Field); 6] = [
         (
             "weir_partition_messages_published_total",
             Kind::Counter,
@@ -219,6 +219,12 @@ fn render_partitions(out: &mut Exposition, stats: &BrokerStats) {
             Kind::Gauge,
             "Offset the next message appended to the partition will get.",
             |partition| partition.end_offset,
+        ),
+        (
+            "weir_partition_poisoned",
+            Kind::Gauge,
+            "1 when the partition's writer failed and it refuses writes until the broker restarts.",
+            |partition| u64::from(partition.poisoned),
         ),
     ];
     for (name, kind, help, field) in families {
@@ -559,6 +565,7 @@ mod tests {
                     size_bytes: 1024,
                     published_messages: 7,
                     published_bytes: 900,
+                    poisoned: false,
                 }],
             }],
             subscriptions: Vec::new(),
