@@ -78,6 +78,21 @@ impl Frame {
         Ok(total)
     }
 
+    /// How many bytes of room to make in a read buffer holding `buffered` bytes of a frame
+    /// that needs `needed` in all (from [`FrameError::Incomplete`]), reading at least `chunk`
+    /// bytes at a time.
+    ///
+    /// The buffer grows as bytes arrive, never by the declared size at once: at most by what
+    /// is buffered already (doubling, so a large frame costs few reallocations) and never past
+    /// the frame. A peer that declares a frame of the maximum size and then stalls holds about
+    /// what it sent, not the maximum.
+    pub fn next_read_len(buffered: usize, needed: usize, chunk: usize) -> usize {
+        needed
+            .saturating_sub(buffered)
+            .min(buffered.max(chunk))
+            .max(chunk)
+    }
+
     /// Splits the frame at the front of `buf` off it, without copying.
     ///
     /// Runs [`Frame::check`] first. On any error `buf` is left as it was, so after
@@ -225,6 +240,32 @@ mod tests {
             .code(),
             Some(crate::ErrorCode::PayloadTooLarge)
         );
+    }
+
+    /// Goal (issue 10, defect 23): a frame that declares the maximum size and stalls does
+    /// not make the reader reserve the maximum; the buffer grows with the bytes that arrive.
+    /// Method: the room asked for at each step while a 16 MiB frame trickles in.
+    #[test]
+    fn a_read_buffer_grows_with_the_bytes_that_arrive_not_the_declared_size() {
+        let chunk = 16 * 1024;
+        let needed = DEFAULT_MAX_FRAME_BYTES;
+        // Only the header arrived: one chunk, not 16 MiB.
+        assert_eq!(Frame::next_read_len(FRAME_HEADER_LEN, needed, chunk), chunk);
+        // Growth doubles what is buffered, and never goes past the frame.
+        assert_eq!(Frame::next_read_len(1 << 20, needed, chunk), 1 << 20);
+        assert_eq!(Frame::next_read_len(needed - 10, needed, chunk), chunk);
+        assert_eq!(
+            Frame::next_read_len(needed - 100_000, needed, chunk),
+            100_000
+        );
+        // Reading a whole frame this way takes a logarithmic number of steps.
+        let mut buffered = FRAME_HEADER_LEN;
+        let mut steps = 0;
+        while buffered < needed {
+            buffered += Frame::next_read_len(buffered, needed, chunk).min(needed - buffered);
+            steps += 1;
+        }
+        assert!(steps <= 12, "{steps} steps");
     }
 
     #[test]

@@ -51,6 +51,11 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use weir_core::Broker;
 
+/// The default of [`ServerConfig::handshake_timeout`].
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default of [`ServerConfig::idle_timeout`]: Kafka's `connections.max.idle.ms`.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// The settings of the listeners. The broker's own settings live in
 /// [`weir_core::BrokerConfig`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +77,16 @@ pub struct ServerConfig {
     /// `GET /v1/alerts`'s entries). `None` by default. Failed posts are logged, never retried
     /// and never slow the broker.
     pub alert_webhook: Option<String>,
+    /// A native connection that has not completed its `Hello` this long after it was
+    /// accepted is closed, so silent sockets cannot hold the connection slots.
+    pub handshake_timeout: Duration,
+    /// A native connection is closed after this long without a request while it has nothing
+    /// in flight and no subscription or transaction checker open (those wait for the broker,
+    /// not for the peer, so a quiet consumer is never idle). Clients reconnect on their next
+    /// request.
+    pub idle_timeout: Duration,
+    /// The HTTP listener's limits and allowed host names; see [`http::HttpConfig`].
+    pub http: http::HttpConfig,
 }
 
 impl Default for ServerConfig {
@@ -82,6 +97,9 @@ impl Default for ServerConfig {
             max_frame_bytes: weir_proto::DEFAULT_MAX_FRAME_BYTES,
             http_addr: None,
             alert_webhook: None,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            http: http::HttpConfig::default(),
         }
     }
 }
@@ -183,12 +201,14 @@ impl Server {
         let http = self.http.map(|http_listener| {
             let mut stop = stopping.subscribe();
             tokio::spawn(
-                http::HttpApi::with_metrics(self.broker.clone(), self.metrics.clone()).serve(
-                    http_listener,
-                    async move {
-                        let _ = stop.wait_for(|stopping| *stopping).await;
-                    },
-                ),
+                http::HttpApi::with_config(
+                    self.broker.clone(),
+                    self.metrics.clone(),
+                    self.config.http.clone(),
+                )
+                .serve(http_listener, async move {
+                    let _ = stop.wait_for(|stopping| *stopping).await;
+                }),
             )
         });
         let native_shutdown = async {

@@ -475,11 +475,13 @@ async fn malformed_and_oversized_requests_get_json_4xx_errors() {
         "payload_too_large",
     );
 
-    // curl -d sends a form content type: the body is JSON all the same.
+    // curl -d sends a form content type, which a web page can send too: refused (use
+    // `curl --json`).
     let request = Request::builder()
         .method(Method::POST)
         .uri("/v1/topics")
         .header("content-type", "application/x-www-form-urlencoded")
+        .header("content-length", "16")
         .body(Body::from(r#"{"name": "curl"}"#))
         .expect("a request");
     let response = harness
@@ -488,7 +490,7 @@ async fn malformed_and_oversized_requests_get_json_4xx_errors() {
         .oneshot(request)
         .await
         .expect("an answer");
-    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
     assert_error(
         &harness.get("/v1/nowhere").await,
@@ -1532,7 +1534,7 @@ async fn shutdown_ends_long_polls_early() {
             .expect("connects");
         let body = r#"{"wait_ms": 30000}"#;
         let request = format!(
-            "POST /v1/topics/events/subscriptions/s/fetch HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            "POST /v1/topics/events/subscriptions/s/fetch HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
             body.len()
         );
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1601,7 +1603,7 @@ async fn the_server_serves_http_beside_the_native_protocol() {
         .await
         .expect("connects");
     stream
-        .write_all(b"GET /v1/topics HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
+        .write_all(b"GET /v1/topics HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
         .await
         .expect("sends");
     let mut answer = String::new();
@@ -2025,4 +2027,272 @@ async fn idempotency_keys_are_claimed_completed_and_released() {
     ] {
         assert_error(&answer, StatusCode::BAD_REQUEST, name);
     }
+}
+
+/// Sends one request to `router` with the given headers, returning the status and the error
+/// name, if any.
+async fn call_with_headers(
+    router: &Router,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (StatusCode, Option<String>) {
+    let mut request = Request::builder().method(method).uri(path);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    if !body.is_empty() {
+        request = request.header("content-length", body.len().to_string());
+    }
+    let request = request
+        .body(Body::from(body.to_owned()))
+        .expect("a valid request");
+    let response = router.clone().oneshot(request).await.expect("an answer");
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("a body")
+        .to_bytes();
+    let name = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|value| value["name"].as_str().map(str::to_owned));
+    (status, name)
+}
+
+/// Goal (issue 10, defect 24): a web page cannot drive the broker: a cross-origin "simple"
+/// POST (text/plain, form, no type), any request from another Origin, and any request naming
+/// another Host (DNS rebinding) are refused before a handler runs; the broker's own origin,
+/// IP addresses, localhost and configured proxy names pass. Method: requests through the
+/// router with browser-like headers, then a look at what changed.
+#[tokio::test]
+async fn cross_site_requests_and_foreign_hosts_are_refused() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let broker = Broker::open(BrokerConfig::new(directory.path()))
+        .await
+        .expect("the broker opens");
+    let config = weir_server::http::HttpConfig {
+        allowed_hosts: vec!["weir.example.com".into()],
+        ..weir_server::http::HttpConfig::default()
+    };
+    let router = HttpApi::with_config(broker.clone(), Arc::default(), config).router();
+    let create = r#"{"name": "csrf"}"#;
+    let host = ("host", "127.0.0.1:15680");
+
+    for content_type in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ] {
+        let answer = call_with_headers(
+            &router,
+            Method::POST,
+            "/v1/topics",
+            &[host, ("content-type", content_type)],
+            create,
+        )
+        .await;
+        assert_eq!(
+            answer,
+            (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Some("invalid_argument".into())
+            ),
+            "{content_type}"
+        );
+    }
+    let untyped = call_with_headers(&router, Method::POST, "/v1/topics", &[host], create).await;
+    assert_eq!(untyped.0, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(broker.topic("csrf").is_err(), "nothing was created");
+
+    // An empty-body purge or delete from another site: the Origin gives it away.
+    broker
+        .create_topic("kept", weir_core::TopicConfig::default())
+        .await
+        .expect("created");
+    for (method, path) in [
+        (Method::DELETE, "/v1/topics/kept"),
+        (Method::POST, "/v1/dlq/kept/purge"),
+    ] {
+        let answer = call_with_headers(
+            &router,
+            method,
+            path,
+            &[host, ("origin", "http://evil.example")],
+            "",
+        )
+        .await;
+        assert_eq!(
+            answer,
+            (StatusCode::FORBIDDEN, Some("unauthorised".into())),
+            "{path}"
+        );
+    }
+    assert!(broker.topic("kept").is_ok(), "nothing was deleted");
+
+    // DNS rebinding: the page's own name, resolved to the broker, is in the Host header.
+    let rebound = call_with_headers(
+        &router,
+        Method::GET,
+        "/v1/topics",
+        &[("host", "evil.example:15680")],
+        "",
+    )
+    .await;
+    assert_eq!(
+        rebound,
+        (StatusCode::FORBIDDEN, Some("unauthorised".into()))
+    );
+
+    // What a real client or the broker's own origin sends passes.
+    let json = ("content-type", "application/json");
+    for headers in [
+        vec![host, json],
+        vec![
+            ("host", "localhost:15680"),
+            ("origin", "http://localhost:15680"),
+            json,
+        ],
+        vec![
+            ("host", "weir.example.com"),
+            ("origin", "https://weir.example.com"),
+            json,
+        ],
+    ] {
+        let name = format!("ok-{}", headers.len());
+        let body = format!(r#"{{"name": "{name}-{}"}}"#, headers[0].1.len());
+        let answer = call_with_headers(&router, Method::POST, "/v1/topics", &headers, &body).await;
+        assert_eq!(answer.0, StatusCode::CREATED, "{headers:?}");
+    }
+    let purge = call_with_headers(&router, Method::POST, "/v1/dlq/kept/purge", &[host], "").await;
+    assert_ne!(purge.0, StatusCode::FORBIDDEN);
+    assert_ne!(purge.0, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    broker.shutdown().await;
+}
+
+/// Goal (issue 10, defect 19): the HTTP listener bounds its connections and closes the ones
+/// that hold a slot doing nothing: a request head that does not complete in time (slowloris,
+/// even dripping a byte at a time), and a keep-alive connection idle between requests. An
+/// event stream is a request in progress, and is not cut. Method: a server with a 2-connection
+/// limit and 400 ms timeouts; an event stream, an idle connection, a third connection, then a
+/// dripping one.
+#[tokio::test]
+async fn slow_and_idle_http_connections_are_closed_and_event_streams_are_not() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use weir_server::{Server, ServerConfig};
+
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let broker = Broker::open(BrokerConfig::new(directory.path()))
+        .await
+        .expect("the broker opens");
+    let config = ServerConfig {
+        native_addr: "127.0.0.1:0".parse().expect("an address"),
+        http_addr: Some("127.0.0.1:0".parse().expect("an address")),
+        http: weir_server::http::HttpConfig {
+            max_connections: 2,
+            header_timeout: Duration::from_millis(400),
+            idle_timeout: Duration::from_millis(400),
+            ..weir_server::http::HttpConfig::default()
+        },
+        ..ServerConfig::default()
+    };
+    let server = Server::bind(broker.clone(), config).await.expect("binds");
+    let address = server.http_addr().expect("an http listener");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    /// Reads until the peer closes, or gives up after PATIENCE; returns what was read.
+    async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> String {
+        let mut answer = Vec::new();
+        tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer))
+            .await
+            .expect("the server closes the connection in time")
+            .ok();
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    // A stream of snapshots every 1.5 s: the second arrives well after the idle timeout.
+    let mut events = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connects");
+    events
+        .write_all(b"GET /v1/stats/stream?interval_ms=1500 HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .expect("sends");
+    let mut idle = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connects");
+    idle.write_all(b"GET /v1/topics HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .expect("sends");
+    // Two connections are open: a third is told the limit and closed.
+    let mut third = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connects");
+    let refused = read_until_closed(&mut third).await;
+    assert!(refused.starts_with("HTTP/1.1 429"), "{refused}");
+    assert!(refused.contains(r#""name":"quota""#), "{refused}");
+    // The idle keep-alive connection got its answer, then was closed.
+    let answered = read_until_closed(&mut idle).await;
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while received
+        .windows(12)
+        .filter(|window| window == b"event: stats")
+        .count()
+        < 2
+    {
+        let read = tokio::time::timeout(PATIENCE, events.read(&mut chunk))
+            .await
+            .expect("the stream goes on")
+            .expect("reads");
+        assert!(
+            read > 0,
+            "the event stream was closed: {}",
+            String::from_utf8_lossy(&received)
+        );
+        received.extend_from_slice(&chunk[..read]);
+    }
+
+    // Slowloris: a head dripped a byte every 100 ms never completes, and is cut.
+    let slow = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connects");
+    let (mut slow_read, mut slow_write) = slow.into_split();
+    let drip = tokio::spawn(async move {
+        for byte in b"GET /v1/topics HTTP/1.1\r\nhost: localhost\r\nx-slow: "
+            .iter()
+            .cycle()
+        {
+            if slow_write.write_all(&[*byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let started = Instant::now();
+    let mut sink = Vec::new();
+    tokio::time::timeout(PATIENCE, slow_read.read_to_end(&mut sink))
+        .await
+        .expect("the slow connection is closed")
+        .ok();
+    assert!(
+        sink.is_empty(),
+        "no answer to half a head: {}",
+        String::from_utf8_lossy(&sink)
+    );
+    assert!(started.elapsed() < PATIENCE);
+    drip.abort();
+
+    stop.send(()).expect("the server listens for the stop");
+    tokio::time::timeout(PATIENCE, running)
+        .await
+        .expect("the server stops")
+        .expect("the task finishes")
+        .expect("serving ends cleanly");
 }

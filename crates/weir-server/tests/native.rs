@@ -77,6 +77,9 @@ struct Client {
     stream: TcpStream,
     buffer: BytesMut,
     next_correlation_id: u64,
+    /// The largest frame this client accepts, as a real client refuses a frame over the
+    /// limit the server announced.
+    max_frame_bytes: usize,
 }
 
 impl Client {
@@ -85,6 +88,7 @@ impl Client {
             stream: TcpStream::connect(address).await.unwrap(),
             buffer: BytesMut::new(),
             next_correlation_id: 1,
+            max_frame_bytes: MAX_FRAME_BYTES,
         }
     }
 
@@ -122,7 +126,7 @@ impl Client {
     async fn receive(&mut self) -> Option<(u64, Response)> {
         tokio::time::timeout(PATIENCE, async {
             loop {
-                match Frame::parse(&mut self.buffer, usize::MAX) {
+                match Frame::parse(&mut self.buffer, self.max_frame_bytes) {
                     Ok(frame) => {
                         let response = Response::decode(frame.kind, frame.payload).unwrap();
                         return Some((frame.correlation_id, response));
@@ -666,5 +670,143 @@ async fn random_frames_are_answered_or_closed_and_the_server_survives() {
     }
     let mut client = Client::greeted(server.address).await;
     assert_eq!(client.call(Request::Ping).await, Response::Pong);
+    server.stop().await;
+}
+
+/// Goal (issue 10, defect 19): a connection that never says hello is closed after the
+/// handshake timeout, so silent sockets cannot hold every connection slot. Method: a limit of
+/// 4 connections, 4 silent sockets; a fifth is refused `quota`, the silent ones are told
+/// `handshake_required` and closed, and then a real client gets in.
+#[tokio::test]
+async fn silent_connections_are_closed_after_the_handshake_timeout() {
+    let mut server = start_with(|config| {
+        config.max_connections = 4;
+        config.handshake_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        silent.push(Client::connect(server.address).await);
+    }
+    let mut over = Client::connect(server.address).await;
+    over.expect_error_then_end(ErrorCode::Quota).await;
+    for client in &mut silent {
+        client
+            .expect_error_then_end(ErrorCode::HandshakeRequired)
+            .await;
+    }
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let mut client = Client::connect(server.address).await;
+        let request = Request::Hello {
+            min_version: 1,
+            max_version: 1,
+            client_name: "late".into(),
+        };
+        let correlation_id = client.send(&request).await;
+        match client.receive().await {
+            Some((answered, Response::HelloOk { .. })) => {
+                assert_eq!(answered, correlation_id);
+                break;
+            }
+            // The slots are given back as the closed connections' tasks end.
+            other => assert!(Instant::now() < deadline, "still refused: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.stop().await;
+}
+
+/// Goal (issue 10, defect 19): a greeted connection with nothing to do is closed after the
+/// idle timeout, but one holding a subscription is not, however long it waits for messages.
+/// Method: an idle timeout of 300 ms; one idle connection and one subscriber, both silent for
+/// a second; the idle one is told and closed, the subscriber still gets a message published
+/// then.
+#[tokio::test]
+async fn idle_connections_are_closed_but_quiet_subscribers_are_not() {
+    let mut server = start_with(|config| {
+        config.idle_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let mut idle = Client::greeted(server.address).await;
+    let mut subscriber = Client::greeted(server.address).await;
+    let subscription = subscribed(
+        &mut subscriber,
+        subscribe("quiet", "workers", SubscriptionMode::Queue, 10),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    idle.expect_error_then_end(ErrorCode::Quota).await;
+
+    let mut publisher = Client::greeted(server.address).await;
+    assert!(matches!(
+        publisher.call(publish("quiet", &["late"])).await,
+        Response::Published { .. }
+    ));
+    let (delivered_to, messages) = subscriber.delivery().await;
+    assert_eq!(delivered_to, subscription);
+    assert_eq!(&messages[0].value[..], b"late");
+    server.stop().await;
+}
+
+/// Goal (issue 10, defect 21): a message whose delivery could not fit in a frame (each empty
+/// header costs 2 bytes in a batch and 8 in a `Deliver` frame) neither wedges its
+/// subscription nor reaches the client as an oversized frame: a queue subscription
+/// dead-letters it, a stream subscription skips it, and the next message is delivered.
+/// Method: a 64 KiB frame limit, a record with 12,000 empty headers (a ~96 KB delivery) then
+/// a small one; the client refuses any frame over the limit.
+#[tokio::test]
+async fn a_message_too_large_to_deliver_is_refused_and_the_next_one_delivered() {
+    const LIMIT: usize = 64 * 1024;
+    let mut server = start_with(|config| config.max_frame_bytes = LIMIT).await;
+    let mut client = Client::greeted(server.address).await;
+    client.max_frame_bytes = LIMIT;
+    let headers = vec![("", &b""[..]); 12_000];
+    let mut builder = BatchBuilder::new();
+    builder.push(1_700_000_000_000, None, &headers, b"huge");
+    let huge = builder.finish();
+    assert!(
+        huge.len() < LIMIT / 2,
+        "the batch itself is small: {}",
+        huge.len()
+    );
+    for request in [
+        Request::Publish {
+            topic: "headers".into(),
+            partition: Some(0),
+            batch: huge,
+        },
+        publish("headers", &["next"]),
+    ] {
+        assert!(
+            matches!(client.call(request).await, Response::Published { .. }),
+            "published"
+        );
+    }
+    for mode in [SubscriptionMode::Queue, SubscriptionMode::Stream] {
+        let group = format!("{mode:?}");
+        let subscription = subscribed(&mut client, subscribe("headers", &group, mode, 10)).await;
+        let (delivered_to, messages) = client.delivery().await;
+        assert_eq!(delivered_to, subscription);
+        let values: Vec<&[u8]> = messages.iter().map(|message| &message.value[..]).collect();
+        assert_eq!(values, [&b"next"[..]], "{mode:?}");
+        let ids = messages.iter().map(|message| message.id()).collect();
+        assert_eq!(
+            client.call(Request::Ack { subscription, ids }).await,
+            Response::Ok
+        );
+        let partition = &server.broker.group("headers", &group).unwrap().partitions[0];
+        assert_eq!(partition.in_flight, 0, "{mode:?}: nothing left in flight");
+    }
+    // Dead letters are stored by the broker's timer.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let dead = server.broker.dead_letter_queues();
+        if dead.iter().map(|queue| queue.pending).sum::<u64>() == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not dead-lettered: {dead:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     server.stop().await;
 }

@@ -15,6 +15,10 @@
 //! - `model.rs`: JSON shapes shared by several endpoints; `placement.rs`: each published
 //!   message's position from the broker's per-partition confirm; `extract.rs`: extractors whose
 //!   rejections are JSON errors; `error.rs`: error code → HTTP status.
+//! - `guard.rs`: the Host, Origin and content-type checks that keep web pages from driving
+//!   the broker (CSRF, DNS rebinding), run before every handler.
+//! - `listener.rs`: the accept loop with its connection limit, header and idle timeouts, and
+//!   the listener's counters.
 //!
 //! The endpoints, with curl examples, are documented in `docs/http-api.md`.
 //!
@@ -36,6 +40,7 @@ mod dead_letters;
 pub mod error;
 mod exchanges;
 mod extract;
+mod guard;
 mod idempotency;
 mod listener;
 mod messages;
@@ -69,6 +74,40 @@ use error::ApiError;
 /// Largest request body accepted. Bigger bodies get 413 `payload_too_large` before they are
 /// buffered. Twice the broker's default batch limit, since JSON (and base64) inflate payloads.
 pub const MAX_BODY_BYTES: usize = 16 << 20;
+
+/// The HTTP listener's limits, and the extra names it answers to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Most HTTP connections open at once; one more is answered `429 quota` and closed.
+    pub max_connections: usize,
+    /// A request head must be complete this long after its first byte (or after the
+    /// connection opened, for the first request); otherwise the connection is closed.
+    pub header_timeout: Duration,
+    /// A keep-alive connection with no request in progress is closed after this long.
+    /// Long polls and event streams are requests in progress, so they are never cut.
+    pub idle_timeout: Duration,
+    /// Host names besides IP addresses and `localhost` that requests may name in `Host` and
+    /// `Origin` (the names a reverse proxy forwards); `*` allows any. See `docs/http-api.md`.
+    pub allowed_hosts: Vec<String>,
+}
+
+/// The default of [`HttpConfig::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// The default of [`HttpConfig::header_timeout`].
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default of [`HttpConfig::idle_timeout`].
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            allowed_hosts: Vec::new(),
+        }
+    }
+}
 
 /// What every handler gets.
 #[derive(Clone)]
@@ -152,7 +191,48 @@ fn documented_routes() -> OpenApiRouter<HttpState> {
 
 /// The OpenAPI document of the API, as served at `/v1/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    documented_routes().into_openapi()
+    let mut document = documented_routes().into_openapi();
+    document_guard(&mut document);
+    document
+}
+
+/// Adds the answers of `guard.rs`, which every operation can give, to every operation: 403
+/// (Host or Origin refused) and, where a body is taken, 415 (not JSON).
+fn document_guard(document: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let error = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build()
+    };
+    for item in document.paths.paths.values_mut() {
+        for operation in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let responses = &mut operation.responses.responses;
+            responses.entry("403".into()).or_insert_with(|| {
+                error("The Host or Origin header names another site: see docs/http-api.md").into()
+            });
+            if operation.request_body.is_some() {
+                responses
+                    .entry("415".into())
+                    .or_insert_with(|| error("The body is not sent as application/json").into());
+            }
+        }
+    }
 }
 
 /// How often idle HTTP consumers are looked for.
@@ -165,6 +245,7 @@ pub struct HttpApi {
     stopping: Arc<watch::Sender<bool>>,
     /// Where [`HttpApi::serve`] counts its connections and bytes.
     listener_metrics: Arc<crate::metrics::ListenerMetrics>,
+    config: HttpConfig,
 }
 
 impl HttpApi {
@@ -179,6 +260,15 @@ impl HttpApi {
     pub fn with_metrics(
         broker: Broker,
         server_metrics: Arc<crate::metrics::ServerMetrics>,
+    ) -> HttpApi {
+        HttpApi::with_config(broker, server_metrics, HttpConfig::default())
+    }
+
+    /// [`HttpApi::with_metrics`], with the listener's limits and allowed host names.
+    pub fn with_config(
+        broker: Broker,
+        server_metrics: Arc<crate::metrics::ServerMetrics>,
+        config: HttpConfig,
     ) -> HttpApi {
         let stopping = Arc::new(watch::Sender::new(false));
         let consumers = Arc::new(ConsumerRegistry::new(broker.clone()));
@@ -200,7 +290,8 @@ impl HttpApi {
             stopping: stopping.clone(),
             server_metrics,
         };
-        let (router, document) = documented_routes().split_for_parts();
+        let (router, mut document) = documented_routes().split_for_parts();
+        document_guard(&mut document);
         // Serialised once: the document is the same for the server's whole life.
         let document = bytes::Bytes::from(
             serde_json::to_vec(&document).expect("the OpenAPI document is plain JSON data"),
@@ -224,12 +315,18 @@ impl HttpApi {
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            // Outermost: a refused request reaches no handler (the unknown paths included).
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::new(guard::RequestGuard::new(&config.allowed_hosts)),
+                guard::guard,
+            ))
             .with_state(state);
         HttpApi {
             router,
             consumers,
             stopping,
             listener_metrics,
+            config,
         }
     }
 
@@ -253,13 +350,17 @@ impl HttpApi {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let stopping = self.stopping;
-        let listener = listener::CountingListener::new(listener, self.listener_metrics);
-        axum::serve(listener, self.router)
-            .with_graceful_shutdown(async move {
+        listener::serve(
+            listener,
+            self.router,
+            self.config,
+            self.listener_metrics,
+            async move {
                 shutdown.await;
                 stopping.send_replace(true);
-            })
-            .await?;
+            },
+        )
+        .await;
         // Their unacked deliveries go back to the subscriptions for whoever comes next.
         self.consumers.clear();
         Ok(())

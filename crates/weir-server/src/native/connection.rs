@@ -8,11 +8,15 @@
 //! partition writer together and share one fsync (group commit). Each is answered with its
 //! correlation id when its confirm resolves, in whatever order confirms come.
 //!
-//! Every frame the server sends goes through one bounded channel to one writer task, which
-//! takes all frames queued so far, writes them through a buffer and flushes once per batch
-//! (NATS `flushClients`), not once per frame. The bound is the connection's back-pressure: a
-//! peer that stops reading stops its deliveries and, once the channel is full, the reading of
-//! its requests.
+//! Every frame the server sends goes through one channel to one writer task, which takes all
+//! frames queued so far, writes them through a buffer and flushes once per batch (NATS
+//! `flushClients`), not once per frame. What is queued is bounded in bytes
+//! ([`OUTGOING_BYTES`]), and that bound is the connection's back-pressure: a peer that stops
+//! reading stops its deliveries and, once the budget is spent, the reading of its requests.
+//!
+//! A connection that does not say hello within the handshake timeout, or sits idle (no
+//! request, nothing in flight, no subscription or checker waiting on the broker) for the idle
+//! timeout, is told why and closed, so silent sockets cannot hold the connection slots.
 //!
 //! This module does not know what a request means; it only moves frames and decides when the
 //! connection ends.
@@ -22,13 +26,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use weir_core::Broker;
 use weir_proto::{DecodeError, ErrorCode, Frame, FrameError, Request, Response};
 
@@ -41,13 +47,19 @@ use crate::metrics::ListenerMetrics;
 /// at the limit the connection stops reading until a confirm comes back.
 pub(crate) const MAX_IN_FLIGHT_PUBLISHES: usize = 1024;
 
-/// Frames queued for the writer task. Small on purpose: it is the connection's back-pressure,
-/// and with delivery frames of up to [`DELIVER_FRAME_TARGET_BYTES`] it bounds what a slow
-/// reader can make the server hold to about 16 MiB.
-const OUTGOING_FRAMES: usize = 64;
+/// Bytes of frames queued for the writer task (and being written by it) at most. It is the
+/// connection's back-pressure: a peer that does not read its answers makes every sender wait
+/// here, the read loop included, so it stops being read from. A frame larger than the budget
+/// takes the whole of it (it waits until nothing else is queued). With one frame waiting per
+/// sender, a stalled peer pins about this plus one answer (at most the frame limit) plus one
+/// delivery frame per subscription.
+pub(crate) const OUTGOING_BYTES: usize = 4 * 1024 * 1024;
+
+/// Most frames the writer takes off the queue at once; they are written with one flush.
+const WRITE_BATCH_FRAMES: usize = 64;
 
 /// A delivery frame is closed once it holds this much, so one frame never monopolises the
-/// writer and the queued bytes stay bounded (see [`OUTGOING_FRAMES`]).
+/// writer's budget (see [`OUTGOING_BYTES`]).
 pub(crate) const DELIVER_FRAME_TARGET_BYTES: usize = 256 * 1024;
 
 /// Bytes the writer gathers before a write system call.
@@ -74,20 +86,35 @@ const LINGER_IDLE: Duration = Duration::from_millis(50);
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     pub max_frame_bytes: usize,
+    pub handshake_timeout: Duration,
+    pub idle_timeout: Duration,
 }
 
 impl Limits {
     pub(crate) fn from_config(config: &ServerConfig) -> Limits {
         Limits {
             max_frame_bytes: config.max_frame_bytes,
+            handshake_timeout: config.handshake_timeout,
+            idle_timeout: config.idle_timeout,
         }
     }
+}
+
+/// A frame queued for the writer, with its share of the byte budget; the share goes back when
+/// the frame has been handed to the socket (or dropped unsent).
+struct Queued {
+    frame: Bytes,
+    _budget: OwnedSemaphorePermit,
 }
 
 /// The sending side of the writer task's channel. Cheap to clone: each delivery task has one.
 #[derive(Clone)]
 pub(crate) struct Outgoing {
-    sender: mpsc::Sender<Bytes>,
+    /// Unbounded in frames: `budget` bounds it in bytes.
+    sender: mpsc::UnboundedSender<Queued>,
+    /// [`OUTGOING_BYTES`] permits, one per byte queued. Closed by the writer when it ends, so
+    /// a sender waiting for room learns at once that nobody will write.
+    budget: Arc<Semaphore>,
 }
 
 /// The writer task is gone (the peer went away or a write failed): stop producing.
@@ -95,9 +122,33 @@ pub(crate) struct Outgoing {
 pub(crate) struct WriterGone;
 
 impl Outgoing {
-    /// Queues one encoded frame, waiting while the writer's queue is full.
+    /// A channel to a writer task, and the writer's end of it.
+    fn new() -> (Outgoing, OutgoingQueue) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let budget = Arc::new(Semaphore::new(OUTGOING_BYTES));
+        let queue = OutgoingQueue {
+            receiver,
+            budget: budget.clone(),
+        };
+        (Outgoing { sender, budget }, queue)
+    }
+
+    /// Queues one encoded frame, waiting while the frames queued already use the byte budget.
     pub(crate) async fn send_frame(&self, frame: Bytes) -> Result<(), WriterGone> {
-        self.sender.send(frame).await.map_err(|_| WriterGone)
+        // Fits u32: the budget does.
+        let cost = frame.len().min(OUTGOING_BYTES) as u32;
+        let budget = self
+            .budget
+            .clone()
+            .acquire_many_owned(cost)
+            .await
+            .map_err(|_| WriterGone)?;
+        self.sender
+            .send(Queued {
+                frame,
+                _budget: budget,
+            })
+            .map_err(|_| WriterGone)
     }
 
     /// Encodes `response` into `scratch` and queues it. `scratch` is the caller's reusable
@@ -143,6 +194,12 @@ impl Outgoing {
 /// batch, and it lets any request kind be deferred the same way.
 pub(crate) type Pending = Pin<Box<dyn Future<Output = (u64, Response)> + Send>>;
 
+/// The writer task's end of [`Outgoing`].
+struct OutgoingQueue {
+    receiver: mpsc::UnboundedReceiver<Queued>,
+    budget: Arc<Semaphore>,
+}
+
 /// The read half and its buffer.
 struct FrameReader {
     reader: OwnedReadHalf,
@@ -175,12 +232,11 @@ impl FrameReader {
             match Frame::parse(&mut self.buffer, self.max_frame_bytes) {
                 Ok(frame) => return Ok(Incoming::Frame(frame)),
                 Err(FrameError::Incomplete { needed, .. }) => {
-                    // `needed` never exceeds the frame limit (`Frame::check` refused it
-                    // otherwise), so this reservation is bounded by it plus one read chunk.
-                    let wanted = needed
-                        .saturating_sub(self.buffer.len())
-                        .max(READ_CHUNK_BYTES);
-                    self.buffer.reserve(wanted);
+                    self.buffer.reserve(Frame::next_read_len(
+                        self.buffer.len(),
+                        needed,
+                        READ_CHUNK_BYTES,
+                    ));
                 }
                 Err(error) => return Ok(Incoming::Invalid(error)),
             }
@@ -239,10 +295,10 @@ pub(crate) async fn serve(
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%peer, %error, "could not disable Nagle's algorithm");
     }
+    let opened = Instant::now();
     let (read_half, write_half) = stream.into_split();
-    let (sender, receiver) = mpsc::channel(OUTGOING_FRAMES);
-    let writer = tokio::spawn(write_frames(receiver, write_half, metrics.clone()));
-    let outgoing = Outgoing { sender };
+    let (outgoing, queue) = Outgoing::new();
+    let writer = tokio::spawn(write_frames(queue, write_half, metrics.clone()));
     let mut frames = FrameReader {
         reader: read_half,
         buffer: BytesMut::with_capacity(READ_CHUNK_BYTES),
@@ -253,15 +309,22 @@ pub(crate) async fn serve(
     let mut in_flight: FuturesUnordered<Pending> = FuturesUnordered::new();
     let mut scratch = BytesMut::new();
     tracing::debug!(%peer, "connection opened");
+    // When the connection last did something (a request read, a confirm sent): idleness is
+    // measured from here. Set on every frame, so it is a plain store, and the timer below is
+    // only re-armed when it fires.
+    let mut last_active = opened;
+    let timer = tokio::time::sleep_until(opened + limits.handshake_timeout);
+    tokio::pin!(timer);
 
     let ending = loop {
         let can_read = in_flight.len() < MAX_IN_FLIGHT_PUBLISHES;
         // Biased: shutdown first, then confirms (they free in-flight slots and are what the
-        // peer waits for), then new requests.
+        // peer waits for), then new requests, and the timeouts last.
         let incoming = tokio::select! {
             biased;
             () = stopped(&mut shutdown) => break Ending::Shutdown,
             Some((correlation_id, response)) = in_flight.next(), if !in_flight.is_empty() => {
+                last_active = Instant::now();
                 if outgoing
                     .send_answer(&mut scratch, correlation_id, &response, limits.max_frame_bytes)
                     .await
@@ -272,6 +335,28 @@ pub(crate) async fn serve(
                 continue;
             }
             incoming = frames.read_frame(), if can_read => incoming,
+            () = &mut timer => {
+                let now = Instant::now();
+                let deadline = if !session.greeted() {
+                    Some((opened + limits.handshake_timeout, TimedOut::Handshake))
+                } else if in_flight.is_empty() && !session.awaits_broker() {
+                    Some((last_active + limits.idle_timeout, TimedOut::Idle))
+                } else {
+                    None
+                };
+                match deadline {
+                    Some((deadline, _)) if deadline > now => timer.as_mut().reset(deadline),
+                    Some((_, reason)) => {
+                        let response = reason.response(&limits);
+                        tracing::debug!(%peer, ?reason, "closing the connection");
+                        let _ = outgoing.send_response(&mut scratch, 0, &response).await;
+                        break Ending::Refused;
+                    }
+                    // Busy: look again once it could have become idle.
+                    None => timer.as_mut().reset(now + limits.idle_timeout),
+                }
+                continue;
+            }
         };
         let frame = match incoming {
             Ok(Incoming::Frame(frame)) => frame,
@@ -296,6 +381,7 @@ pub(crate) async fn serve(
                 break Ending::Broken;
             }
         };
+        last_active = Instant::now();
         let correlation_id = frame.correlation_id;
         let request = match Request::decode(frame.kind, frame.payload) {
             Ok(request) => request,
@@ -392,6 +478,37 @@ pub(crate) async fn serve(
     tracing::debug!(%peer, "connection closed");
 }
 
+/// Why a connection was closed by its timer.
+#[derive(Debug, Clone, Copy)]
+enum TimedOut {
+    /// No `Hello` within the handshake timeout.
+    Handshake,
+    /// Nothing happened for the idle timeout.
+    Idle,
+}
+
+impl TimedOut {
+    /// The error frame that tells the peer.
+    fn response(self, limits: &Limits) -> Response {
+        match self {
+            TimedOut::Handshake => Response::error_with(
+                ErrorCode::HandshakeRequired,
+                format!(
+                    "no session.hello within {:?} of connecting; closing",
+                    limits.handshake_timeout
+                ),
+            ),
+            TimedOut::Idle => Response::error_with(
+                ErrorCode::Quota,
+                format!(
+                    "closing a connection idle for {:?} (no request, nothing in flight, no subscription); reconnect when needed",
+                    limits.idle_timeout
+                ),
+            ),
+        }
+    }
+}
+
 /// Resolves once the server is stopping (or the listener that would tell it is gone).
 ///
 /// A function of its own so the `watch` read guard `wait_for` returns is dropped here, and not
@@ -404,19 +521,31 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 /// once, and repeats; when every sender is gone, flushes and shuts the write side down (FIN).
 /// The bytes sent are counted once per flushed batch, not per frame.
 async fn write_frames(
-    mut receiver: mpsc::Receiver<Bytes>,
+    mut queue: OutgoingQueue,
     write_half: OwnedWriteHalf,
     metrics: Arc<ListenerMetrics>,
 ) -> std::io::Result<()> {
+    let result = write_queued(&mut queue.receiver, write_half, &metrics).await;
+    // Senders waiting for room would wait forever once nobody writes.
+    queue.budget.close();
+    result
+}
+
+async fn write_queued(
+    receiver: &mut mpsc::UnboundedReceiver<Queued>,
+    write_half: OwnedWriteHalf,
+    metrics: &ListenerMetrics,
+) -> std::io::Result<()> {
     let mut writer = BufWriter::with_capacity(WRITE_BUFFER_BYTES, write_half);
-    let mut frames = Vec::with_capacity(OUTGOING_FRAMES);
-    while receiver.recv_many(&mut frames, OUTGOING_FRAMES).await > 0 {
+    let mut frames = Vec::with_capacity(WRITE_BATCH_FRAMES);
+    while receiver.recv_many(&mut frames, WRITE_BATCH_FRAMES).await > 0 {
         let mut batch_bytes = 0;
-        for frame in frames.drain(..) {
+        for queued in frames.drain(..) {
             // Frames larger than the buffer bypass it (BufWriter writes them directly), so a
-            // delivery frame is not copied a second time.
-            writer.write_all(&frame).await?;
-            batch_bytes += frame.len();
+            // delivery frame is not copied a second time. Its budget is given back here,
+            // once the socket (or the buffer) has it.
+            writer.write_all(&queued.frame).await?;
+            batch_bytes += queued.frame.len();
         }
         writer.flush().await?;
         metrics.sent(batch_bytes);

@@ -8,11 +8,21 @@
 //! consumer fails (topic deleted, broker stopping) or the writer is gone; it is aborted when
 //! the subscription is closed, and whatever it had fetched is then released by the consumer's
 //! drop.
+//!
+//! Every `Deliver` frame stays within the frame limit: deliveries are split over frames of at
+//! most [`DELIVER_FRAME_TARGET_BYTES`], and a message that could not fit even alone (its
+//! encoding can be larger than the batch it was published in: each header costs 8 bytes on
+//! the wire) is refused rather than sent: the peer would drop the connection on it and get it
+//! again on reconnecting, forever. A queue subscription dead-letters it (rejected, the reason
+//! kept as the dead letter's error), a stream subscription skips it; either is logged as a
+//! warning. The peer is not sent an error: an unasked error ends its subscription (see
+//! `docs/protocol.md`), and this one goes on.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
-use weir_core::{Consumer, Delivery};
+use weir_core::{Consumer, Delivery, SubscriptionKind};
 use weir_proto::{DeliverWriter, Response};
 
 use super::connection::{DELIVER_FRAME_TARGET_BYTES, Outgoing};
@@ -52,6 +62,8 @@ pub(crate) async fn deliver(
 ) {
     let frame_target = DELIVER_FRAME_TARGET_BYTES.min(max_frame_bytes);
     let mut buffer = BytesMut::new();
+    let empty_frame = DeliverWriter::new(&mut buffer, subscription).frame_len();
+    buffer.clear();
     loop {
         let deliveries = match consumer.next(fetch_max).await {
             Ok(deliveries) => deliveries,
@@ -68,6 +80,18 @@ pub(crate) async fn deliver(
                 return;
             }
         };
+        let (deliveries, too_large): (Vec<_>, Vec<_>) = deliveries
+            .into_iter()
+            .partition(|delivery| empty_frame + encoded_len(delivery) <= max_frame_bytes);
+        for delivery in &too_large {
+            refuse(
+                &consumer,
+                subscription,
+                delivery,
+                empty_frame,
+                max_frame_bytes,
+            );
+        }
         let mut rest = &deliveries[..];
         while !rest.is_empty() {
             let mut writer = DeliverWriter::new(&mut buffer, subscription);
@@ -92,6 +116,44 @@ pub(crate) async fn deliver(
             }
         }
     }
+}
+
+/// Takes a delivery that cannot fit in a frame out of the subscription (dead-lettered, or
+/// skipped on a stream) and logs why.
+fn refuse(
+    consumer: &Consumer,
+    subscription: u32,
+    delivery: &Delivery,
+    empty_frame: usize,
+    max_frame_bytes: usize,
+) {
+    let record = &delivery.record;
+    let reason = format!(
+        "the message at partition {} offset {} ({} bytes of value, {} headers) would make a delivery frame of {} bytes, over the frame limit of {max_frame_bytes}",
+        delivery.partition,
+        record.offset,
+        record.value.len(),
+        record.headers.len(),
+        empty_frame + encoded_len(delivery),
+    );
+    let outcome = match consumer.nack_with_error(&[delivery.id()], false, Duration::ZERO, &reason) {
+        Ok(()) => match consumer.kind() {
+            SubscriptionKind::Queue => {
+                "rejected (dead-lettered if the subscription has a dead-letter topic)"
+            }
+            SubscriptionKind::Stream => "skipped",
+        },
+        Err(error) => {
+            tracing::warn!(subscription, %error, "could not refuse an undeliverable message");
+            "left in flight"
+        }
+    };
+    tracing::warn!(
+        subscription,
+        topic = consumer.topic(),
+        group = consumer.group(),
+        "{reason}; {outcome}"
+    );
 }
 
 #[cfg(test)]

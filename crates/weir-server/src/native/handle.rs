@@ -134,6 +134,18 @@ impl Session {
         }
     }
 
+    /// Whether the handshake happened.
+    pub(crate) fn greeted(&self) -> bool {
+        self.greeted
+    }
+
+    /// Whether the connection waits on the broker rather than on its peer: an open
+    /// subscription waits for messages and a checker for check-backs, however long the peer
+    /// stays quiet, so such a connection is never idle.
+    pub(crate) fn awaits_broker(&self) -> bool {
+        !self.subscriptions.is_empty() || !self.checkers.is_empty()
+    }
+
     /// Runs one request. Only a publish (plain, reporting duplicates, or through an exchange)
     /// is deferred; everything else is answered before the next request is read, which keeps
     /// a connection's other requests in order: a `SendHalf` is stored before the `Commit`
