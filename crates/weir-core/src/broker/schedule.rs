@@ -161,7 +161,7 @@ impl Broker {
                     MAX_DELAY.as_secs() / 86_400
                 )));
             }
-            Batch::parse(request.batch.clone(), self.inner.config.max_batch_bytes)?;
+            self.parse_published(request.batch.clone())?;
             let topic = self.topic_or_create(&request.topic).await?;
             if let Some(partition) = request.partition {
                 topic.partition(partition)?;

@@ -204,7 +204,7 @@ impl Broker {
         batch: Bytes,
     ) -> Result<()> {
         self.check_open()?;
-        Batch::parse(batch.clone(), self.inner.config.max_batch_bytes)?;
+        self.parse_published(batch.clone())?;
         let target = self.topic_or_create(topic).await?;
         if let Some(partition) = partition {
             target.partition(partition)?;
