@@ -83,7 +83,8 @@ struct RedriveArguments {
     /// The dead-letter topic (e.g. orders.billing.dlq)
     topic: String,
 
-    /// Publish to this topic instead of the one each dead letter came from
+    /// Publish copies to this topic instead of giving each dead letter back to the
+    /// subscription it came from (and only to it)
     #[arg(long, value_name = "TOPIC")]
     to: Option<String>,
 

@@ -161,6 +161,8 @@ pub fn check_len(buf: &[u8], limit: usize) -> Result<usize, BatchError> {
 pub struct Batch {
     bytes: Bytes,
     header: BatchHeader,
+    /// Most headers any one record has, found while validating.
+    max_record_headers: u32,
 }
 
 impl Batch {
@@ -191,11 +193,18 @@ impl Batch {
                 max: MAX_RECORDS,
             });
         }
-        let batch = Batch { bytes, header };
+        let mut batch = Batch {
+            bytes,
+            header,
+            max_record_headers: 0,
+        };
         let mut records = batch.records();
+        let mut max_record_headers = 0;
         for _ in 0..header.record_count {
             match records.next() {
-                Some(Ok(_)) => {}
+                Some(Ok(record)) => {
+                    max_record_headers = max_record_headers.max(record.headers.len());
+                }
                 Some(Err(error)) => return Err(error),
                 None => {
                     return Err(BatchError::Record {
@@ -213,6 +222,8 @@ impl Batch {
                 reason: "bytes after the last record",
             });
         }
+        // Fewer headers than bytes in the batch, so this fits.
+        batch.max_record_headers = u32::try_from(max_record_headers).unwrap_or(u32::MAX);
         Ok(batch)
     }
 
@@ -244,6 +255,7 @@ impl Batch {
                 base_offset: offset,
                 ..self.header
             },
+            max_record_headers: self.max_record_headers,
         }
     }
 
@@ -262,6 +274,10 @@ impl Batch {
     }
     pub fn record_count(&self) -> u32 {
         self.header.record_count
+    }
+    /// Most headers any one record of the batch has (a publish limit checks it).
+    pub fn max_record_headers(&self) -> u32 {
+        self.max_record_headers
     }
     pub fn max_timestamp_ms(&self) -> i64 {
         self.header.max_timestamp_ms

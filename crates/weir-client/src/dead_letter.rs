@@ -70,9 +70,11 @@ impl Client {
         }
     }
 
-    /// Publishes dead letters again, without their `weir.dlq.*` headers, to `target` (or the
-    /// topic each came from), and removes them from the dead-letter topic: those in `ids`, or
-    /// all, up to `max` (1 to 1000). Returns how many were redriven.
+    /// Redrives dead letters and removes them from the dead-letter topic: those in `ids`, or
+    /// all, up to `max` (1 to 1000). Without a `target` each goes back to the subscription it
+    /// came from, and only there (the original message is delivered again at its partition
+    /// and offset, with a fresh delivery count); with one, a copy without the `weir.dlq.*`
+    /// headers is published to `target`. Returns how many were redriven.
     pub async fn redrive(
         &self,
         topic: &str,

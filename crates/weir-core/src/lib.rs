@@ -41,8 +41,9 @@ mod topic;
 pub use alerts::{Alert, AlertMetric, AlertRule, AlertState, Comparison};
 pub use broker::{
     Broker, Claim, Confirm, DLQ_GROUP, DLQ_HEADER_PREFIX, DeadLetterQueueInfo, Decision, Duplicate,
-    MAX_DELAY, Message, PartitionInfo, PublishedRange, RoutedConfirm, ScheduleRequest,
-    ScheduledMessage, TopicInfo, TransactionChecker, TransactionInfo, TransactionState,
+    MAX_DELAY, MAX_RECORD_HEADERS, Message, PartitionInfo, PublishedRange, RoutedConfirm,
+    ScheduleRequest, ScheduledMessage, TopicInfo, TransactionChecker, TransactionInfo,
+    TransactionState,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{

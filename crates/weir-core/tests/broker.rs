@@ -525,3 +525,60 @@ async fn subscription_kind_mismatch_and_unknown_groups_are_clear_errors() {
     ));
     broker.shutdown().await;
 }
+
+/// Issue 10 defect 21: a message with millions of empty headers made a delivery larger than a
+/// protocol frame and wedged its subscription. Goal: headers per message are bounded at
+/// publish, through every way in, with a clear error, and nothing is stored. Method: publish,
+/// publish to an exchange and schedule a batch with one message of `MAX_RECORD_HEADERS + 1`
+/// empty headers; then one with exactly the limit, which is accepted.
+#[tokio::test]
+async fn a_message_with_too_many_headers_is_refused_at_publish() {
+    let fixture = Fixture::new();
+    let broker = fixture.open().await;
+    let batch_with_headers = |count: u32| {
+        let headers: Vec<(&str, &[u8])> = (0..count).map(|_| ("", &b""[..])).collect();
+        let mut builder = weir_core::BatchBuilder::new();
+        builder.push(common::START_MS, None, &[], b"ordinary");
+        builder.push(common::START_MS, None, &headers, b"many headers");
+        builder.finish()
+    };
+    broker
+        .create_topic("events", TopicConfig::default())
+        .await
+        .unwrap();
+    let too_many = weir_core::MAX_RECORD_HEADERS + 1;
+    let refused = broker
+        .publish("events", None, batch_with_headers(too_many))
+        .await;
+    assert!(
+        matches!(&refused, Err(Error::InvalidArgument(text)) if text.contains("headers")),
+        "{refused:?}"
+    );
+    broker
+        .create_exchange("all", weir_core::ExchangeKind::Fanout, None)
+        .await
+        .unwrap();
+    let refused = broker
+        .publish_to_exchange("all", "", batch_with_headers(too_many), false)
+        .await;
+    assert!(
+        matches!(refused, Err(Error::InvalidArgument(_))),
+        "{refused:?}"
+    );
+    assert_eq!(broker.topic("events").unwrap().partitions[0].end_offset, 0);
+
+    broker
+        .publish(
+            "events",
+            None,
+            batch_with_headers(weir_core::MAX_RECORD_HEADERS),
+        )
+        .await
+        .expect("the limit itself is accepted");
+    let stored = broker.read("events", 0, 0, 10).unwrap();
+    assert_eq!(
+        stored[1].headers.len(),
+        weir_core::MAX_RECORD_HEADERS as usize
+    );
+    broker.shutdown().await;
+}

@@ -237,6 +237,177 @@ async fn a_poison_message_is_dead_lettered_after_max_deliveries_then_redriven() 
     broker.shutdown().await;
 }
 
+/// Issue 10 defect 6: redrive without a target returns a dead letter to the subscription it
+/// came from and to no other: the original message at its own partition and offset (so its
+/// key and order), with a fresh delivery count, also after a restart.
+#[tokio::test]
+async fn redrive_to_origin_reaches_only_the_origin_subscription_at_the_same_place() {
+    let fixture = Fixture::new();
+    let broker = fixture.open().await;
+    broker
+        .create_topic(
+            "orders",
+            weir_core::TopicConfig {
+                partitions: 4,
+                ..weir_core::TopicConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+    let billing = broker
+        .subscribe(
+            "orders",
+            "billing",
+            queue_with(QueueSettings::default(), 100),
+        )
+        .await
+        .unwrap();
+    let audit = broker
+        .subscribe("orders", "audit", queue_with(QueueSettings::default(), 100))
+        .await
+        .unwrap();
+    let messages: Vec<Message> = (0..8)
+        .map(|index| Message::new(format!("order {index}")).with_key(format!("customer-{index}")))
+        .collect();
+    broker
+        .publish_messages("orders", None, &messages)
+        .await
+        .unwrap();
+    let audited = audit.try_next(100).unwrap();
+    assert_eq!(audited.len(), 8);
+    audit
+        .ack(
+            &audited
+                .iter()
+                .map(|delivery| delivery.id())
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+    let delivered = billing.try_next(100).unwrap();
+    let poison = delivered
+        .iter()
+        .find(|delivery| &delivery.record.value[..] == b"order 5")
+        .unwrap()
+        .clone();
+    let others: Vec<MessageId> = delivered
+        .iter()
+        .map(|delivery| delivery.id())
+        .filter(|id| *id != poison.id())
+        .collect();
+    billing.ack(&others).unwrap();
+    billing.nack(&[poison.id()], false, Duration::ZERO).unwrap();
+    broker.tick().await;
+    assert_eq!(
+        broker.dead_letters("orders.billing.dlq", 10).unwrap().len(),
+        1
+    );
+
+    assert_eq!(
+        broker
+            .redrive("orders.billing.dlq", None, None, 100)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(
+        broker
+            .dead_letters("orders.billing.dlq", 10)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        audit.try_next(100).unwrap().is_empty(),
+        "another subscription gets nothing"
+    );
+    assert_eq!(broker.group("orders", "audit").unwrap().backlog, 0);
+    let end_offsets: Vec<u64> = broker
+        .topic("orders")
+        .unwrap()
+        .partitions
+        .iter()
+        .map(|partition| partition.end_offset)
+        .collect();
+    assert_eq!(
+        end_offsets.iter().sum::<u64>(),
+        8,
+        "nothing was published again"
+    );
+    assert_eq!(broker.group("orders", "billing").unwrap().backlog, 1);
+    drop(billing);
+    drop(audit);
+    broker.shutdown().await;
+    drop(broker);
+
+    // Pending again durably: after a restart billing still gets it, where it was.
+    let broker = fixture.open().await;
+    let billing = broker
+        .subscribe(
+            "orders",
+            "billing",
+            queue_with(QueueSettings::default(), 100),
+        )
+        .await
+        .unwrap();
+    let again = billing.try_next(100).unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].id(), poison.id(), "same partition and offset");
+    assert_eq!(again[0].record.key, poison.record.key);
+    assert_eq!(again[0].record.value, poison.record.value);
+    assert!(again[0].record.header("weir.dlq.reason").is_none());
+    assert_eq!(again[0].delivery_count, 1, "a fresh delivery count");
+    billing.ack(&[again[0].id()]).unwrap();
+    let audit = broker
+        .subscribe("orders", "audit", queue_with(QueueSettings::default(), 100))
+        .await
+        .unwrap();
+    assert!(audit.try_next(100).unwrap().is_empty());
+    broker.shutdown().await;
+}
+
+/// A dead letter whose subscription was deleted cannot go back there: the redrive says so and
+/// moves nothing; with a target it is published there.
+#[tokio::test]
+async fn redrive_to_a_deleted_origin_is_refused_and_a_target_still_works() {
+    let fixture = Fixture::new();
+    let broker = fixture.open().await;
+    broker
+        .publish_messages("jobs", None, &[Message::new("job").with_key("k")])
+        .await
+        .unwrap();
+    let consumer = broker
+        .subscribe("jobs", "workers", queue_with(QueueSettings::default(), 10))
+        .await
+        .unwrap();
+    let deliveries = consumer.try_next(10).unwrap();
+    consumer
+        .nack(&[deliveries[0].id()], false, Duration::ZERO)
+        .unwrap();
+    broker.tick().await;
+    drop(consumer);
+    broker.delete_group("jobs", "workers").await.unwrap();
+    let refused = broker.redrive("jobs.workers.dlq", None, None, 100).await;
+    assert!(
+        matches!(refused, Err(Error::InvalidArgument(_))),
+        "{refused:?}"
+    );
+    assert_eq!(
+        broker.dead_letters("jobs.workers.dlq", 10).unwrap().len(),
+        1
+    );
+    assert_eq!(
+        broker
+            .redrive("jobs.workers.dlq", Some("jobs-retry"), None, 100)
+            .await
+            .unwrap(),
+        1
+    );
+    let copied = broker.read("jobs-retry", 0, 0, 10).unwrap();
+    assert_eq!(copied.len(), 1);
+    assert_eq!(copied[0].key.as_deref(), Some(&b"k"[..]));
+    assert!(copied[0].header("weir.dlq.reason").is_none());
+    broker.shutdown().await;
+}
+
 #[tokio::test]
 async fn reject_and_expiry_dead_letter_and_purge_empties_the_dlq() {
     let fixture = Fixture::new();
@@ -309,6 +480,93 @@ async fn release_does_not_count_towards_max_deliveries() {
         assert_eq!(deliveries[0].delivery_count, 1);
         consumer.release(&[deliveries[0].id()]).unwrap();
     }
+    broker.shutdown().await;
+}
+
+/// Issue 10 defect 4: a poison message that kills its consumer. Every consumer that is lost
+/// holding it counts a delivery, so after `max_deliveries` lost consumers it is dead-lettered
+/// instead of being redelivered forever.
+#[tokio::test]
+async fn a_message_whose_consumers_are_lost_is_dead_lettered_after_max_deliveries() {
+    let fixture = Fixture::new();
+    let broker = fixture.open().await;
+    let settings = QueueSettings {
+        max_deliveries: Some(2),
+        ..QueueSettings::default()
+    };
+    broker
+        .publish_messages("jobs", None, &[Message::new("poison")])
+        .await
+        .unwrap();
+    for attempt in 1..=2 {
+        let consumer = broker
+            .subscribe("jobs", "workers", queue_with(settings.clone(), 10))
+            .await
+            .unwrap();
+        let deliveries = consumer.try_next(10).unwrap();
+        assert_eq!(deliveries.len(), 1, "attempt {attempt}");
+        assert_eq!(deliveries[0].delivery_count, attempt);
+        drop(consumer); // Crashed while processing it.
+    }
+    let consumer = broker
+        .subscribe("jobs", "workers", queue_with(settings, 10))
+        .await
+        .unwrap();
+    assert!(
+        consumer.try_next(10).unwrap().is_empty(),
+        "no third delivery"
+    );
+    broker.tick().await;
+    let dead = broker.dead_letters("jobs.workers.dlq", 10).unwrap();
+    assert_eq!(dead.len(), 1);
+    let header = |name: &str| dead[0].record.header(&format!("weir.dlq.{name}")).unwrap();
+    assert_eq!(&header("reason")[..], b"max_deliveries");
+    assert_eq!(&header("delivery_count")[..], b"2");
+    assert_eq!(broker.group("jobs", "workers").unwrap().backlog, 0);
+    broker.shutdown().await;
+}
+
+/// Issue 10 defect 4: a delivery in flight when the broker stops still counts after it starts
+/// again, whether its consumer left before the shutdown or was still attached.
+#[tokio::test]
+async fn a_delivery_in_flight_at_a_restart_keeps_its_count() {
+    let fixture = Fixture::new();
+    let settings = QueueSettings {
+        max_deliveries: Some(5),
+        ..QueueSettings::default()
+    };
+    broker_publish(&fixture, "poison").await;
+    for expected in 1..=3 {
+        let broker = fixture.open().await;
+        let consumer = broker
+            .subscribe("jobs", "workers", queue_with(settings.clone(), 10))
+            .await
+            .unwrap();
+        let deliveries = consumer.try_next(10).unwrap();
+        assert_eq!(deliveries.len(), 1);
+        assert_eq!(
+            deliveries[0].delivery_count,
+            expected,
+            "after {} restarts",
+            expected - 1
+        );
+        if expected % 2 == 1 {
+            // The front end closes connections before the broker stops.
+            drop(consumer);
+            broker.shutdown().await;
+        } else {
+            broker.shutdown().await;
+            drop(consumer);
+        }
+    }
+}
+
+async fn broker_publish(fixture: &Fixture, value: &str) {
+    let broker = fixture.open().await;
+    broker
+        .publish_messages("jobs", None, &[Message::new(value.to_owned())])
+        .await
+        .unwrap();
     broker.shutdown().await;
 }
 

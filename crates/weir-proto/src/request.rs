@@ -257,12 +257,13 @@ pub enum Request {
         /// At most this many (1 to 1000); fewer if they would not fit in one frame.
         max: u32,
     },
-    /// Publishes dead letters again, without their `weir.dlq.*` headers, and removes them
-    /// from the dead-letter topic. Answered with `Count` (how many were redriven).
+    /// Gives dead letters back to the subscription each came from (or publishes copies
+    /// without their `weir.dlq.*` headers to `target`), and removes them from the dead-letter
+    /// topic. Answered with `Count` (how many were redriven).
     Redrive {
         /// The dead-letter topic.
         topic: String,
-        /// Where to; `None` for the topic each dead letter came from.
+        /// Where to publish copies; `None`: back to the subscription each came from.
         target: Option<String>,
         /// Only these (ids from `DeadLetters`); `None` for all, up to `max`.
         ids: Option<Vec<MessageId>>,

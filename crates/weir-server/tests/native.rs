@@ -469,12 +469,12 @@ async fn a_closed_connection_releases_its_unacked_deliveries() {
     )
     .await;
     drop(first);
-    // The core does not count a delivery its consumer left without settling (a crashed
-    // consumer should not push a message towards dead-lettering), so only the message is
-    // checked here.
+    // A delivery whose consumer left without settling it counts (issue 10: a message that
+    // kills its consumers must still reach `max_deliveries`).
     let (_, messages) = second.delivery().await;
     assert_eq!(&messages[0].value[..], b"job");
     assert_eq!(messages[0].offset, 0);
+    assert_eq!(messages[0].delivery_count, 2);
     server.stop().await;
 }
 

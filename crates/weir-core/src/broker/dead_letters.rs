@@ -14,7 +14,9 @@ use weir_batch::BatchBuilder;
 use super::{Broker, read};
 use crate::config::{StartPosition, SubscribeOptions, SubscriptionKind};
 use crate::error::{Error, Result};
-use crate::subscription::{DeadLetter, Delivery, MessageId, Subscription, read_records};
+use crate::subscription::{
+    BatchCursor, DeadLetter, Delivery, MessageId, Subscription, read_records_at,
+};
 use crate::topic::wait_all;
 
 /// The internal subscription that tracks what is still in a dead-letter topic.
@@ -57,9 +59,13 @@ impl Broker {
     ) -> Result<()> {
         let record = &subscription.record;
         let mut builder = BatchBuilder::new();
+        // One cursor per partition: letters of a partition mostly come in offset order, so a
+        // batch is read once for all of them.
+        let mut places: BTreeMap<u32, Option<BatchCursor>> = BTreeMap::new();
         for letter in letters {
             let partition = subscription.topic.partition(letter.partition)?;
-            let Some(original) = read_records(&partition.reader, letter.offset, 1)?
+            let place = places.entry(letter.partition).or_default();
+            let Some(original) = read_records_at(&partition.reader, place, letter.offset, 1)?
                 .pop()
                 .filter(|original| original.offset == letter.offset)
             else {
@@ -158,9 +164,16 @@ impl Broker {
         self.dlq(dlq_topic)?.pending(max)
     }
 
-    /// Publishes dead letters again — to `target`, or to the topic each came from — without
-    /// their `weir.dlq.*` headers, and removes them from the DLQ. `ids` selects some; `None`
-    /// takes all (up to `max`). Returns how many were redriven.
+    /// Redrives dead letters and removes them from the DLQ. `ids` selects some; `None` takes
+    /// all (up to `max`). Returns how many were redriven.
+    ///
+    /// Without a `target`, each goes back to the queue subscription it was dead-lettered from,
+    /// and only there: that subscription delivers the original message again at its own
+    /// partition and offset (so with its key and order), with a fresh delivery count; other
+    /// subscriptions of the topic do not see it again. With a `target`, a copy without the
+    /// `weir.dlq.*` headers is published to that topic. A dead letter whose origin cannot take
+    /// it back (the subscription was deleted, or retention deleted the message) fails the
+    /// whole call before anything moves: redrive it to a target instead.
     pub async fn redrive(
         &self,
         dlq_topic: &str,
@@ -174,47 +187,107 @@ impl Broker {
             .into_iter()
             .filter(|letter| ids.is_none_or(|ids| ids.contains(&letter.id())))
             .collect();
-        let mut by_target: BTreeMap<String, (BatchBuilder, Vec<MessageId>)> = BTreeMap::new();
-        for letter in &letters {
+        let redriven: Vec<MessageId> = letters.iter().map(Delivery::id).collect();
+        match target {
+            Some(target) => self.republish(target, &letters).await?,
+            None => self.return_to_origins(&letters)?,
+        }
+        subscription.discard(&redriven)?;
+        self.inner
+            .catalog
+            .save_positions(&subscription.take_dirty_positions())?;
+        Ok(redriven.len() as u64)
+    }
+
+    /// Publishes copies of `letters` to `target`, without their `weir.dlq.*` headers.
+    async fn republish(&self, target: &str, letters: &[Delivery]) -> Result<()> {
+        if letters.is_empty() {
+            return Ok(());
+        }
+        let mut builder = BatchBuilder::new();
+        for letter in letters {
             let record = &letter.record;
-            let origin = record
-                .header(&format!("{DLQ_HEADER_PREFIX}topic"))
-                .and_then(|value| std::str::from_utf8(value).ok())
-                .map(str::to_owned);
-            let Some(destination) = target.map(str::to_owned).or(origin) else {
-                return Err(Error::InvalidArgument(format!(
-                    "dead letter at {}:{} does not say where it came from; give a target topic",
-                    letter.partition, record.offset
-                )));
-            };
             let headers: Vec<(&str, &[u8])> = record
                 .headers
                 .iter()
                 .filter(|(name, _)| !name.starts_with(DLQ_HEADER_PREFIX))
                 .map(|(name, value)| (name.as_str(), &value[..]))
                 .collect();
-            let (builder, redriven) = by_target
-                .entry(destination)
-                .or_insert_with(|| (BatchBuilder::new(), Vec::new()));
             builder.push(
                 record.timestamp_ms,
                 record.key.as_deref(),
                 &headers,
                 &record.value,
             );
-            redriven.push(letter.id());
         }
-        let mut count = 0;
-        for (destination, (mut builder, redriven)) in by_target {
-            let batch: Bytes = builder.finish();
-            self.publish(&destination, None, batch).await?;
-            subscription.discard(&redriven)?;
-            count += redriven.len() as u64;
+        let batch: Bytes = builder.finish();
+        self.publish(target, None, batch).await?;
+        Ok(())
+    }
+
+    /// Makes each letter's original message pending again in the subscription it came from,
+    /// durably. Checks every letter first, so an unreachable origin moves nothing.
+    fn return_to_origins(&self, letters: &[Delivery]) -> Result<()> {
+        let mut origins = Vec::with_capacity(letters.len());
+        for letter in letters {
+            let (subscription, id) = self.origin(letter)?;
+            let partition = subscription.topic.partition(id.partition)?;
+            if id.offset < partition.reader.start_offset() {
+                return Err(Error::InvalidArgument(format!(
+                    "the message of dead letter {}:{} was deleted from '{}' by retention; \
+                     give a target topic to publish the dead letter's copy",
+                    letter.partition, letter.record.offset, subscription.record.topic
+                )));
+            }
+            origins.push((subscription, id));
         }
-        self.inner
-            .catalog
-            .save_positions(&subscription.take_dirty_positions())?;
-        Ok(count)
+        let mut touched: BTreeMap<(String, String), Arc<Subscription>> = BTreeMap::new();
+        for (subscription, id) in origins {
+            // Checked above; retention racing this call can only make it a no-op.
+            subscription.redeliver_settled(id)?;
+            let record = &subscription.record;
+            touched.insert((record.topic.clone(), record.group.clone()), subscription);
+        }
+        // Durable in the origin before the letters leave the DLQ: a crash in between leaves a
+        // message in both (delivered again), never in neither.
+        let ops: Vec<_> = touched
+            .values()
+            .flat_map(|subscription| subscription.take_dirty_positions())
+            .collect();
+        self.inner.catalog.save_positions(&ops)
+    }
+
+    /// The queue subscription and message a dead letter came from, from its `weir.dlq.*`
+    /// headers.
+    fn origin(&self, letter: &Delivery) -> Result<(Arc<Subscription>, MessageId)> {
+        let record = &letter.record;
+        let header = |name: &str| {
+            record
+                .header(&format!("{DLQ_HEADER_PREFIX}{name}"))
+                .and_then(|value| std::str::from_utf8(value).ok())
+        };
+        let unknown = || {
+            Error::InvalidArgument(format!(
+                "dead letter {}:{} does not say where it came from; give a target topic",
+                letter.partition, record.offset
+            ))
+        };
+        let (Some(topic), Some(group)) = (header("topic"), header("subscription")) else {
+            return Err(unknown());
+        };
+        let partition = header("partition").and_then(|value| value.parse().ok());
+        let offset = header("offset").and_then(|value| value.parse().ok());
+        let (Some(partition), Some(offset)) = (partition, offset) else {
+            return Err(unknown());
+        };
+        let subscription = self.find_subscription(topic, group).map_err(|_| {
+            Error::InvalidArgument(format!(
+                "dead letter {}:{} came from subscription '{group}' on '{topic}', which no \
+                 longer exists; give a target topic",
+                letter.partition, record.offset
+            ))
+        })?;
+        Ok((subscription, MessageId { partition, offset }))
     }
 
     /// Empties a DLQ: every dead letter in it now is dropped. Returns how many.

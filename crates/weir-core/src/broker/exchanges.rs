@@ -126,7 +126,7 @@ impl Broker {
         mandatory: bool,
     ) -> Result<RoutedConfirm> {
         self.check_open()?;
-        let batch = super::parse_client_batch(batch, self.inner.config.max_batch_bytes)?;
+        let batch = self.parse_published(batch)?;
         let exchange = self.find_exchange(exchange)?;
         // Group records by their target set; all but headers exchanges route the whole batch
         // alike, so the common case stays one group and no re-encoding.

@@ -151,6 +151,11 @@ struct Timers {
 
 /// Unacked progress is saved this often; after a crash, at most this much of consumers'
 /// acknowledgements is forgotten (and those messages are delivered again).
+/// Most headers one message may carry when published. Each header costs more in a delivery
+/// than in the batch (lengths as `u32`s), so unbounded empty headers could make a delivery of
+/// one message larger than a protocol frame; with this bound, a message of a batch within
+/// `max_batch_bytes` always fits one.
+pub const MAX_RECORD_HEADERS: u32 = 1024;
 const SAVE_POSITIONS_MS: i64 = 100;
 const RETENTION_MS: i64 = 1_000;
 const EXPIRE_KEYS_MS: i64 = 60_000;
@@ -460,11 +465,24 @@ impl Broker {
         batch: Bytes,
     ) -> Result<Confirm> {
         self.check_open()?;
-        let batch = parse_client_batch(batch, self.inner.config.max_batch_bytes)?;
+        let batch = self.parse_published(batch)?;
         let topic = self.topic_or_create(topic).await?;
         self.check_backlog(&topic.name, u64::from(batch.record_count()))?;
         let pending = topic.submit(partition, batch).await?;
         Ok(wait_all(pending).await?.into())
+    }
+
+    /// Checks a batch a client publishes (directly, through an exchange, delayed or in a
+    /// transaction): its size, CRC and records, and the per-record limits.
+    pub(super) fn parse_published(&self, bytes: Bytes) -> Result<Batch> {
+        let batch = parse_client_batch(bytes, self.inner.config.max_batch_bytes)?;
+        if batch.max_record_headers() > MAX_RECORD_HEADERS {
+            return Err(Error::InvalidArgument(format!(
+                "a message has {} headers; at most {MAX_RECORD_HEADERS} are allowed",
+                batch.max_record_headers()
+            )));
+        }
+        Ok(batch)
     }
 
     /// Publishes messages as one batch.

@@ -202,7 +202,7 @@ impl Broker {
                     business_key.len()
                 )));
             }
-            super::parse_client_batch(request.batch.clone(), self.inner.config.max_batch_bytes)?;
+            self.parse_published(request.batch.clone())?;
             let topic = self.topic_or_create(&request.topic).await?;
             if let Some(partition) = request.partition {
                 topic.partition(partition)?;

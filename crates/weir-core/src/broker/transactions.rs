@@ -258,7 +258,7 @@ impl Broker {
         batch: Bytes,
     ) -> Result<()> {
         self.check_open()?;
-        super::parse_client_batch(batch.clone(), self.inner.config.max_batch_bytes)?;
+        self.parse_published(batch.clone())?;
         let target = self.topic_or_create(topic).await?;
         if let Some(partition) = partition {
             target.partition(partition)?;

@@ -68,6 +68,32 @@ impl AckState {
         true
     }
 
+    /// Makes an acknowledged `offset` pending again (a dead letter redriven to the
+    /// subscription it came from); returns false if it was not acknowledged.
+    pub fn unack(&mut self, offset: u64) -> bool {
+        if offset < self.floor {
+            if offset + 1 < self.floor {
+                self.ranges.insert(offset + 1, self.floor);
+            }
+            self.floor = offset;
+            return true;
+        }
+        let Some((&start, &end)) = self.ranges.range(..=offset).next_back() else {
+            return false;
+        };
+        if offset >= end {
+            return false;
+        }
+        self.ranges.remove(&start);
+        if start < offset {
+            self.ranges.insert(start, offset);
+        }
+        if offset + 1 < end {
+            self.ranges.insert(offset + 1, end);
+        }
+        true
+    }
+
     /// Moves the floor to `offset` (a reset, or retention deleting older data): everything
     /// below is acknowledged, nothing at or above it is.
     pub fn reset(&mut self, offset: u64) {
@@ -125,7 +151,7 @@ mod tests {
         /// The ranges agree with a plain set of acked offsets after any sequence of acks,
         /// floor raises and queries.
         #[test]
-        fn matches_a_set_of_acked_offsets(operations in proptest::collection::vec((0u8..4, 0u64..64), 1..200)) {
+        fn matches_a_set_of_acked_offsets(operations in proptest::collection::vec((0u8..5, 0u64..64), 1..200)) {
             let mut state = AckState::new(0);
             let mut model = BTreeSet::new();
             let mut model_floor = 0u64;
@@ -139,6 +165,15 @@ mod tests {
                     2 => {
                         state.raise_floor(offset);
                         model_floor = model_floor.max(offset);
+                    }
+                    3 => {
+                        let was_acked = offset < model_floor || model.contains(&offset);
+                        prop_assert_eq!(state.unack(offset), was_acked);
+                        if offset < model_floor {
+                            model.extend(offset..model_floor);
+                            model_floor = offset;
+                        }
+                        model.remove(&offset);
                     }
                     _ => {
                         let expected = (offset.max(model_floor)..).find(|o| !model.contains(o)).unwrap();

@@ -17,8 +17,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::Notify;
-use weir_batch::Record;
+use weir_batch::{Batch, Record, Records};
 use weir_storage::{LogReader, MetaOp};
 
 pub use ack_state::AckState;
@@ -114,9 +115,89 @@ const RECORD_BYTES_GUESS: usize = 256;
 /// small messages (or of one, for a redelivery) must not read and decode a megabyte of them.
 /// Decoding stops at the `max`-th record.
 pub(crate) fn read_records(reader: &LogReader, from: u64, max: usize) -> Result<Vec<Record>> {
+    read_records_at(reader, &mut None, from, max)
+}
+
+/// A place inside one batch of a partition: its records from `next` on. Kept between reads so
+/// that reading on from the middle of a batch neither reads the batch again nor checks and
+/// decodes it again from its start (a batch can hold a million records). It holds at most
+/// twice the batch's bytes.
+#[derive(Debug, Clone)]
+pub(crate) struct BatchCursor {
+    records: Records,
+    /// Offset of the record `records` yields next.
+    next: u64,
+    /// First offset after the batch.
+    end: u64,
+}
+
+impl BatchCursor {
+    fn new(batch: &Batch) -> BatchCursor {
+        BatchCursor {
+            records: batch.records(),
+            next: batch.base_offset(),
+            end: batch.next_offset(),
+        }
+    }
+
+    fn holds(&self, offset: u64) -> bool {
+        self.next <= offset && offset < self.end
+    }
+
+    /// Moves on through the batch, adding its records at offsets `>= *next` to `records`
+    /// until there are `max`.
+    fn take(&mut self, records: &mut Vec<Record>, next: &mut u64, max: usize) -> Result<()> {
+        while records.len() < max {
+            let Some(record) = self.records.next() else {
+                break;
+            };
+            let record = record?;
+            self.next = record.offset + 1;
+            if record.offset >= *next {
+                *next = record.offset + 1;
+                records.push(record);
+            }
+        }
+        *next = (*next).max(self.next);
+        Ok(())
+    }
+
+    /// This cursor, to be kept; on a copy of `batch` if `batch` is much smaller than the read
+    /// it came in, so that the cursor does not keep the whole read alive.
+    fn owned(self, batch: &Batch, read_len: usize) -> Result<BatchCursor> {
+        if batch.len().saturating_mul(2) >= read_len {
+            return Ok(self);
+        }
+        let copy = Batch::parse(Bytes::copy_from_slice(batch.as_bytes()), usize::MAX)?;
+        let mut owned = BatchCursor::new(&copy);
+        for _ in owned.next..self.next {
+            owned.records.next().transpose()?;
+        }
+        owned.next = self.next;
+        Ok(owned)
+    }
+}
+
+/// [`read_records`] starting in `cursor`'s batch when it holds `from`, leaving `cursor` in the
+/// batch of the last record returned if that batch has more (else `None`).
+pub(crate) fn read_records_at(
+    reader: &LogReader,
+    cursor: &mut Option<BatchCursor>,
+    from: u64,
+    max: usize,
+) -> Result<Vec<Record>> {
     let mut records = Vec::new();
     let mut next = from;
-    let mut read_bytes = max
+    if let Some(mut kept) = cursor.take().filter(|kept| kept.holds(from)) {
+        kept.take(&mut records, &mut next, max)?;
+        if records.len() >= max {
+            if kept.next < kept.end {
+                *cursor = Some(kept);
+            }
+            return Ok(records);
+        }
+    }
+    let mut read_bytes = (max - records.len())
         .saturating_mul(RECORD_BYTES_GUESS)
         .clamp(READ_BYTES_MIN, READ_BYTES);
     while records.len() < max {
@@ -124,23 +205,36 @@ pub(crate) fn read_records(reader: &LogReader, from: u64, max: usize) -> Result<
         if batches.is_empty() {
             break;
         }
-        'batches: for batch in batches {
-            for record in batch.records() {
-                let record = record?;
-                if record.offset >= next {
-                    next = record.offset + 1;
-                    records.push(record);
-                    if records.len() >= max {
-                        break 'batches;
-                    }
+        let read_len: usize = batches.iter().map(Batch::len).sum();
+        for batch in &batches {
+            let mut place = BatchCursor::new(batch);
+            place.take(&mut records, &mut next, max)?;
+            if records.len() >= max {
+                if place.next < place.end {
+                    *cursor = Some(place.owned(batch, read_len)?);
                 }
+                break;
             }
-            next = next.max(batch.next_offset());
         }
         // The guess was too small for these records: read in larger steps from now on.
         read_bytes = READ_BYTES;
     }
     Ok(records)
+}
+
+/// `record` in buffers of its own, so that keeping it (a redelivery waiting in a consumer's
+/// queue) costs the message, not the batch it was read from.
+pub(crate) fn detach(record: Record) -> Record {
+    Record {
+        key: record.key.as_deref().map(Bytes::copy_from_slice),
+        headers: record
+            .headers
+            .into_iter()
+            .map(|(name, value)| (name, Bytes::copy_from_slice(&value)))
+            .collect(),
+        value: Bytes::copy_from_slice(&record.value),
+        ..record
+    }
 }
 
 /// The offset of `position` in one partition.
@@ -272,6 +366,22 @@ impl Subscription {
             )),
             State::Queue(queue) => queue.discard(&self.topic, ids),
         }
+    }
+
+    /// Makes a settled message of a queue subscription pending again, with a fresh delivery
+    /// count (a dead letter redriven to where it came from). False if the log no longer holds
+    /// it.
+    pub fn redeliver_settled(&self, id: MessageId) -> Result<bool> {
+        let redelivered = match &mut *self.state() {
+            State::Stream(_) => {
+                return Err(Error::InvalidArgument(
+                    "messages can be redelivered only to queue subscriptions".into(),
+                ));
+            }
+            State::Queue(queue) => queue.redeliver_settled(&self.topic, id, self.clock.now_ms())?,
+        };
+        self.notify.notify_waiters();
+        Ok(redelivered)
     }
 
     /// Dead letters ready to be stored in the dead-letter topic (queue subscriptions).
@@ -589,5 +699,44 @@ mod tests {
             offsets(&read_records(&reader, 3, 20).unwrap()),
             (3..23).collect::<Vec<_>>()
         );
+    }
+
+    /// Goal: reading on through a cursor gives the same records as reading afresh, wherever
+    /// the next read starts: where the cursor stopped, further into its batch, before it
+    /// (a reset), or in another batch. Method: compare with `read_records` for each.
+    #[test]
+    fn a_cursor_reads_on_where_it_stopped_and_falls_back_to_reading() {
+        let directory = tempfile::tempdir().expect("a temporary directory");
+        let log = log_of(directory.path(), 4, 1000, 20);
+        let reader = log.reader();
+        let mut cursor = None;
+        let mut next = 0;
+        while next < 4000 {
+            let records = read_records_at(&reader, &mut cursor, next, 70).unwrap();
+            assert_eq!(
+                offsets(&records),
+                (next..(next + 70).min(4000)).collect::<Vec<_>>()
+            );
+            next = records.last().unwrap().offset + 1;
+        }
+        assert!(cursor.is_none(), "nothing left in the last batch");
+        for (from, max) in [(10, 5), (40, 3), (12, 4), (999, 2), (1500, 10), (1400, 3)] {
+            let through_cursor = read_records_at(&reader, &mut cursor, from, max).unwrap();
+            assert_eq!(through_cursor, read_records(&reader, from, max).unwrap());
+        }
+    }
+
+    /// Goal: a redelivery kept waiting costs the message, not its batch. Method: detach a
+    /// record of a large batch; its parts no longer point into the batch's buffer.
+    #[test]
+    fn a_detached_record_does_not_share_its_batch() {
+        let directory = tempfile::tempdir().expect("a temporary directory");
+        let log = log_of(directory.path(), 1, 1000, 1000);
+        let reader = log.reader();
+        let record = read_records(&reader, 500, 1).unwrap().pop().unwrap();
+        let detached = detach(record.clone());
+        assert_eq!(detached, record);
+        assert_eq!(detached.value.len(), 1000);
+        assert_ne!(record.value.as_ptr(), detached.value.as_ptr());
     }
 }

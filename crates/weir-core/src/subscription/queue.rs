@@ -21,7 +21,8 @@ use weir_batch::Record;
 use weir_storage::MetaOp;
 
 use super::{
-    AckState, ConsumerId, Delivery, GroupPartitionInfo, MessageId, read_records, resolve_start,
+    AckState, BatchCursor, ConsumerId, Delivery, GroupPartitionInfo, MessageId, detach,
+    read_records, read_records_at, resolve_start,
 };
 use crate::catalog::{Catalog, SubscriptionRecord};
 use crate::config::{Overflow, QueueSettings, StartPosition};
@@ -76,7 +77,9 @@ struct DeliveryRecord {
 }
 
 /// What survives a restart of one partition's queue state. In-flight deliveries are not kept:
-/// after a restart they are simply unacked, and are delivered again.
+/// after a restart they are simply unacked, and are delivered again. Their delivery history
+/// is kept (counted at hand-out, saved with the acks), so a delivery in flight at a restart or
+/// crash still counts towards `max_deliveries`.
 #[derive(Debug, Serialize, Deserialize)]
 struct StoredPosition {
     acks: AckState,
@@ -95,6 +98,8 @@ struct QueuePartition {
     acks: AckState,
     /// Lowest offset never looked at.
     next_fresh: u64,
+    /// Where fresh reading left off inside a batch.
+    fresh_cursor: Option<BatchCursor>,
     in_flight: BTreeMap<u64, InFlight>,
     /// (ready at ms, offset) of messages waiting to be delivered again.
     redeliver: BTreeSet<(i64, u64)>,
@@ -137,12 +142,7 @@ impl QueuePartition {
         {
             return Decision::DeadLetter(DeadLetterReason::Expired);
         }
-        if let Some(max) = settings.max_deliveries
-            && self
-                .deliveries
-                .get(&offset)
-                .is_some_and(|history| history.count >= max)
-        {
+        if self.exhausted(offset, settings.max_deliveries) {
             return Decision::DeadLetter(DeadLetterReason::MaxDeliveries);
         }
         if settings.ordered_by_key
@@ -221,6 +221,15 @@ impl QueuePartition {
             last_delivery_ms: history.map(|history| history.last_ms),
         });
         self.dead_lettering.insert(offset);
+    }
+
+    /// Whether `offset` has been delivered `max_deliveries` times.
+    fn exhausted(&self, offset: u64, max_deliveries: Option<u32>) -> bool {
+        max_deliveries.is_some_and(|max| {
+            self.deliveries
+                .get(&offset)
+                .is_some_and(|history| history.count >= max)
+        })
     }
 
     /// Marks `offset` done; false if it already was.
@@ -304,11 +313,13 @@ impl QueueState {
         );
     }
 
-    /// The consumer is gone: its in-flight messages are released (redelivered now, and the
-    /// delivery does not count as a failure).
+    /// The consumer is gone (closed, crashed or disconnected) holding messages it did not give
+    /// back with `release`: they are redelivered now, and the delivery counts — a poison
+    /// message that kills its consumer must still reach `max_deliveries`.
     pub fn leave(&mut self, consumer: ConsumerId, now_ms: i64) {
         self.consumers.remove(&consumer);
-        for partition in &mut self.partitions {
+        let max_deliveries = self.settings.max_deliveries;
+        for (index, partition) in self.partitions.iter_mut().enumerate() {
             let held: Vec<u64> = partition
                 .in_flight
                 .iter()
@@ -317,8 +328,17 @@ impl QueueState {
                 .collect();
             for offset in held {
                 partition.in_flight.remove(&offset);
-                uncount_delivery(partition, offset);
-                partition.redeliver.insert((now_ms, offset));
+                if partition.exhausted(offset, max_deliveries) {
+                    partition.dead_letter(
+                        index as u32,
+                        offset,
+                        DeadLetterReason::MaxDeliveries,
+                        Some("consumer lost".into()),
+                        &mut self.outbox,
+                    );
+                } else {
+                    partition.redeliver.insert((now_ms, offset));
+                }
             }
         }
     }
@@ -374,6 +394,16 @@ impl QueueState {
                     }
                 }
             };
+            // Redeliveries and deferred messages are read through one cursor per fetch (they
+            // mostly come in offset order, so a batch is read once, not once per message) and
+            // copied out of their batch: waiting in a consumer's queue, each costs its own size.
+            let mut place = None;
+            let mut read_one = |offset: u64| -> Result<Option<Record>> {
+                Ok(read_records_at(reader, &mut place, offset, 1)?
+                    .pop()
+                    .filter(|record| record.offset == offset)
+                    .map(detach))
+            };
             // Redeliveries first: they have waited longest.
             while deliveries.len() < want {
                 let Some(&(ready_ms, offset)) = partition.redeliver.first() else {
@@ -383,12 +413,10 @@ impl QueueState {
                     break;
                 }
                 partition.redeliver.pop_first();
-                match read_records(reader, offset, 1)?.pop() {
-                    Some(record) if record.offset == offset => {
-                        take(partition, record, &mut deliveries, &mut self.outbox);
-                    }
+                match read_one(offset)? {
+                    Some(record) => take(partition, record, &mut deliveries, &mut self.outbox),
                     // Retention deleted it while it waited: nothing left to deliver.
-                    _ => {
+                    None => {
                         partition.complete(offset);
                     }
                 }
@@ -413,11 +441,9 @@ impl QueueState {
                         continue;
                     }
                     partition.deferred.remove(&offset);
-                    match read_records(reader, offset, 1)?.pop() {
-                        Some(record) if record.offset == offset => {
-                            take(partition, record, &mut deliveries, &mut self.outbox);
-                        }
-                        _ => {
+                    match read_one(offset)? {
+                        Some(record) => take(partition, record, &mut deliveries, &mut self.outbox),
+                        None => {
                             partition.complete(offset);
                         }
                     }
@@ -425,7 +451,12 @@ impl QueueState {
             }
             while deliveries.len() < want && partition.deferred.len() < DEFERRED_MAX {
                 partition.next_fresh = partition.acks.next_unacked(partition.next_fresh);
-                let records = read_records(reader, partition.next_fresh, want - deliveries.len())?;
+                let records = read_records_at(
+                    reader,
+                    &mut partition.fresh_cursor,
+                    partition.next_fresh,
+                    want - deliveries.len(),
+                )?;
                 if records.is_empty() {
                     break;
                 }
@@ -500,6 +531,31 @@ impl QueueState {
         Ok(())
     }
 
+    /// Makes a settled message pending again with a fresh delivery history, to be delivered
+    /// at once at its own offset (so with its key, partition and place in order): a dead letter
+    /// redriven to this subscription. False if the log no longer holds it.
+    pub fn redeliver_settled(&mut self, topic: &Topic, id: MessageId, now_ms: i64) -> Result<bool> {
+        let index = topic.partition(id.partition)?.id as usize;
+        let reader = &topic.partitions[index].reader;
+        if id.offset < reader.start_offset() || id.offset >= reader.end_offset() {
+            return Ok(false);
+        }
+        let partition = &mut self.partitions[index];
+        // Not settled (still on its way to the dead-letter topic, or pending again after a
+        // reset): it is delivered anyway.
+        if partition.dead_lettering.contains(&id.offset) || !partition.acks.unack(id.offset) {
+            return Ok(true);
+        }
+        partition.deliveries.remove(&id.offset);
+        // Below `next_fresh` only a redelivery reaches it; above, fresh reading does. After a
+        // restart the saved ack state alone brings it back.
+        if id.offset < partition.next_fresh {
+            partition.redeliver.insert((now_ms, id.offset));
+        }
+        partition.dirty = true;
+        Ok(true)
+    }
+
     /// Returns in-flight messages. `requeue`: delivered again after `delay`, unless they
     /// reached `max_deliveries` (then dead-lettered). Otherwise rejected: dead-lettered now.
     pub fn nack(
@@ -540,15 +596,9 @@ impl QueueState {
                 history.last_error = Some(error.to_owned());
                 partition.dirty = true;
             }
-            let exhausted = max_deliveries.is_some_and(|max| {
-                partition
-                    .deliveries
-                    .get(&id.offset)
-                    .is_some_and(|history| history.count >= max)
-            });
             let reason = if !requeue {
                 Some(DeadLetterReason::Rejected)
-            } else if exhausted {
+            } else if partition.exhausted(id.offset, max_deliveries) {
                 Some(DeadLetterReason::MaxDeliveries)
             } else {
                 None
@@ -621,13 +671,7 @@ impl QueueState {
                 expired_holders.push(consumer);
                 self.metrics.counters.timed_out += 1;
                 self.metrics.failed(now_ms);
-                let exhausted = max_deliveries.is_some_and(|max| {
-                    partition
-                        .deliveries
-                        .get(&offset)
-                        .is_some_and(|history| history.count >= max)
-                });
-                if exhausted {
+                if partition.exhausted(offset, max_deliveries) {
                     partition.dead_letter(
                         index as u32,
                         offset,

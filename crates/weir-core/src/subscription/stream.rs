@@ -9,7 +9,10 @@ use std::collections::BTreeSet;
 
 use weir_storage::MetaOp;
 
-use super::{ConsumerId, Delivery, GroupPartitionInfo, MessageId, read_records, resolve_start};
+use super::{
+    BatchCursor, ConsumerId, Delivery, GroupPartitionInfo, MessageId, read_records_at,
+    resolve_start,
+};
 use crate::catalog::{Catalog, SubscriptionRecord};
 use crate::config::StartPosition;
 use crate::error::Result;
@@ -21,6 +24,8 @@ pub(super) struct StreamState {
     committed: Vec<u64>,
     /// Next offset to deliver to the current owner, per partition.
     positions: Vec<u64>,
+    /// Where reading left off inside a batch, per partition.
+    cursors: Vec<Option<BatchCursor>>,
     /// Highest offset delivered + 1 in this broker's lifetime: below it, a delivery is a
     /// redelivery.
     delivered_end: Vec<u64>,
@@ -52,6 +57,7 @@ impl StreamState {
         let count = committed.len();
         Ok(StreamState {
             positions: committed.clone(),
+            cursors: vec![None; count],
             delivered_end: committed.clone(),
             committed,
             owners: vec![None; count],
@@ -106,7 +112,12 @@ impl StreamState {
                 continue;
             }
             let reader = &topic.partitions[partition].reader;
-            let records = read_records(reader, self.positions[partition], max - deliveries.len())?;
+            let records = read_records_at(
+                reader,
+                &mut self.cursors[partition],
+                self.positions[partition],
+                max - deliveries.len(),
+            )?;
             for record in records {
                 self.positions[partition] = record.offset + 1;
                 let delivery_count = if record.offset < self.delivered_end[partition] {

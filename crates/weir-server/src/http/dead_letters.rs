@@ -130,7 +130,8 @@ pub async fn dead_letters(
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedriveRequest {
-    /// Publish here instead of to each dead letter's original topic.
+    /// Publish copies here instead of giving each dead letter back to the subscription it
+    /// came from.
     #[schema(value_type = Option<Name>)]
     pub target: Option<String>,
     /// Only these dead letters (ids from the browse); default all, up to `max`.
@@ -151,7 +152,7 @@ pub struct CountResponse {
     params(("topic" = Name, Path, description = "Dead-letter topic")),
     request_body = RedriveRequest,
     responses(
-        (status = 200, description = "Published again and removed from the DLQ", body = CountResponse),
+        (status = 200, description = "Given back to their subscriptions (or published to the target) and removed from the DLQ", body = CountResponse),
         (status = 400, description = "Not a dead-letter topic, or bad parameters", body = ErrorBody),
     ))]
 pub async fn redrive(

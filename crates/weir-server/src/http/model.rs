@@ -246,8 +246,13 @@ pub struct MessageView {
     /// The key as base64, when it is not UTF-8.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_base64: Option<String>,
-    /// Headers; a value that is not UTF-8 is shown with U+FFFD replacement characters.
+    /// Headers; a value that is not UTF-8 is shown with U+FFFD replacement characters. A name
+    /// given more than once shows its first value here, and every header is in `header_list`.
     pub headers: BTreeMap<String, String>,
+    /// Every header as `[name, value]` pairs in order, only when some name is given more than
+    /// once (a JSON object cannot show that).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header_list: Option<Vec<(String, String)>>,
     /// The payload, when it is UTF-8.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload: Option<String>,
@@ -271,6 +276,16 @@ impl MessageView {
             None => (None, None),
         };
         let (payload, payload_base64) = text_or_base64(&record.value);
+        let pairs: Vec<(String, String)> = record
+            .headers
+            .iter()
+            .map(|(name, value)| (name.clone(), String::from_utf8_lossy(value).into_owned()))
+            .collect();
+        let mut headers = BTreeMap::new();
+        for (name, value) in &pairs {
+            headers.entry(name.clone()).or_insert_with(|| value.clone());
+        }
+        let header_list = (headers.len() < pairs.len()).then_some(pairs);
         MessageView {
             partition,
             offset: record.offset,
@@ -280,11 +295,8 @@ impl MessageView {
                 .map(|id| String::from_utf8_lossy(id).into_owned()),
             key,
             key_base64,
-            headers: record
-                .headers
-                .iter()
-                .map(|(name, value)| (name.clone(), String::from_utf8_lossy(value).into_owned()))
-                .collect(),
+            headers,
+            header_list,
             payload,
             payload_base64,
         }
@@ -444,5 +456,29 @@ mod tests {
             message.headers,
             vec![("weir.id".to_owned(), Bytes::from("m-1"))]
         );
+    }
+
+    /// Issue 10 defect 21: headers with a repeated name were collapsed into one object entry.
+    /// Goal: a view shows every header; the object keeps the first value of a name.
+    #[test]
+    fn repeated_header_names_are_all_shown_in_the_header_list() {
+        let record = |headers: &[(&str, &str)]| Record {
+            offset: 7,
+            timestamp_ms: 1,
+            key: None,
+            headers: headers
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), Bytes::from(value.to_string())))
+                .collect(),
+            value: Bytes::from_static(b"v"),
+        };
+        let view = MessageView::new(0, &record(&[("a", "1"), ("", ""), ("a", "2"), ("", "")]));
+        assert_eq!(view.headers.get("a").map(String::as_str), Some("1"));
+        assert_eq!(view.headers.len(), 2);
+        let list = view.header_list.expect("a header list when names repeat");
+        assert_eq!(list.len(), 4);
+        assert_eq!(list[2], ("a".to_owned(), "2".to_owned()));
+        let json = serde_json::to_value(MessageView::new(0, &record(&[("a", "1")]))).unwrap();
+        assert!(json.get("header_list").is_none(), "{json}");
     }
 }
