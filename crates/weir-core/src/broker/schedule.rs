@@ -194,11 +194,11 @@ impl Broker {
                 )));
             }
             if let Some(business_key) = &request.business_key
-                && business_key.len() > crate::config::MAX_BUSINESS_KEY_BYTES
+                && business_key.len() > MAX_BUSINESS_KEY_BYTES
             {
                 return Err(Error::InvalidArgument(format!(
                     "a business key is at most {} bytes, not {}",
-                    crate::config::MAX_BUSINESS_KEY_BYTES,
+                    MAX_BUSINESS_KEY_BYTES,
                     business_key.len()
                 )));
             }
