@@ -255,6 +255,7 @@ mod tests {
             scheduled: 0,
             transactions: 0,
             unroutable_dropped: 0,
+            background_failures: std::collections::BTreeMap::new(),
         }
     }
 
