@@ -74,9 +74,11 @@ struct ResetArguments {
     /// The group
     group: String,
 
-    /// Where to move the group
+    /// Where to move the group; an offset outside a partition's messages is clamped to them
     #[arg(long, value_name = "POSITION", value_parser = parse_position,
-          long_help = format!("Where to move the group: {POSITION_HELP}"))]
+          long_help = format!("Where to move the group: {POSITION_HELP}. As with Kafka's \
+              --reset-offsets, an offset past a partition's end (or no longer retained) is \
+              clamped to it, with a warning; each partition's new offset is printed."))]
     to: Start,
 }
 
