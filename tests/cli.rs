@@ -213,7 +213,8 @@ fn json_output_parses_with_every_field() {
     assert_eq!(first["headers"]["source"], "web");
     assert_eq!(first["headers"]["trace"], "a=b");
     assert_eq!(first["payload"], "hello");
-    assert_eq!(first["delivery_count"], 1);
+    // Read without a group: no delivery, so no delivery count.
+    assert_eq!(first["delivery_count"], 0);
     assert!(first["timestamp_ms"].as_i64().is_some_and(|ms| ms > 0));
     assert!(
         first["timestamp"]
@@ -539,4 +540,92 @@ fn usage_errors_exit_with_1_and_every_help_has_an_example() {
             help.stdout
         );
     }
+}
+
+/// Goal: reading without a group leaves no state behind (issue 10, defect 3: every
+/// `weir sub TOPIC` made a permanent group `weir-sub-<ms>-<pid>`, which kept a backlog and
+/// fired `backlog-high`). Method: publish over two partitions, read them all without a group
+/// from the earliest, from an offset and from a time; the broker then has no group at all.
+#[test]
+fn reading_without_a_group_leaves_no_group_behind() {
+    let weir = Weir::start();
+    let input: String = (0..6).map(|number| format!("event {number}\n")).collect();
+    run_with_input(
+        &weir,
+        &["pub", "events", "--partitions", "2", "--quiet"],
+        input.as_bytes(),
+    )
+    .ok();
+    let sorted = |run: Run| {
+        let mut lines: Vec<String> = run.ok().lines().map(str::to_owned).collect();
+        lines.sort();
+        lines
+    };
+    let everything: Vec<String> = input.lines().map(str::to_owned).collect();
+    let earliest = run(
+        &weir,
+        &["sub", "events", "--from", "earliest", "--count", "6"],
+    );
+    assert_eq!(sorted(earliest), everything, "every partition is read");
+    let from_offset = run(&weir, &["sub", "events", "--from", "2", "--count", "2"]);
+    assert_eq!(
+        from_offset.ok().lines().count(),
+        2,
+        "offset 2 of each partition: {}",
+        from_offset.stdout
+    );
+    let from_time = run(
+        &weir,
+        &[
+            "sub",
+            "events",
+            "--from",
+            "@100000000000",
+            "--count",
+            "6",
+            "--json",
+        ],
+    );
+    assert_eq!(from_time.ok().lines().count(), 6, "{}", from_time.stdout);
+
+    let groups = run(&weir, &["group", "list", "--json"]).json();
+    assert_eq!(groups, serde_json::json!([]), "no group was left behind");
+}
+
+/// Goal: a reset past the end says where the group really went (issue 10, defect 9: `--to 99`
+/// printed "moved to offset 99" while the broker clamped the group to the end, 6). Method:
+/// as Kafka's `kafka-consumer-groups --reset-offsets`, the reset clamps, warns, and shows each
+/// partition's new offset; the group then describes as at 6.
+#[test]
+fn a_reset_past_the_end_reports_the_offset_reached() {
+    let weir = Weir::start();
+    run_with_input(&weir, &["pub", "jobs", "--quiet"], b"a\nb\nc\nd\ne\nf\n").ok();
+    run(
+        &weir,
+        &["sub", "jobs", "--group", "workers", "--count", "1"],
+    )
+    .ok();
+    let reset = run(&weir, &["group", "reset", "jobs", "workers", "--to", "99"]);
+    let stdout = reset.ok();
+    assert!(
+        !stdout.contains("moved to offset 99"),
+        "the group did not reach offset 99:\n{stdout}"
+    );
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .map(|line| line.split_whitespace().collect())
+        .collect();
+    let header = rows
+        .iter()
+        .position(|row| row.first() == Some(&"PARTITION"))
+        .unwrap_or_else(|| panic!("a table of partitions:\n{stdout}"));
+    assert_eq!(rows[header], ["PARTITION", "NEW-OFFSET", "END"], "{stdout}");
+    assert_eq!(rows[header + 1], ["0", "6", "6"], "{stdout}");
+    assert!(
+        reset.stderr.contains("past the end") && reset.stderr.contains('6'),
+        "a warning that the offset was clamped:\n{}",
+        reset.stderr
+    );
+    let group = run(&weir, &["group", "describe", "jobs", "workers", "--json"]).json();
+    assert_eq!(group["partitions"][0]["committed"], 6, "{group}");
 }

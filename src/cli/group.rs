@@ -74,9 +74,11 @@ struct ResetArguments {
     /// The group
     group: String,
 
-    /// Where to move the group
+    /// Where to move the group; an offset outside a partition's messages is clamped to them
     #[arg(long, value_name = "POSITION", value_parser = parse_position,
-          long_help = format!("Where to move the group: {POSITION_HELP}"))]
+          long_help = format!("Where to move the group: {POSITION_HELP}. As with Kafka's \
+              --reset-offsets, an offset past a partition's end (or no longer retained) is \
+              clamped to it, with a warning; each partition's new offset is printed."))]
     to: Start,
 }
 
@@ -126,16 +128,72 @@ pub async fn run(arguments: GroupArguments) -> anyhow::Result<()> {
                 .with_context(|| {
                     format!("cannot reset group '{}' on '{}'", reset.group, reset.topic)
                 })?;
-            writeln!(
-                output,
-                "group '{}' on '{}' moved to {}",
-                reset.group,
-                reset.topic,
-                describe_position(reset.to)
-            )
+            // The broker clamps a position to what each partition holds, as Kafka's
+            // --reset-offsets does: show where the group really is, and say where it differs.
+            let group = client
+                .group(&reset.topic, &reset.group)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot describe group '{}' on '{}' after its reset",
+                        reset.group, reset.topic
+                    )
+                })?;
+            for warning in clamp_warnings(reset.to, &group) {
+                eprintln!("warning: {warning}");
+            }
+            write_reset(&mut output, reset.to, &group)
         }
     }
     .context("cannot write to stdout")
+}
+
+/// Where an offset asked for is not where a partition's group went: past the end, or no
+/// longer retained.
+fn clamp_warnings(to: Start, group: &GroupInfo) -> Vec<String> {
+    let Start::Offset(asked) = to else {
+        return Vec::new();
+    };
+    group
+        .partitions
+        .iter()
+        .filter(|partition| partition.committed != asked)
+        .map(|partition| {
+            let why = if asked > partition.end_offset {
+                "is past the end of"
+            } else {
+                "is no longer retained in"
+            };
+            format!(
+                "offset {asked} {why} partition {}: the group is at offset {} there",
+                partition.partition, partition.committed
+            )
+        })
+        .collect()
+}
+
+/// What a reset did: per partition, the offset the group now reads from (as Kafka's
+/// NEW-OFFSET) beside the partition's end.
+fn write_reset(output: &mut impl Write, to: Start, group: &GroupInfo) -> std::io::Result<()> {
+    writeln!(
+        output,
+        "group '{}' on '{}' reset to {}:",
+        group.group,
+        group.topic,
+        describe_position(to)
+    )?;
+    let rows: Vec<Vec<String>> = group
+        .partitions
+        .iter()
+        .map(|partition| {
+            vec![
+                partition.partition.to_string(),
+                partition.committed.to_string(),
+                partition.end_offset.to_string(),
+            ]
+        })
+        .collect();
+    write_table(output, &["PARTITION", "NEW-OFFSET", "END"], &rows)
 }
 
 fn write_group_list(output: &mut impl Write, groups: &[GroupInfo]) -> std::io::Result<()> {

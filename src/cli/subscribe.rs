@@ -4,15 +4,16 @@
 //! named, durable subscription: a queue by default (competing consumers, per-message ack, the
 //! RabbitMQ queue), or a stream (committed offsets, the Kafka consumer group); what it acks is
 //! done for good, and the next `weir sub --group G` carries on where it stopped. Without a
-//! group it reads a stream of its own from `--from` (default `latest`, like `tail -f` and
-//! Kafka's console consumer) and acks nothing, so it changes nobody's position.
+//! group it reads every partition by position from `--from` (default `latest`, like `tail -f`
+//! and Kafka's console consumer), keeping each partition's next offset itself: the broker keeps
+//! no group or state for it, and nothing is acked, so it changes nobody's position.
 //!
 //! Each message is printed, then acked: a message is never acked before it was written out.
 //! Output is flushed once per batch of deliveries, so a pipe gets large writes while a person
 //! sees each message as it arrives.
 
 use std::io::Write;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde_json::{Map, Value, json};
@@ -20,7 +21,7 @@ use weir_client::{Client, Consumer, Delivery, ErrorCode, GroupInfo, Start, Subsc
 use weir_client::{MessageId, Overflow, SubscriptionMode};
 
 use crate::cli::connection::{ServerArgument, connect};
-use crate::cli::duration::{parse_duration, parse_duration_list};
+use crate::cli::duration::parse_duration;
 use crate::cli::output::{format_mode, json_bytes, stdout_closed, write_json_line};
 use crate::cli::position::{POSITION_HELP, describe_position, format_rfc3339, parse_position};
 
@@ -34,7 +35,8 @@ Examples:
   weir sub orders --group billing --max-deliveries 5 --retry-backoff 1s,5s,30s
   weir sub orders --group shipping --ordered-by-key --max-backlog 10000 --overflow reject-publish
 
-Without --group, messages are read from --from (default latest) and nothing is acked.
+Without --group, every partition is read from --from (default latest) and followed, and
+nothing is acked: the broker keeps no group or state for the reader.
 --from and the queue settings (--max-deliveries … --retry-backoff) apply when a group is
 created; move an existing group with `weir group reset`. A message delivered
 --max-deliveries times without an ack goes to the dead-letter topic (`weir dlq list`).";
@@ -61,11 +63,13 @@ impl From<OverflowArgument> for Overflow {
 #[derive(Debug, Clone, clap::Args)]
 #[command(next_help_heading = "Queue settings (a new queue group)")]
 struct QueueArguments {
-    /// Dead-letter a message after N deliveries without an ack
+    /// Dead-letter a message after N deliveries without an ack (1 or more) [default: no
+    /// limit]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_deliveries: Option<u32>,
 
-    /// Where dead letters go [default: <topic>.<group>.dlq]
+    /// Where dead letters go: a topic name other than the group's topic [default:
+    /// <topic>.<group>.dlq]
     #[arg(long, value_name = "TOPIC")]
     dead_letter_topic: Option<String>,
 
@@ -94,7 +98,7 @@ struct QueueArguments {
 
     /// Waits before redelivering a nacked message: the n-th failure waits the n-th, the last
     /// repeating, e.g. 1s,5s,30s
-    #[arg(long, value_name = "DURATIONS", value_parser = parse_duration_list)]
+    #[arg(long, value_name = "DURATIONS", value_parser = parse_duration, value_delimiter = ',')]
     retry_backoff: Option<Vec<Duration>>,
 }
 
@@ -190,8 +194,21 @@ struct Plan {
     acking: bool,
 }
 
+/// Most messages one read of a partition asks for (the broker's limit).
+const MAX_READ: u32 = 1000;
+/// Pauses between rounds of reads that found nothing new: short at first, so a reader keeps up
+/// with a busy topic, longer while it stays quiet.
+const IDLE_PAUSE_MIN: Duration = Duration::from_millis(20);
+const IDLE_PAUSE_MAX: Duration = Duration::from_millis(250);
+/// Between two looks for a topic that does not exist yet.
+const TOPIC_WAIT: Duration = Duration::from_millis(500);
+
 pub async fn run(arguments: SubscribeArguments) -> anyhow::Result<()> {
     let client = connect(&arguments.server).await?;
+    if arguments.group.is_none() {
+        check_read_arguments(&arguments)?;
+        return read(&client, &arguments).await;
+    }
     let plan = plan(&client, &arguments).await?;
     let mut consumer = client
         .subscribe(&arguments.topic, &plan.group, plan.options)
@@ -209,6 +226,91 @@ pub async fn run(arguments: SubscribeArguments) -> anyhow::Result<()> {
     closed
 }
 
+/// Refuses group settings given for a read without a group.
+fn check_read_arguments(arguments: &SubscribeArguments) -> anyhow::Result<()> {
+    let mut options = SubscribeOptions::default();
+    arguments.queue.apply(&mut options);
+    if options.has_queue_settings() {
+        bail!("the queue settings need --group: they belong to a named queue group");
+    }
+    if arguments.mode == Some(ModeArgument::Queue) {
+        bail!("--mode queue needs --group: a queue is shared by the consumers of a named group");
+    }
+    Ok(())
+}
+
+/// Reads without a group: every partition from `--from`, following each by the next offset
+/// the broker gives, until `--count` messages were printed, Ctrl-C, or stdout closes. Per
+/// partition the messages come in order; partitions take turns.
+async fn read(client: &Client, arguments: &SubscribeArguments) -> anyhow::Result<()> {
+    let topic = &arguments.topic;
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    let closed = stdout_closed();
+    tokio::pin!(closed);
+    // Ctrl-C or a closed stdout ends the command normally, whatever it is waiting for.
+    macro_rules! or_stop {
+        ($future:expr) => {
+            tokio::select! {
+                value = $future => value,
+                _ = &mut interrupted => return Ok(()),
+                () = &mut closed => return Ok(()),
+            }
+        };
+    }
+    let mut waiting_noted = false;
+    let partitions = loop {
+        match or_stop!(client.topic(topic)) {
+            Ok(info) => break info.partitions.len(),
+            Err(error) if error.code() == Some(ErrorCode::UnknownTopic) => {
+                if !waiting_noted {
+                    eprintln!(
+                        "note: topic '{topic}' does not exist yet; waiting for it (a read without a group does not create it)"
+                    );
+                    waiting_noted = true;
+                }
+                or_stop!(tokio::time::sleep(TOPIC_WAIT));
+            }
+            Err(error) => {
+                return Err(error).with_context(|| format!("cannot describe topic '{topic}'"));
+            }
+        }
+    };
+    let partitions = u32::try_from(partitions).context("too many partitions")?;
+    let mut positions = vec![arguments.from.unwrap_or(Start::Latest); partitions as usize];
+    let mut output = std::io::BufWriter::new(std::io::stdout());
+    let mut remaining = arguments.count;
+    let mut pause = IDLE_PAUSE_MIN;
+    loop {
+        let mut read_any = false;
+        for (partition, position) in (0..partitions).zip(positions.iter_mut()) {
+            let max = remaining.map_or(arguments.prefetch, |remaining| {
+                u32::try_from(remaining)
+                    .unwrap_or(u32::MAX)
+                    .min(arguments.prefetch)
+            });
+            let (messages, next_offset) =
+                or_stop!(client.read(topic, partition, *position, max.min(MAX_READ)))
+                    .with_context(|| format!("cannot read topic '{topic}'"))?;
+            *position = Start::Offset(next_offset);
+            read_any |= !messages.is_empty();
+            print(&mut output, arguments, &messages)?;
+            if let Some(remaining) = &mut remaining {
+                *remaining = remaining.saturating_sub(messages.len() as u64);
+                if *remaining == 0 {
+                    return Ok(());
+                }
+            }
+        }
+        if read_any {
+            pause = IDLE_PAUSE_MIN;
+        } else {
+            or_stop!(tokio::time::sleep(pause));
+            pause = (pause * 2).min(IDLE_PAUSE_MAX);
+        }
+    }
+}
+
 async fn plan(client: &Client, arguments: &SubscribeArguments) -> anyhow::Result<Plan> {
     let topic = &arguments.topic;
     let mut options = SubscribeOptions {
@@ -223,21 +325,7 @@ async fn plan(client: &Client, arguments: &SubscribeArguments) -> anyhow::Result
     };
     arguments.queue.apply(&mut options);
     let Some(group) = &arguments.group else {
-        if options.has_queue_settings() {
-            bail!("the queue settings need --group: they belong to a named queue group");
-        }
-        if arguments.mode == Some(ModeArgument::Queue) {
-            bail!(
-                "--mode queue needs --group: a queue is shared by the consumers of a named group"
-            );
-        }
-        options.mode = SubscriptionMode::Stream;
-        options.start = arguments.from.unwrap_or(Start::Latest);
-        return Ok(Plan {
-            group: private_group_name(),
-            options,
-            acking: false,
-        });
+        bail!("a group subscription needs --group");
     };
     let existing = existing_group(client, topic, group).await?;
     options.mode = match (arguments.mode, &existing) {
@@ -295,15 +383,6 @@ async fn existing_group(
     }
 }
 
-/// A group name of this process's own for a read without `--group`. The time makes it unique
-/// even when process ids are reused, so a read never joins a group left by an earlier one.
-fn private_group_name() -> String {
-    let milliseconds = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis());
-    format!("weir-sub-{milliseconds}-{}", std::process::id())
-}
-
 /// Prints and acks until `--count` messages were printed or Ctrl-C.
 async fn consume(
     consumer: &mut Consumer,
@@ -332,17 +411,7 @@ async fn consume(
                 .min(usize::try_from(remaining).unwrap_or(usize::MAX))
         });
         let printed = &batch[..take];
-        for delivery in printed {
-            if arguments.json {
-                write_json_line(&mut output, &delivery_json(&arguments.topic, delivery))
-            } else {
-                output
-                    .write_all(&delivery.value)
-                    .and_then(|()| output.write_all(b"\n"))
-            }
-            .context("cannot write to stdout")?;
-        }
-        output.flush().context("cannot write to stdout")?;
+        print(&mut output, arguments, printed)?;
         if acking {
             let ids: Vec<MessageId> = printed.iter().map(Delivery::id).collect();
             consumer
@@ -357,6 +426,25 @@ async fn consume(
             }
         }
     }
+}
+
+/// Prints `deliveries`, each on a line of its own, and flushes.
+fn print(
+    output: &mut impl Write,
+    arguments: &SubscribeArguments,
+    deliveries: &[Delivery],
+) -> anyhow::Result<()> {
+    for delivery in deliveries {
+        if arguments.json {
+            write_json_line(output, &delivery_json(&arguments.topic, delivery))
+        } else {
+            output
+                .write_all(&delivery.value)
+                .and_then(|()| output.write_all(b"\n"))
+        }
+        .context("cannot write to stdout")?;
+    }
+    output.flush().context("cannot write to stdout")
 }
 
 /// One delivery as the JSON object `--json` prints. Text stays text; bytes that are not
@@ -399,6 +487,41 @@ fn delivery_json(topic: &str, delivery: &Delivery) -> Value {
 mod tests {
     use super::*;
     use bytes::Bytes;
+
+    /// The arguments of `weir sub` alone, as the binary parses them.
+    #[derive(Debug, clap::Parser)]
+    struct Sub {
+        #[command(flatten)]
+        arguments: SubscribeArguments,
+    }
+
+    /// `--retry-backoff 1s,5s,30s` (the README's and the help's example) once panicked in clap:
+    /// its value parser made a `Vec` per occurrence while the field asked for the items.
+    #[test]
+    fn a_retry_backoff_list_parses_into_its_durations() {
+        use clap::Parser;
+        let parsed = Sub::try_parse_from([
+            "sub",
+            "orders",
+            "--group",
+            "billing",
+            "--retry-backoff",
+            "1s,5s,30s",
+        ])
+        .expect("parses");
+        assert_eq!(
+            parsed.arguments.queue.retry_backoff,
+            Some(vec![
+                Duration::from_secs(1),
+                Duration::from_secs(5),
+                Duration::from_secs(30)
+            ])
+        );
+        assert!(
+            Sub::try_parse_from(["sub", "orders", "--retry-backoff", "1s,soon"]).is_err(),
+            "a bad duration is a usage error"
+        );
+    }
 
     #[test]
     fn a_delivery_becomes_json_with_text_as_text_and_binary_as_base64() {

@@ -104,10 +104,18 @@ pub async fn run(arguments: TransactionArguments) -> anyhow::Result<()> {
                 .await
                 .context("cannot list transactions")?;
             let Some(info) = transactions.iter().find(|info| info.id == show.id) else {
-                anyhow::bail!(
-                    "no undecided transaction {} (decided already, or never begun)",
-                    show.id
-                );
+                // The broker's list is its answer: a missing transaction is a refusal (exit
+                // 2, as for `commit` of one), not a usage error.
+                let code = weir_client::ErrorCode::NotFound;
+                return Err(weir_client::Error::Server {
+                    code: Some(code),
+                    raw_code: code.code(),
+                    message: format!(
+                        "no undecided transaction {} (decided already, or never begun)",
+                        show.id
+                    ),
+                })
+                .context(format!("cannot show transaction {}", show.id));
             };
             if show.json {
                 return write_json_pretty(&mut output, &info_json(info))

@@ -2,9 +2,10 @@
 //! the raw publish, and the factory for producers and consumers.
 //!
 //! The client keeps one connection (see `connection.rs`) for every clone. When it breaks, the
-//! next call opens a new one; attempts after a failure are spaced by an exponential backoff, so
-//! many callers retrying at once make one connection attempt per pause, not one each. Admin
-//! calls are tried once: whether to repeat a `create_topic` after a lost connection is the
+//! next call opens a new one; attempts after a failure are spaced by an exponential backoff with
+//! random jitter, so many callers retrying at once make one connection attempt per pause, not
+//! one each, and many clients of a restarted broker do not all come back at once. Admin calls
+//! are tried once: whether to repeat a `create_topic` after a lost connection is the
 //! caller's decision. Producers retry by themselves (`producer.rs`); consumers open their own
 //! connection so that one slow consumer's flow control never holds up anyone else's answers
 //! (`consumer.rs`).
@@ -16,7 +17,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 use weir_proto::{
-    AlertInfo, BrokerStats, ErrorCode, Fsync, GroupInfo, Request, Response, Start, TopicInfo,
+    AlertInfo, BrokerStats, Delivery, ErrorCode, Fsync, GroupInfo, Request, Response, Start,
+    TopicInfo,
 };
 
 use crate::connection::{Connection, ConnectionSettings, unexpected};
@@ -28,13 +30,15 @@ use crate::producer::{Producer, ProducerOptions};
 /// How a client connects and how long it waits.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
-    /// Sent in the handshake; the broker shows it in logs and the console.
+    /// Sent in the handshake; the broker shows it in its logs.
     pub client_name: String,
     /// Bound on connecting plus the handshake.
     pub connect_timeout: Duration,
     /// Bound on waiting for any one answer.
     pub request_timeout: Duration,
     /// First pause after a failed connection attempt; doubled after each further failure.
+    /// Each pause is randomised between half of it and all of it, so that clients that lost
+    /// the same broker do not reconnect in lockstep.
     pub reconnect_delay_min: Duration,
     /// The longest pause between connection attempts.
     pub reconnect_delay_max: Duration,
@@ -66,13 +70,15 @@ impl ClientOptions {
     }
 }
 
-/// Pauses between retries: `minimum`, doubling up to `maximum`, back to `minimum` after a
-/// success.
+/// Pauses between retries: a step of `minimum`, doubling up to `maximum`, back to `minimum`
+/// after a success. Each pause is drawn at random between half the step and the whole step
+/// ("equal jitter"), so clients that lost the same broker at the same moment spread their
+/// attempts instead of reconnecting in lockstep, and still back off as fast as the step grows.
 #[derive(Debug, Clone)]
 pub(crate) struct Backoff {
     minimum: Duration,
     maximum: Duration,
-    /// The pause `next_delay` returns next.
+    /// The step of the pause `next_delay` returns next.
     current: Duration,
 }
 
@@ -85,10 +91,13 @@ impl Backoff {
         }
     }
 
+    /// The next pause: in `[step / 2, step]`, so never above `maximum`.
     pub(crate) fn next_delay(&mut self) -> Duration {
-        let delay = self.current;
+        let step = self.current;
         self.current = (self.current * 2).min(self.maximum);
-        delay
+        let half = step / 2;
+        let spread = u64::try_from((step - half).as_nanos()).unwrap_or(u64::MAX);
+        half + Duration::from_nanos(rand::random_range(0..=spread))
     }
 
     pub(crate) fn reset(&mut self) {
@@ -381,6 +390,34 @@ impl Client {
         }
     }
 
+    /// Reads up to `max` (1 to 1000) messages of one partition from `from`, outside any
+    /// group: the broker keeps no state for the reader, and nothing is acked. Returns the
+    /// messages (each with `delivery_count` 0) and the offset to read on from with
+    /// `Start::Offset`. `from` is clamped to what the partition retains; `Start::Latest` gives
+    /// no message, only where new ones will appear. A broker older than this request answers
+    /// [`ErrorCode::UnsupportedRequest`].
+    pub async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: Start,
+        max: u32,
+    ) -> Result<(Vec<Delivery>, u64)> {
+        let request = Request::Read {
+            topic: topic.to_owned(),
+            partition,
+            from,
+            max,
+        };
+        match self.request(&request).await? {
+            Response::Messages {
+                next_offset,
+                messages,
+            } => Ok((messages, next_offset)),
+            other => Err(unexpected("Messages", &other)),
+        }
+    }
+
     /// The alerts pending and firing now, by rule then scope: each names its rule, the
     /// subscription (`topic/subscription`), the metric's value against the rule's threshold,
     /// the rule's message and since when its condition holds. The broker evaluates its rules
@@ -538,12 +575,59 @@ pub(crate) fn milliseconds(duration: Duration) -> u64 {
 mod tests {
     use super::*;
 
+    /// Each pause lies between half its step and the step; the steps double to the maximum.
+    fn assert_steps(backoff: &mut Backoff, steps_ms: &[u64]) {
+        for &step in steps_ms {
+            let delay = backoff.next_delay();
+            let step = Duration::from_millis(step);
+            assert!(
+                step / 2 <= delay && delay <= step,
+                "{delay:?} outside [{:?}, {step:?}]",
+                step / 2
+            );
+        }
+    }
+
     #[test]
     fn the_backoff_doubles_up_to_its_maximum_and_resets() {
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(300));
-        let delays: Vec<u128> = (0..5).map(|_| backoff.next_delay().as_millis()).collect();
-        assert_eq!(delays, [50, 100, 200, 300, 300]);
+        assert_steps(&mut backoff, &[50, 100, 200, 300, 300, 300]);
         backoff.reset();
-        assert_eq!(backoff.next_delay(), Duration::from_millis(50));
+        assert_steps(&mut backoff, &[50, 100]);
+    }
+
+    /// Goal: clients that lose the broker together do not come back in lockstep (issue 10,
+    /// defect 15: every client waited exactly 50, 100, 200 ms … and reconnected at the same
+    /// instants). Method: 1,000 clients' backoffs with the default options, their first four
+    /// pauses each: every pause within its bounds, and the pauses of one attempt spread over
+    /// many different values.
+    #[test]
+    fn the_reconnect_pauses_of_many_clients_differ_within_their_bounds() {
+        let options = ClientOptions::default();
+        let mut backoffs: Vec<Backoff> = (0..1_000).map(|_| options.backoff()).collect();
+        let mut step = options.reconnect_delay_min;
+        for _ in 0..4 {
+            let delays: Vec<Duration> = backoffs.iter_mut().map(Backoff::next_delay).collect();
+            for delay in &delays {
+                assert!(
+                    step / 2 <= *delay && *delay <= step,
+                    "{delay:?} for {step:?}"
+                );
+            }
+            let distinct: std::collections::BTreeSet<&Duration> = delays.iter().collect();
+            assert!(
+                distinct.len() > 900,
+                "1,000 clients chose only {} different pauses of {step:?}",
+                distinct.len()
+            );
+            let earliest = delays.iter().min().expect("1,000 pauses");
+            let latest = delays.iter().max().expect("1,000 pauses");
+            assert!(
+                *latest - *earliest > step / 4,
+                "the pauses of {step:?} spread over only {:?}",
+                *latest - *earliest
+            );
+            step = (step * 2).min(options.reconnect_delay_max);
+        }
     }
 }

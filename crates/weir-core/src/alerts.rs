@@ -256,6 +256,7 @@ mod tests {
             scheduled_quarantined: 0,
             transactions: 0,
             unroutable_dropped: 0,
+            background_failures: std::collections::BTreeMap::new(),
         }
     }
 

@@ -178,6 +178,29 @@ pub struct QueueSettings {
     pub overflow: Overflow,
 }
 
+impl QueueSettings {
+    /// Refuses settings a queue on `topic` could not keep, before anything is stored: a
+    /// dead-letter topic that is no valid topic name would fail every dead letter, one that is
+    /// the topic itself would deliver its dead letters again, and `max_deliveries: 0` would
+    /// dead-letter every message unread. Every front end creates subscriptions through here.
+    pub fn validate(&self, topic: &str) -> crate::error::Result<()> {
+        if self.max_deliveries == Some(0) {
+            return Err(crate::error::Error::InvalidArgument(
+                "max_deliveries must be at least 1 (leave it out for no limit)".into(),
+            ));
+        }
+        if let Some(dead_letter_topic) = &self.dead_letter_topic {
+            crate::catalog::valid_name("dead-letter topic", dead_letter_topic)?;
+            if dead_letter_topic == topic {
+                return Err(crate::error::Error::InvalidArgument(format!(
+                    "the dead-letter topic cannot be '{topic}' itself: its dead letters would be delivered again"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Options of one `subscribe` call. `kind`, `start` and `ack_timeout` apply when the call
 /// creates the subscription; joining an existing one keeps its settings.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,5 +1,5 @@
-//! Weir's core: the [`Broker`]. It knows no socket; every front end (native protocol, HTTP,
-//! RESP) is a thin adapter over this one API, and a Rust program can embed it directly on a
+//! Weir's core: the [`Broker`]. It knows no socket; every front end (the native protocol and
+//! HTTP today; RESP is planned) is a thin adapter over this one API, and a Rust program can embed it directly on a
 //! data directory, like SQLite for queues.
 //!
 //! - [`Broker`] owns topics and subscriptions. `publish` routes a batch to partitions and
@@ -34,6 +34,7 @@ pub mod error;
 pub mod exchange;
 pub mod metrics;
 mod partition;
+mod retry;
 mod schedule;
 mod subscription;
 mod topic;

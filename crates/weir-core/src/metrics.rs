@@ -234,7 +234,21 @@ pub struct BrokerStats {
     pub scheduled_quarantined: u64,
     pub transactions: u64,
     pub unroutable_dropped: u64,
+    /// Failed attempts of the timer's background steps since start, by step (each of
+    /// [`BACKGROUND_STEPS`], 0 when it never failed). A failing step backs off.
+    pub background_failures: std::collections::BTreeMap<String, u64>,
 }
+
+/// The timer's background steps that can fail and are retried: storing dead letters,
+/// delivering due scheduled messages, checking transactions, expiring idempotency keys,
+/// retention.
+pub const BACKGROUND_STEPS: &[&str] = &[
+    "dead_letters",
+    "schedule",
+    "transactions",
+    "idempotency_keys",
+    "retention",
+];
 
 #[cfg(test)]
 mod tests {

@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use weir_core::{
-    Durability, Error, FsyncPolicy, Message, MessageId, StartPosition, SubscribeOptions,
-    SubscriptionKind, TopicConfig,
+    Durability, Error, FsyncPolicy, Message, MessageId, QueueSettings, StartPosition,
+    SubscribeOptions, SubscriptionKind, TopicConfig,
 };
 
 fn messages(range: std::ops::Range<u32>) -> Vec<Message> {
@@ -580,5 +580,133 @@ async fn a_message_with_too_many_headers_is_refused_at_publish() {
         stored[1].headers.len(),
         weir_core::MAX_RECORD_HEADERS as usize
     );
+    broker.shutdown().await;
+}
+
+/// Goal: queue settings no subscription could keep are refused when it is created, with a
+/// clear error, and leave nothing behind (issue 10, defect 5: `dead_letter_topic: "a/b"` was
+/// accepted and then every dead letter failed, retried ~100 times a second; defect 7:
+/// `max_deliveries: 0` was accepted and acted as 1). Method: subscribe with each bad setting
+/// on a topic that does not exist yet; each is `InvalidArgument` naming the setting, and the
+/// broker has neither the topic nor a group afterwards. A valid setting still works.
+#[tokio::test]
+async fn queue_settings_no_queue_could_keep_are_refused_at_creation() {
+    let fixture = Fixture::new();
+    let broker = fixture.open().await;
+    let with = |queue: QueueSettings| SubscribeOptions {
+        kind: SubscriptionKind::Queue,
+        queue,
+        ..SubscribeOptions::default()
+    };
+    let refusals = [
+        (
+            QueueSettings {
+                dead_letter_topic: Some("a/b".into()),
+                ..QueueSettings::default()
+            },
+            "dead-letter topic name 'a/b'",
+        ),
+        (
+            QueueSettings {
+                dead_letter_topic: Some("orders".into()),
+                ..QueueSettings::default()
+            },
+            "dead-letter topic cannot be 'orders'",
+        ),
+        (
+            QueueSettings {
+                max_deliveries: Some(0),
+                ..QueueSettings::default()
+            },
+            "max_deliveries must be at least 1",
+        ),
+    ];
+    for (settings, expected) in refusals {
+        match broker
+            .subscribe("orders", "billing", with(settings.clone()))
+            .await
+        {
+            Err(Error::InvalidArgument(message)) => {
+                assert!(message.contains(expected), "{settings:?}: {message}")
+            }
+            Err(other) => panic!("{settings:?}: {other:?}"),
+            Ok(_) => panic!("{settings:?} was accepted"),
+        }
+    }
+    assert!(broker.topics().is_empty(), "no topic was auto-created");
+    assert!(broker.groups(None).is_empty(), "no group was created");
+
+    let consumer = broker
+        .subscribe(
+            "orders",
+            "billing",
+            with(QueueSettings {
+                max_deliveries: Some(1),
+                dead_letter_topic: Some("orders.failed".into()),
+                ..QueueSettings::default()
+            }),
+        )
+        .await
+        .expect("valid settings are accepted");
+    drop(consumer);
+    broker.shutdown().await;
+}
+
+/// Goal: a dead-letter topic that cannot be written neither spins nor loses the letter (issue
+/// 10, defect 5: the timer retried every 10 ms, ~100 log lines a second, forever). Method: a
+/// file where the dead-letter topic's directory would go, so creating it fails; reject a
+/// message and run the timer for one second: a handful of attempts, backing off, each counted
+/// in `stats().background_failures`. Once the way is clear, the letter is stored.
+#[tokio::test]
+async fn a_failing_dead_letter_topic_is_retried_with_backoff_and_counted() {
+    let fixture = Fixture::new();
+    let broker = fixture.open().await;
+    let in_the_way = fixture.dir.path().join("topics").join("orders.failed");
+    std::fs::write(&in_the_way, b"not a directory").unwrap();
+    broker
+        .publish_messages("orders", None, &[Message::new("poison")])
+        .await
+        .unwrap();
+    let options = SubscribeOptions {
+        kind: SubscriptionKind::Queue,
+        queue: QueueSettings {
+            max_deliveries: Some(1),
+            dead_letter_topic: Some("orders.failed".into()),
+            ..QueueSettings::default()
+        },
+        ..SubscribeOptions::default()
+    };
+    let consumer = broker
+        .subscribe("orders", "billing", options)
+        .await
+        .unwrap();
+    let ids: Vec<MessageId> = consumer
+        .try_next(10)
+        .unwrap()
+        .iter()
+        .map(|delivery| delivery.id())
+        .collect();
+    assert_eq!(ids.len(), 1);
+    consumer.nack(&ids, false, Duration::ZERO).unwrap();
+
+    // One second of the timer, every 10 ms: attempts at 0, 100, 300 and 700 ms.
+    for _ in 0..100 {
+        broker.tick().await;
+        fixture.clock.advance(Duration::from_millis(10));
+    }
+    let failures = broker.stats().background_failures["dead_letters"];
+    assert!(
+        (1..=5).contains(&failures),
+        "{failures} attempts in one second"
+    );
+
+    std::fs::remove_file(&in_the_way).unwrap();
+    fixture.clock.advance(Duration::from_secs(31));
+    broker.tick().await;
+    let queues = broker.dead_letter_queues();
+    assert_eq!(queues.len(), 1, "{queues:?}");
+    assert_eq!(queues[0].topic, "orders.failed");
+    assert_eq!(queues[0].pending, 1, "the letter was kept and stored");
+    drop(consumer);
     broker.shutdown().await;
 }

@@ -10,11 +10,12 @@
 //! `name()`, `from_code()` and `from_name()`, so that no second list can drift from the first:
 //!
 //! - [`RequestKind`] — the command table: each client→server frame kind with its dotted name
-//!   (`"topic.create"`, `"message.publish"`), used in logs, metrics and the console.
+//!   (`"topic.create"`, `"message.publish"`), used in logs and metrics.
 //!   Codes `0x01..=0x7f`.
 //! - [`ResponseKind`] — each server→client frame kind. Codes `0x80..=0xff`, so that a dump of a
 //!   frame tells its direction by its kind byte alone.
-//! - [`ErrorCode`] — the public error codes every front end reports (native, HTTP, RESP):
+//! - [`ErrorCode`] — the public error codes every front end reports (native and HTTP;
+//!   RESP, planned, will too):
 //!   numeric code, `snake_case` name and default message, like NATS `server/errors.json`.
 //!
 //! This module owns numbers and names only; what each frame carries lives in `request.rs` and
@@ -44,7 +45,7 @@ macro_rules! kind_table {
                 self as u8
             }
 
-            /// The dotted name used in logs, metrics and the console.
+            /// The dotted name used in logs and metrics.
             pub const fn name(self) -> &'static str {
                 match self {
                     $($enum_name::$variant => $name,)*
@@ -115,6 +116,8 @@ kind_table! {
         0x34 => SubscribeWithSettings, "consumer.subscribe_with_settings";
         /// [`crate::Request::Release`]: give deliveries back without counting a failure.
         0x35 => Release, "message.release";
+        /// [`crate::Request::Read`]: read a partition by position, outside any group.
+        0x36 => Read, "consumer.read";
         /// [`crate::Request::ListGroups`].
         0x40 => ListGroups, "group.list";
         /// [`crate::Request::DescribeGroup`].
@@ -206,6 +209,8 @@ kind_table! {
         0xb0 => Subscribed, "consumer.subscribed";
         /// [`crate::Response::Deliver`]: server push of messages, correlation id 0.
         0xb1 => Deliver, "consumer.deliver";
+        /// [`crate::Response::Messages`]: the answer to `Read`.
+        0xb6 => Messages, "consumer.messages";
         /// [`crate::Response::Groups`]: a list of group descriptions.
         0xc0 => Groups, "group.infos";
         /// [`crate::Response::Exchange`]: one exchange with its bindings.
@@ -250,8 +255,8 @@ macro_rules! error_table {
     ( $( $(#[$meta:meta])* $code:literal => $variant:ident, $name:literal, $message:literal; )* ) => {
         /// A public error code: stable across releases and across front ends.
         ///
-        /// The native protocol carries the number ([`crate::Response::Error`]); HTTP and RESP
-        /// carry the name. The wire carries a raw `u16`, not this enum, so that a client can
+        /// The native protocol carries the number ([`crate::Response::Error`]); HTTP carries
+        /// the name (as the planned RESP front end will). The wire carries a raw `u16`, not this enum, so that a client can
         /// still report a code newer than itself.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         #[repr(u16)]
@@ -269,7 +274,7 @@ macro_rules! error_table {
                 self as u16
             }
 
-            /// The `snake_case` name, as HTTP and RESP report it.
+            /// The `snake_case` name, as HTTP reports it.
             pub const fn name(self) -> &'static str {
                 match self {
                     $(ErrorCode::$variant => $name,)*
@@ -455,6 +460,7 @@ mod tests {
             (0x23, "message.publish_reporting_duplicates"),
             (0x34, "consumer.subscribe_with_settings"),
             (0x35, "message.release"),
+            (0x36, "consumer.read"),
             (0x50, "exchange.create"),
             (0x51, "exchange.delete"),
             (0x52, "exchange.list"),
@@ -497,6 +503,7 @@ mod tests {
             (0xa0, "message.published"),
             (0xb0, "consumer.subscribed"),
             (0xb1, "consumer.deliver"),
+            (0xb6, "consumer.messages"),
             (0xc0, "group.infos"),
             (0x84, "count"),
             (0xa1, "message.published_with_duplicates"),

@@ -28,7 +28,7 @@ pub enum Request {
         min_version: u16,
         /// Highest protocol version the client speaks.
         max_version: u16,
-        /// Free text naming the client, for logs and the console.
+        /// Free text naming the client, for the server's logs.
         client_name: String,
     },
     /// Creates a topic. Answered with `Topic`.
@@ -374,6 +374,19 @@ pub enum Request {
         /// Who holds it; a release by anyone else changes nothing.
         holder: String,
     },
+    /// Reads messages of one partition by position, outside any group: no delivery state,
+    /// nothing to ack, nothing left behind. Answered with `Messages`.
+    Read {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// Where to start, clamped to what the partition retains: the earliest or latest
+        /// position, an offset, or the first message at or after a time.
+        from: Start,
+        /// At most this many (1 to 1000); fewer if they would not fit in one frame.
+        max: u32,
+    },
     /// Answered with `Stats`.
     Stats,
     /// Answered with `Alerts`: the alerts pending and firing now.
@@ -427,6 +440,7 @@ impl Request {
             Request::ClaimKey { .. } => RequestKind::ClaimKey,
             Request::CompleteKey { .. } => RequestKind::CompleteKey,
             Request::ReleaseKey { .. } => RequestKind::ReleaseKey,
+            Request::Read { .. } => RequestKind::Read,
             Request::Stats => RequestKind::Stats,
             Request::Alerts => RequestKind::Alerts,
         }
@@ -583,6 +597,17 @@ impl Request {
             }
             Request::ListDeadLetters { topic, max } => {
                 put_string(buf, topic);
+                buf.put_u32_le(*max);
+            }
+            Request::Read {
+                topic,
+                partition,
+                from,
+                max,
+            } => {
+                put_string(buf, topic);
+                buf.put_u32_le(*partition);
+                from.put(buf);
                 buf.put_u32_le(*max);
             }
             Request::Redrive {
@@ -911,6 +936,12 @@ impl Request {
                 exchange: reader.string("exchange name")?,
                 topic: reader.string("binding topic")?,
                 key: reader.option("binding key option", |reader| reader.string("binding key"))?,
+            },
+            RequestKind::Read => Request::Read {
+                topic: reader.string("topic name")?,
+                partition: reader.u32("partition")?,
+                from: Start::read(reader)?,
+                max: reader.u32("maximum messages")?,
             },
             RequestKind::ListDeadLetterQueues => Request::ListDeadLetterQueues,
             RequestKind::ListDeadLetters => Request::ListDeadLetters {

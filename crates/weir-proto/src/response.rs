@@ -110,6 +110,15 @@ pub enum Response {
     DeadLetterQueues(Vec<DeadLetterQueueInfo>),
     /// Dead letters, oldest first; each carries `weir.dlq.*` headers saying why and from where.
     DeadLetters(Vec<Delivery>),
+    /// The answer to `Read`: messages of one partition in offset order, each with
+    /// `delivery_count` 0 (a read is no delivery).
+    Messages {
+        /// Where the next read of the partition continues: one past the last message given,
+        /// or where the read started when there was none.
+        next_offset: u64,
+        /// The messages.
+        messages: Vec<Delivery>,
+    },
     /// Scheduled batches, in due order (one entry for `CancelScheduled`).
     ScheduledList(Vec<ScheduledInfo>),
     /// One scheduled batch and its messages.
@@ -194,6 +203,7 @@ impl Response {
             Response::Exchanges(_) => ResponseKind::Exchanges,
             Response::DeadLetterQueues(_) => ResponseKind::DeadLetterQueues,
             Response::DeadLetters(_) => ResponseKind::DeadLetters,
+            Response::Messages { .. } => ResponseKind::Messages,
             Response::ScheduledList(_) => ResponseKind::ScheduledList,
             Response::ScheduledMessage { .. } => ResponseKind::ScheduledMessage,
             Response::TransactionBegun { .. } => ResponseKind::TransactionBegun,
@@ -278,18 +288,14 @@ impl Response {
             Response::DeadLetterQueues(queues) => {
                 put_list(buf, queues, |buf, queue| queue.put(buf));
             }
-            Response::DeadLetters(letters) => put_list(buf, letters, |buf, letter| {
-                put_delivery(
-                    buf,
-                    letter.partition,
-                    letter.offset,
-                    letter.delivery_count,
-                    letter.timestamp_ms,
-                    letter.key.as_deref(),
-                    &letter.headers,
-                    &letter.value,
-                );
-            }),
+            Response::DeadLetters(letters) => put_list(buf, letters, put_whole_delivery),
+            Response::Messages {
+                next_offset,
+                messages,
+            } => {
+                buf.put_u64_le(*next_offset);
+                put_list(buf, messages, put_whole_delivery);
+            }
             Response::ScheduledList(entries) => put_list(buf, entries, |buf, entry| entry.put(buf)),
             Response::ScheduledMessage { info, messages } => {
                 info.put(buf);
@@ -419,6 +425,10 @@ impl Response {
                 Delivery::MINIMUM_BYTES,
                 Delivery::read,
             )?),
+            ResponseKind::Messages => Response::Messages {
+                next_offset: reader.u64("next offset")?,
+                messages: reader.list("message list", Delivery::MINIMUM_BYTES, Delivery::read)?,
+            },
             ResponseKind::ScheduledList => Response::ScheduledList(reader.list(
                 "scheduled message list",
                 ScheduledInfo::MINIMUM_BYTES,
@@ -456,6 +466,20 @@ impl Response {
             )?),
         })
     }
+}
+
+/// Writes one [`Delivery`] (as a list item of `DeadLetters` and `Messages`).
+fn put_whole_delivery(buf: &mut BytesMut, delivery: &Delivery) {
+    put_delivery(
+        buf,
+        delivery.partition,
+        delivery.offset,
+        delivery.delivery_count,
+        delivery.timestamp_ms,
+        delivery.key.as_deref(),
+        &delivery.headers,
+        &delivery.value,
+    );
 }
 
 /// Writes one `Deliver` frame message by message, straight into the connection's buffer.

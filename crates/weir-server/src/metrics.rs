@@ -92,7 +92,7 @@ impl Drop for OpenConnection {
 pub struct ServerMetrics {
     /// The native protocol listener.
     pub native: Arc<ListenerMetrics>,
-    /// The HTTP listener (API, console and `/metrics` itself), counted by
+    /// The HTTP listener (API and `/metrics` itself), counted by
     /// [`crate::http::HttpApi::serve`].
     pub http: Arc<ListenerMetrics>,
 }

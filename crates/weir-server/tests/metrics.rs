@@ -392,6 +392,7 @@ async fn an_idle_broker_renders_every_broker_wide_family() {
         ("weir_transactions_open", "gauge"),
         ("weir_unroutable_dropped_total", "counter"),
         ("weir_topics", "gauge"),
+        ("weir_background_failures_total", "counter"),
         ("weir_alerts_firing", "gauge"),
         ("weir_alerts_pending", "gauge"),
         ("weir_connections_open", "gauge"),
@@ -408,7 +409,7 @@ async fn an_idle_broker_renders_every_broker_wide_family() {
     }
     assert_eq!(
         metrics.types.len(),
-        38,
+        39,
         "every family is in docs/metrics.md: {:?}",
         metrics.types.keys()
     );

@@ -34,21 +34,26 @@ pub struct DeadLetterQueueInfo {
 
 impl Broker {
     /// Stores a subscription's pending dead letters in its dead-letter topic, then acks them
-    /// in the subscription. Runs on the timer.
+    /// in the subscription. Runs on the timer; after a failure it backs off (`background.rs`).
     pub(super) async fn store_dead_letters(&self, subscription: &Arc<Subscription>) {
+        let now_ms = self.inner.config.clock.now_ms();
+        let record = &subscription.record;
+        let scope = || format!("{}/{}", record.topic, record.group);
+        if !self.background_due("dead_letters", scope, now_ms) {
+            return;
+        }
         let letters = subscription.take_dead_letters();
         if letters.is_empty() {
             return;
         }
         let result = self.append_dead_letters(subscription, &letters).await;
-        if let Err(error) = &result {
-            tracing::warn!(
-                topic = %subscription.record.topic,
-                group = %subscription.record.group,
-                %error,
-                "storing dead letters failed; will retry"
-            );
-        }
+        self.background_done(
+            "dead_letters",
+            scope,
+            "storing dead letters",
+            &result,
+            now_ms,
+        );
         subscription.dead_letters_done(letters, result.is_ok(), self.inner.config.clock.now_ms());
     }
 

@@ -2,6 +2,7 @@
 //! Topics, publishing and subscriptions live here; exchanges in [`exchanges`].
 
 mod alerting;
+mod background;
 mod dead_letters;
 mod exchanges;
 mod idempotency;
@@ -183,9 +184,11 @@ struct Inner {
     positions_save: Mutex<Vec<weir_storage::MetaOp>>,
     checkers: Mutex<transactions::Checkers>,
     metrics: Arc<BrokerMetrics>,
+    /// Background steps failing now, backing off (`background.rs`).
+    background: Mutex<background::Background>,
     alert_rules: RwLock<Vec<AlertRule>>,
     alert_book: Mutex<AlertBook>,
-    /// Every alert that fires or resolves, for front ends (webhooks, the console).
+    /// Every alert that fires or resolves, for front ends (the webhook, the HTTP alert stream).
     alert_events: tokio::sync::broadcast::Sender<Alert>,
     /// The timer and scheduler tasks, stopped by `shutdown`.
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -280,6 +283,7 @@ impl Broker {
                 next_id: AtomicU64::new((config_now_ms.max(0) as u64) << 20),
                 tasks: Mutex::new(Vec::new()),
                 metrics,
+                background: Mutex::new(background::Background::default()),
                 alert_rules: RwLock::new(alert_rules),
                 alert_book: Mutex::new(AlertBook::default()),
                 alert_events: tokio::sync::broadcast::channel(256).0,
@@ -523,7 +527,9 @@ impl Broker {
     ) -> Result<Consumer> {
         self.check_open()?;
         valid_name("subscription", group)?;
+        // Before the topic is auto-created: a refused subscribe leaves nothing behind.
         options.validate()?;
+        options.queue.validate(topic)?;
         let topic = self.topic_or_create(topic).await?;
         let key = (topic.name.clone(), group.to_owned());
         let existing = read(&self.inner.subscriptions).get(&key).cloned();
@@ -650,6 +656,24 @@ impl Broker {
         read_records(&topic.partition(partition)?.reader, offset, max)
     }
 
+    /// Reads up to `max` messages of one partition from `from`, clamped to what the partition
+    /// retains, with no delivery state (a reader outside any group). Returns them and the
+    /// offset where the next read continues: one past the last, or the resolved start.
+    pub fn read_from(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: StartPosition,
+        max: usize,
+    ) -> Result<(Vec<Record>, u64)> {
+        let topic = self.find_topic(topic)?;
+        let reader = &topic.partition(partition)?.reader;
+        let start = crate::subscription::resolve_start(reader, from)?;
+        let records = read_records(reader, start, max)?;
+        let next_offset = records.last().map_or(start, |record| record.offset + 1);
+        Ok((records, next_offset))
+    }
+
     /// The first offset of each partition at or after `timestamp_ms` (end offset if none).
     pub fn offsets_for_time(&self, topic: &str, timestamp_ms: i64) -> Result<Vec<u64>> {
         let topic = self.find_topic(topic)?;
@@ -719,6 +743,7 @@ impl Broker {
                 .transactions()
                 .map_or(0, |transactions| transactions.len() as u64),
             unroutable_dropped: self.unroutable_dropped(),
+            background_failures: self.background_failures(),
         }
     }
 
@@ -734,9 +759,16 @@ impl Broker {
             self.store_dead_letters(subscription).await;
         }
         if self.inner.schedule.has_work(now_ms)
-            && let Err(error) = self.deliver_due().await
+            && self.background_due("schedule", String::new, now_ms)
         {
-            tracing::warn!(%error, "delivering scheduled messages failed");
+            let result = self.deliver_due().await;
+            self.background_done(
+                "schedule",
+                String::new,
+                "delivering scheduled messages",
+                &result,
+                now_ms,
+            );
         }
         let topics: Vec<Arc<Topic>> = read(&self.inner.topics).values().cloned().collect();
         let (save_positions, run_retention, expire_keys, evaluate_alerts) = {
@@ -779,11 +811,25 @@ impl Broker {
         if save_positions {
             self.save_positions(subscriptions.clone()).await;
         }
-        if let Err(error) = self.check_transactions(now_ms).await {
-            tracing::warn!(%error, "checking transactions failed");
+        if self.background_due("transactions", String::new, now_ms) {
+            let result = self.check_transactions(now_ms).await;
+            self.background_done(
+                "transactions",
+                String::new,
+                "checking transactions",
+                &result,
+                now_ms,
+            );
         }
-        if expire_keys && let Err(error) = self.expire_keys(now_ms) {
-            tracing::warn!(%error, "expiring idempotency keys failed");
+        if expire_keys && self.background_due("idempotency_keys", String::new, now_ms) {
+            let result = self.expire_keys(now_ms);
+            self.background_done(
+                "idempotency_keys",
+                String::new,
+                "expiring idempotency keys",
+                &result,
+                now_ms,
+            );
         }
         if run_retention {
             for topic in &topics {
@@ -791,20 +837,24 @@ impl Broker {
                     continue;
                 }
                 for partition in &topic.partitions {
-                    match partition.enforce_retention(now_ms).await {
-                        Ok(report) if report.segments_deleted > 0 => tracing::info!(
+                    let scope = || format!("{}/{}", topic.name, partition.id);
+                    if !self.background_due("retention", scope, now_ms) {
+                        continue;
+                    }
+                    let result = partition.enforce_retention(now_ms).await;
+                    if let Ok(report) = &result
+                        && report.segments_deleted > 0
+                    {
+                        tracing::info!(
                             topic = %topic.name,
                             partition = partition.id,
                             segments = report.segments_deleted,
                             bytes = report.bytes_deleted,
                             start_offset = report.new_start_offset,
                             "retention deleted segments"
-                        ),
-                        Ok(_) => {}
-                        Err(error) => {
-                            tracing::warn!(topic = %topic.name, %error, "retention failed")
-                        }
+                        );
                     }
+                    self.background_done("retention", scope, "retention", &result, now_ms);
                 }
             }
         }

@@ -316,6 +316,14 @@ pub fn request() -> impl Strategy<Value = Request> {
         }),
         Just(Request::ListDeadLetterQueues),
         (text(), any::<u32>()).prop_map(|(topic, max)| Request::ListDeadLetters { topic, max }),
+        (text(), any::<u32>(), start(), any::<u32>()).prop_map(|(topic, partition, from, max)| {
+            Request::Read {
+                topic,
+                partition,
+                from,
+                max,
+            }
+        }),
         (
             text(),
             proptest::option::of(text()),
@@ -807,6 +815,12 @@ pub fn response() -> impl Strategy<Value = Response> {
         )
         .prop_map(Response::DeadLetterQueues),
         proptest::collection::vec(delivery(), 0..4).prop_map(Response::DeadLetters),
+        (any::<u64>(), proptest::collection::vec(delivery(), 0..4)).prop_map(
+            |(next_offset, messages)| Response::Messages {
+                next_offset,
+                messages
+            }
+        ),
         proptest::collection::vec(scheduled_info(), 0..3).prop_map(Response::ScheduledList),
         (scheduled_info(), proptest::collection::vec(message(), 0..3))
             .prop_map(|(info, messages)| Response::ScheduledMessage { info, messages }),

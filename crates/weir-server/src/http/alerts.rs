@@ -1,5 +1,5 @@
 //! Alerts over HTTP: what is pending and firing (`GET /v1/alerts`), every change as it happens
-//! (`GET /v1/alerts/stream`, server-sent events for the console), and the rules
+//! (`GET /v1/alerts/stream`, server-sent events for dashboards), and the rules
 //! (`GET /v1/alert-rules`, `PUT` and `DELETE /v1/alert-rules/{name}`). The broker evaluates
 //! the rules every second on its own timer ([`weir_core::Broker::alerts`]); these handlers only
 //! translate. The JSON shapes mirror `weir_core::alerts` field for field, so a rule read from

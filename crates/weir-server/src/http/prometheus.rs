@@ -481,6 +481,18 @@ fn render_broker(out: &mut Exposition, stats: &BrokerStats) {
         "Topics, internal ones included.",
     );
     out.sample("weir_topics", &[], stats.topics.len() as u64);
+    out.family(
+        "weir_background_failures_total",
+        Kind::Counter,
+        "Failed attempts of the broker's background steps, by step; a failing step backs off.",
+    );
+    for (step, failures) in &stats.background_failures {
+        out.sample(
+            "weir_background_failures_total",
+            &[("step", step)],
+            *failures,
+        );
+    }
 }
 
 fn render_alerts(out: &mut Exposition, alerts: &[Alert]) {
@@ -580,6 +592,7 @@ mod tests {
             scheduled_quarantined: 0,
             transactions: 0,
             unroutable_dropped: 0,
+            background_failures: std::collections::BTreeMap::new(),
         }
     }
 

@@ -1,5 +1,5 @@
 //! What the broker measures, for dashboards and scripts: a snapshot (`GET /v1/stats`), and the
-//! same snapshot as a server-sent-events stream for the console (`GET /v1/stats/stream`).
+//! same snapshot as a server-sent-events stream for dashboards (`GET /v1/stats/stream`).
 //! Every number is the core's ([`weir_core::Broker::stats`]); counters count since the broker
 //! started, so a rate is the difference of two snapshots over their `now_ms` difference. This
 //! module must not invent numbers the core does not keep.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use weir_core::{Broker, Consumer, ScheduleRequest, SubscribeOptions, TopicConfig};
-use weir_proto::{ErrorCode, FRAME_HEADER_LEN, Request, Response, ScheduledSelector};
+use weir_proto::{ErrorCode, FRAME_HEADER_LEN, Request, Response, ScheduledSelector, Start};
 
 use super::connection::{Limits, Outgoing, Pending};
 use super::convert;
@@ -412,6 +412,15 @@ impl Session {
                 Ok(exchange) => Response::Exchange(convert::exchange_info(exchange)),
                 Err(error) => core_error(&error),
             },
+            Request::Read {
+                topic,
+                partition,
+                from,
+                max,
+            } => match check_listed("max", max) {
+                Ok(max) => self.read(&topic, partition, from, max),
+                Err(refused) => refused,
+            },
             Request::ListDeadLetterQueues => Response::DeadLetterQueues(
                 broker
                     .dead_letter_queues()
@@ -582,6 +591,48 @@ impl Session {
             Request::Alerts => Response::Alerts(convert::alerts(broker.alerts())),
         };
         Reply::Now(response)
+    }
+
+    /// Reads a partition outside any group: as many messages as fit in one frame. One message
+    /// too large for a frame is refused rather than skipped or answered with nothing (a reader
+    /// following `next_offset` would ask for it again forever).
+    fn read(&self, topic: &str, partition: u32, from: Start, max: usize) -> Response {
+        let (records, next_offset) =
+            match self
+                .broker
+                .read_from(topic, partition, convert::start_position(from), max)
+            {
+                Ok(read) => read,
+                Err(error) => return core_error(&error),
+            };
+        let first_offset = records.first().map(|record| record.offset);
+        let messages: Vec<weir_proto::Delivery> = records
+            .into_iter()
+            .map(|record| weir_proto::Delivery::from_record(partition, 0, record))
+            .collect();
+        // `next_offset` and the list's count precede the messages.
+        let budget = self
+            .limits
+            .max_frame_bytes
+            .saturating_sub(FRAME_HEADER_LEN + 8 + 4);
+        let messages = fit(messages, budget, weir_proto::Delivery::encoded_len);
+        let next_offset = match (messages.last(), first_offset) {
+            (Some(last), _) => last.offset + 1,
+            (None, None) => next_offset,
+            (None, Some(offset)) => {
+                return Response::error_with(
+                    ErrorCode::PayloadTooLarge,
+                    format!(
+                        "the message at offset {offset} of partition {partition} of '{topic}' does not fit in one frame of {} bytes",
+                        self.limits.max_frame_bytes
+                    ),
+                );
+            }
+        };
+        Response::Messages {
+            next_offset,
+            messages,
+        }
     }
 
     /// Makes this connection a checker of `producer_group`: the broker's questions about the
