@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpStream};
 
 use util::{PATIENCE, Weir};
 
-const SCRAPE: &[u8] = b"GET /metrics HTTP/1.1\r\nhost: weir\r\nconnection: close\r\n\r\n";
+const SCRAPE: &[u8] = b"GET /metrics HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n";
 
 /// Sends `request` on a connection of its own and reads until the server closes it (every
 /// request here says `connection: close`): every byte the server sent.
@@ -47,7 +47,7 @@ fn http_requests_are_counted_under_listener_http() {
     let create = br#"{"name": "orders"}"#;
     let request = [
         format!(
-            "POST /v1/topics HTTP/1.1\r\nhost: weir\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            "POST /v1/topics HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
             create.len()
         )
         .into_bytes(),

@@ -39,6 +39,12 @@ A config file holds any of these keys (flags and WEIR_* variables win over it):
   default_fsync = \"always\"        # or \"os\", or \"interval(10)\" (milliseconds)
   max_frame_bytes = 16777216
   max_connections = 1024
+  handshake_timeout_ms = 10000           # a native client must say hello within this
+  idle_timeout_ms = 600000               # a native connection with nothing open or in flight
+  http_max_connections = 1024
+  http_header_timeout_ms = 10000         # to send a whole request head
+  http_idle_timeout_ms = 60000           # a keep-alive connection between requests
+  http_allowed_hosts = [\"weir.example.com\"]  # Host/Origin names besides IPs and localhost
   transaction_timeout_ms = 6000          # undecided this long, a transaction is checked back
   transaction_check_interval_ms = 6000   # between two checks of one transaction
   alert_webhook = \"http://127.0.0.1:9000/alerts\"
@@ -102,6 +108,39 @@ pub struct ServeArguments {
     #[arg(long, env = "WEIR_MAX_CONNECTIONS", value_name = "N")]
     max_connections: Option<usize>,
 
+    /// Close a native connection that has not said hello this long after connecting
+    /// [default: 10000]
+    #[arg(long, env = "WEIR_HANDSHAKE_TIMEOUT_MS", value_name = "MS")]
+    handshake_timeout_ms: Option<u64>,
+
+    /// Close a native connection without a request for this long, unless it has a
+    /// subscription, a transaction checker or a publish in flight [default: 600000]
+    #[arg(long, env = "WEIR_IDLE_TIMEOUT_MS", value_name = "MS")]
+    idle_timeout_ms: Option<u64>,
+
+    /// Most HTTP connections at once [default: 1024]
+    #[arg(long, env = "WEIR_HTTP_MAX_CONNECTIONS", value_name = "N")]
+    http_max_connections: Option<usize>,
+
+    /// Close an HTTP connection whose request head is not complete this long after it began
+    /// [default: 10000]
+    #[arg(long, env = "WEIR_HTTP_HEADER_TIMEOUT_MS", value_name = "MS")]
+    http_header_timeout_ms: Option<u64>,
+
+    /// Close a keep-alive HTTP connection idle between requests for this long [default: 60000]
+    #[arg(long, env = "WEIR_HTTP_IDLE_TIMEOUT_MS", value_name = "MS")]
+    http_idle_timeout_ms: Option<u64>,
+
+    /// Host names the HTTP API answers to besides IP addresses and localhost (a reverse
+    /// proxy's name), comma-separated; * allows any [default: none]
+    #[arg(
+        long,
+        env = "WEIR_HTTP_ALLOWED_HOSTS",
+        value_name = "NAMES",
+        value_delimiter = ','
+    )]
+    http_allowed_hosts: Option<Vec<String>>,
+
     /// POST every alert that fires or resolves, as JSON, to this http:// URL [default: none]
     #[arg(long, env = "WEIR_ALERT_WEBHOOK", value_name = "URL")]
     alert_webhook: Option<String>,
@@ -129,6 +168,12 @@ struct FileConfig {
     default_fsync: Option<String>,
     max_frame_bytes: Option<usize>,
     max_connections: Option<usize>,
+    handshake_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    http_max_connections: Option<usize>,
+    http_header_timeout_ms: Option<u64>,
+    http_idle_timeout_ms: Option<u64>,
+    http_allowed_hosts: Option<Vec<String>>,
     alert_webhook: Option<String>,
     alert_rules: Option<Vec<FileAlertRule>>,
     transaction_timeout_ms: Option<u64>,
@@ -323,6 +368,55 @@ fn resolve(arguments: &ServeArguments, file: FileConfig) -> anyhow::Result<Setti
         }
         server.max_connections = max_connections;
     }
+    let timeouts = [
+        (
+            "handshake timeout",
+            arguments.handshake_timeout_ms.or(file.handshake_timeout_ms),
+            &mut server.handshake_timeout,
+        ),
+        (
+            "idle timeout",
+            arguments.idle_timeout_ms.or(file.idle_timeout_ms),
+            &mut server.idle_timeout,
+        ),
+        (
+            "HTTP header timeout",
+            arguments
+                .http_header_timeout_ms
+                .or(file.http_header_timeout_ms),
+            &mut server.http.header_timeout,
+        ),
+        (
+            "HTTP idle timeout",
+            arguments.http_idle_timeout_ms.or(file.http_idle_timeout_ms),
+            &mut server.http.idle_timeout,
+        ),
+    ];
+    for (what, milliseconds, setting) in timeouts {
+        if let Some(milliseconds) = milliseconds {
+            if milliseconds == 0 {
+                bail!("the {what} must be at least 1 ms");
+            }
+            *setting = Duration::from_millis(milliseconds);
+        }
+    }
+    if let Some(max_connections) = arguments.http_max_connections.or(file.http_max_connections) {
+        if max_connections == 0 {
+            bail!("the HTTP listener must allow at least 1 connection");
+        }
+        server.http.max_connections = max_connections;
+    }
+    if let Some(hosts) = arguments
+        .http_allowed_hosts
+        .clone()
+        .or(file.http_allowed_hosts)
+    {
+        server.http.allowed_hosts = hosts
+            .into_iter()
+            .map(|host| host.trim().to_owned())
+            .filter(|host| !host.is_empty())
+            .collect();
+    }
     if let Some(url) = arguments.alert_webhook.clone().or(file.alert_webhook) {
         weir_server::check_alert_webhook(&url).map_err(anyhow::Error::msg)?;
         server.alert_webhook = Some(url);
@@ -462,6 +556,59 @@ mod tests {
         assert_eq!(settings.server.max_frame_bytes, 65536);
         assert_eq!(settings.broker.max_batch_bytes, 65536);
         assert_eq!(settings.server.max_connections, 8);
+    }
+
+    /// The connection limits and timeouts of issue 10 (defect 19) and the allowed host names
+    /// (defect 24): documented defaults, the file, flags over the file, zero refused.
+    #[test]
+    fn connection_timeouts_limits_and_allowed_hosts_come_from_the_file_and_flags() {
+        let defaults = resolve(&ServeArguments::default(), FileConfig::default()).unwrap();
+        assert_eq!(defaults.server.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(defaults.server.idle_timeout, Duration::from_secs(600));
+        assert_eq!(defaults.server.http.max_connections, 1024);
+        assert_eq!(defaults.server.http.header_timeout, Duration::from_secs(10));
+        assert_eq!(defaults.server.http.idle_timeout, Duration::from_secs(60));
+        assert!(defaults.server.http.allowed_hosts.is_empty());
+
+        let file = file(
+            r#"
+            handshake_timeout_ms = 1000
+            idle_timeout_ms = 2000
+            http_max_connections = 3
+            http_header_timeout_ms = 4000
+            http_idle_timeout_ms = 5000
+            http_allowed_hosts = ["weir.example.com"]
+            "#,
+        );
+        let arguments = ServeArguments {
+            idle_timeout_ms: Some(7000),
+            http_allowed_hosts: Some(vec!["proxy.internal".into(), " ".into()]),
+            ..ServeArguments::default()
+        };
+        let settings = resolve(&arguments, file).unwrap();
+        assert_eq!(settings.server.handshake_timeout, Duration::from_secs(1));
+        assert_eq!(settings.server.idle_timeout, Duration::from_secs(7));
+        assert_eq!(settings.server.http.max_connections, 3);
+        assert_eq!(settings.server.http.header_timeout, Duration::from_secs(4));
+        assert_eq!(settings.server.http.idle_timeout, Duration::from_secs(5));
+        assert_eq!(settings.server.http.allowed_hosts, ["proxy.internal"]);
+
+        for zero in [
+            ServeArguments {
+                handshake_timeout_ms: Some(0),
+                ..ServeArguments::default()
+            },
+            ServeArguments {
+                http_idle_timeout_ms: Some(0),
+                ..ServeArguments::default()
+            },
+            ServeArguments {
+                http_max_connections: Some(0),
+                ..ServeArguments::default()
+            },
+        ] {
+            assert!(resolve(&zero, FileConfig::default()).is_err(), "{zero:?}");
+        }
     }
 
     #[test]

@@ -787,7 +787,7 @@ async fn alert_rules_are_listed_set_replaced_and_deleted_over_http() {
     reopened.shutdown().await;
 }
 
-const SCRAPE: &[u8] = b"GET /metrics HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n";
+const SCRAPE: &[u8] = b"GET /metrics HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n";
 
 /// Sends `request` on a connection of its own and reads the answer until the server closes
 /// it (every request here says `connection: close`): every byte the server sent.
@@ -860,7 +860,7 @@ async fn the_http_listener_counts_connections_and_bytes() {
     );
     assert_eq!(first.get("weir_sent_bytes_total", &http_listener), 0.0);
     assert_eq!(first.get("weir_connections_open", &http_listener), 1.0);
-    let topics = b"GET /v1/topics HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n";
+    let topics = b"GET /v1/topics HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n";
     let topics_answer = exchange(http, topics).await;
     assert!(topics_answer.starts_with("HTTP/1.1 200"), "{topics_answer}");
 
