@@ -60,7 +60,7 @@ pub use metrics::{
 };
 pub use subscription::{
     AckState, Consumer, ConsumerId, DeadLetter, DeadLetterReason, Delivery, GroupInfo,
-    GroupPartitionInfo, MessageId,
+    GroupPartitionInfo, MessageId, Settlement,
 };
 pub use topic::partition_for_key;
 pub use weir_batch::{Batch, BatchBuilder, Record};

@@ -710,3 +710,58 @@ async fn a_failing_dead_letter_topic_is_retried_with_backoff_and_counted() {
     drop(consumer);
     broker.shutdown().await;
 }
+
+/// Issue 10 defect 8: an ack of a delivery id that was never delivered answered as settled.
+/// Goal: ack and nack say per id what they did — settled, already settled, or unknown — and
+/// an unknown id changes nothing (a stream does not commit past what it delivered).
+#[tokio::test]
+async fn acks_and_nacks_say_per_id_what_they_settled() {
+    use weir_core::Settlement::{AlreadySettled, Settled, Unknown};
+    let fixture = Fixture::new();
+    let broker = fixture.open().await;
+    broker
+        .publish_messages("jobs", None, &messages(0..3))
+        .await
+        .unwrap();
+    let consumer = broker.subscribe("jobs", "workers", queue(1)).await.unwrap();
+    let delivered = consumer.try_next(10).unwrap();
+    assert_eq!(delivered.len(), 1);
+    let id = |offset| MessageId {
+        partition: 0,
+        offset,
+    };
+    assert_eq!(
+        consumer.ack(&[id(0), id(1), id(99)]).unwrap(),
+        [Settled, Unknown, Unknown]
+    );
+    assert_eq!(consumer.ack(&[id(0)]).unwrap(), [AlreadySettled]);
+    assert_eq!(
+        consumer
+            .nack(&[id(0), id(2)], true, Duration::ZERO)
+            .unwrap(),
+        [AlreadySettled, Unknown]
+    );
+    let next = consumer.try_next(10).unwrap();
+    assert_eq!(
+        next[0].record.offset, 1,
+        "the unknown ack did not settle offset 1"
+    );
+    assert_eq!(
+        consumer.nack(&[id(1)], true, Duration::ZERO).unwrap(),
+        [Settled]
+    );
+
+    let reader = broker
+        .subscribe("jobs", "audit", stream(StartPosition::Earliest))
+        .await
+        .unwrap();
+    let read = reader.try_next(1).unwrap();
+    assert_eq!(read.len(), 1);
+    assert_eq!(reader.ack(&[id(2), id(0)]).unwrap(), [Unknown, Settled]);
+    assert_eq!(reader.ack(&[id(0)]).unwrap(), [AlreadySettled]);
+    assert_eq!(
+        broker.group("jobs", "audit").unwrap().partitions[0].committed,
+        1
+    );
+    broker.shutdown().await;
+}

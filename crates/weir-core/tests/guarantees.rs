@@ -714,9 +714,11 @@ async fn ordered_by_key_never_has_two_of_a_key_in_flight() {
             for delivery in held[index].drain(..) {
                 match random() % 4 {
                     0 => keep.push(delivery),
-                    1 => consumer
-                        .nack(&[delivery.id()], true, Duration::ZERO)
-                        .unwrap(),
+                    1 => {
+                        consumer
+                            .nack(&[delivery.id()], true, Duration::ZERO)
+                            .unwrap();
+                    }
                     _ => {
                         let key = delivery.record.key.clone().unwrap().to_vec();
                         let sequence: u32 = std::str::from_utf8(&delivery.record.value)

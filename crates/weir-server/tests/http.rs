@@ -537,14 +537,30 @@ async fn fetch_ack_and_nack_with_requeue_over_http() {
     assert_eq!(subscription["backlog"], 3);
     assert_eq!(subscription["consumers"], 1);
 
+    // Issue 10 defect 8: an id never delivered ("0-2") or unknown to the log ("0-99") used to
+    // be answered as settled.
     let acked = harness
+        .post_ok(
+            "/v1/topics/orders/subscriptions/billing/ack",
+            json!({"delivery_ids": ["0-0", "0-2", "0-99"]}),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(
+        acked,
+        json!({"settled": 1, "already_settled": [], "unknown": ["0-2", "0-99"]})
+    );
+    let again = harness
         .post_ok(
             "/v1/topics/orders/subscriptions/billing/ack",
             json!({"delivery_ids": ["0-0"]}),
             StatusCode::OK,
         )
         .await;
-    assert_eq!(acked["settled"], 1);
+    assert_eq!(
+        again,
+        json!({"settled": 0, "already_settled": ["0-0"], "unknown": []})
+    );
     harness
         .post_ok(
             "/v1/topics/orders/subscriptions/billing/nack",

@@ -60,6 +60,27 @@ impl Delivery {
     }
 }
 
+/// What an ack or nack did to one delivery id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Settlement {
+    /// Settled by this call.
+    Settled,
+    /// Settled before: acked, or (for a nack) no longer held — timed out or given back.
+    AlreadySettled,
+    /// Never delivered to this subscription: nothing was done.
+    Unknown,
+}
+
+impl Settlement {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Settlement::Settled => "settled",
+            Settlement::AlreadySettled => "already_settled",
+            Settlement::Unknown => "unknown",
+        }
+    }
+}
+
 /// One partition's progress as shown to operators.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupPartitionInfo {
@@ -318,18 +339,15 @@ impl Subscription {
         }
     }
 
-    pub fn ack(&self, ids: &[MessageId]) -> Result<()> {
-        let freed = match &mut *self.state() {
-            State::Stream(stream) => {
-                stream.commit(&self.topic, ids)?;
-                false
-            }
+    pub fn ack(&self, ids: &[MessageId]) -> Result<Vec<Settlement>> {
+        let (settlements, freed) = match &mut *self.state() {
+            State::Stream(stream) => (stream.commit(&self.topic, ids)?, false),
             State::Queue(queue) => queue.ack(&self.topic, ids, self.clock.now_ms())?,
         };
         if freed {
             self.notify.notify_waiters();
         }
-        Ok(())
+        Ok(settlements)
     }
 
     fn nack(
@@ -339,19 +357,21 @@ impl Subscription {
         delay: Duration,
         error: Option<&str>,
         now_ms: i64,
-    ) -> Result<()> {
+    ) -> Result<Vec<Settlement>> {
         crate::config::duration_ms("nack delay", delay)?;
-        match &mut *self.state() {
+        let settlements = match &mut *self.state() {
             State::Stream(stream) => stream.rewind(&self.topic, ids, requeue)?,
             State::Queue(queue) => queue.nack(&self.topic, ids, requeue, delay, error, now_ms)?,
-        }
+        };
         self.notify.notify_waiters();
-        Ok(())
+        Ok(settlements)
     }
 
     fn release_messages(&self, ids: &[MessageId], now_ms: i64) -> Result<()> {
         match &mut *self.state() {
-            State::Stream(stream) => stream.rewind(&self.topic, ids, true)?,
+            State::Stream(stream) => {
+                stream.rewind(&self.topic, ids, true)?;
+            }
             State::Queue(queue) => queue.release(&self.topic, ids, now_ms)?,
         }
         self.notify.notify_waiters();
@@ -578,8 +598,9 @@ impl Consumer {
     }
 
     /// Acknowledges deliveries. Queue: each message is done. Stream: commits the partition
-    /// up to and including the highest offset given.
-    pub fn ack(&self, ids: &[MessageId]) -> Result<()> {
+    /// up to and including the highest offset given. Says per id what happened; an id never
+    /// delivered changes nothing.
+    pub fn ack(&self, ids: &[MessageId]) -> Result<Vec<Settlement>> {
         self.subscription.ack(ids)
     }
 
@@ -587,7 +608,13 @@ impl Consumer {
     /// consumer) until `max_deliveries` is reached; without `requeue` the message is rejected
     /// and dead-lettered at once. Stream: `requeue` rewinds the partition to the message, so it
     /// and everything after it is delivered again; without, it is skipped.
-    pub fn nack(&self, ids: &[MessageId], requeue: bool, delay: Duration) -> Result<()> {
+    /// Says per id what happened, as `ack` does.
+    pub fn nack(
+        &self,
+        ids: &[MessageId],
+        requeue: bool,
+        delay: Duration,
+    ) -> Result<Vec<Settlement>> {
         self.subscription
             .nack(ids, requeue, delay, None, self.clock.now_ms())
     }
@@ -600,7 +627,7 @@ impl Consumer {
         requeue: bool,
         delay: Duration,
         error: &str,
-    ) -> Result<()> {
+    ) -> Result<Vec<Settlement>> {
         self.subscription
             .nack(ids, requeue, delay, Some(error), self.clock.now_ms())
     }

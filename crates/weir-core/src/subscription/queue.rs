@@ -21,7 +21,7 @@ use weir_batch::Record;
 use weir_storage::MetaOp;
 
 use super::{
-    AckState, BatchCursor, ConsumerId, Delivery, GroupPartitionInfo, MessageId, detach,
+    AckState, BatchCursor, ConsumerId, Delivery, GroupPartitionInfo, MessageId, Settlement, detach,
     read_records, read_records_at, resolve_start,
 };
 use crate::catalog::{Catalog, SubscriptionRecord};
@@ -492,15 +492,26 @@ impl QueueState {
         Some(in_flight)
     }
 
-    /// Marks messages done. Returns whether credit was freed (a consumer may fetch again).
-    /// Acks for offsets never delivered are ignored.
-    pub fn ack(&mut self, topic: &Topic, ids: &[MessageId], now_ms: i64) -> Result<bool> {
+    /// Whether `offset` was never handed out here (so an ack or nack of it names nothing).
+    fn never_delivered(&self, index: usize, offset: u64) -> bool {
+        let partition = &self.partitions[index];
+        offset >= partition.next_fresh || partition.deferred.contains_key(&offset)
+    }
+
+    /// Marks messages done; says per id what happened, and whether credit was freed (a
+    /// consumer may fetch again). Offsets never delivered are left alone.
+    pub fn ack(
+        &mut self,
+        topic: &Topic,
+        ids: &[MessageId],
+        now_ms: i64,
+    ) -> Result<(Vec<Settlement>, bool)> {
         let mut freed = false;
+        let mut settlements = Vec::with_capacity(ids.len());
         for id in ids {
             let index = topic.partition(id.partition)?.id as usize;
-            if id.offset >= self.partitions[index].next_fresh
-                || self.partitions[index].deferred.contains_key(&id.offset)
-            {
+            if self.never_delivered(index, id.offset) {
+                settlements.push(Settlement::Unknown);
                 continue;
             }
             // A late ack from a consumer whose delivery timed out still counts: the work is done.
@@ -510,9 +521,12 @@ impl QueueState {
             if self.partitions[index].complete(id.offset) {
                 let published_ms = in_flight.map_or(now_ms, |in_flight| in_flight.published_ms);
                 self.metrics.acked(now_ms, published_ms);
+                settlements.push(Settlement::Settled);
+            } else {
+                settlements.push(Settlement::AlreadySettled);
             }
         }
-        Ok(freed)
+        Ok((settlements, freed))
     }
 
     /// Removes messages whether or not they were delivered (an operator's action, such as
@@ -566,12 +580,21 @@ impl QueueState {
         delay: Duration,
         error: Option<&str>,
         now_ms: i64,
-    ) -> Result<()> {
+    ) -> Result<Vec<Settlement>> {
+        let mut settlements = Vec::with_capacity(ids.len());
         for id in ids {
             let index = topic.partition(id.partition)?.id as usize;
             if self.take_in_flight(index, id.offset).is_none() {
+                // Not in flight: never delivered, or settled already (acked, timed out, given
+                // back).
+                settlements.push(if self.never_delivered(index, id.offset) {
+                    Settlement::Unknown
+                } else {
+                    Settlement::AlreadySettled
+                });
                 continue;
             }
+            settlements.push(Settlement::Settled);
             if requeue {
                 self.metrics.counters.nacked += 1;
             } else {
@@ -616,7 +639,7 @@ impl QueueState {
                 }
             }
         }
-        Ok(())
+        Ok(settlements)
     }
 
     /// Gives in-flight messages back without counting the delivery as a failure (a consumer

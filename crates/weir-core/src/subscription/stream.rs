@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use weir_storage::MetaOp;
 
 use super::{
-    BatchCursor, ConsumerId, Delivery, GroupPartitionInfo, MessageId, read_records_at,
+    BatchCursor, ConsumerId, Delivery, GroupPartitionInfo, MessageId, Settlement, read_records_at,
     resolve_start,
 };
 use crate::catalog::{Catalog, SubscriptionRecord};
@@ -143,33 +143,59 @@ impl StreamState {
         Ok(deliveries)
     }
 
-    /// Commits each partition up to and including the highest acked offset.
-    pub fn commit(&mut self, topic: &Topic, ids: &[MessageId]) -> Result<()> {
-        self.metrics.counters.acked += ids.len() as u64;
+    /// Commits each partition up to and including the highest acked offset; says per id what
+    /// happened. An offset not delivered yet commits nothing (that would skip messages nobody
+    /// received).
+    pub fn commit(&mut self, topic: &Topic, ids: &[MessageId]) -> Result<Vec<Settlement>> {
+        let committed_before = self.committed.clone();
+        let mut settlements = Vec::with_capacity(ids.len());
         for id in ids {
             let partition = topic.partition(id.partition)?.id as usize;
+            if id.offset >= self.delivered_end[partition] {
+                settlements.push(Settlement::Unknown);
+                continue;
+            }
+            if id.offset < committed_before[partition] {
+                settlements.push(Settlement::AlreadySettled);
+                continue;
+            }
+            settlements.push(Settlement::Settled);
+            self.metrics.counters.acked += 1;
             let offset = id.offset + 1;
             if offset > self.committed[partition] {
                 self.committed[partition] = offset;
                 self.dirty[partition] = true;
             }
         }
-        Ok(())
+        Ok(settlements)
     }
 
     /// A nack with requeue moves the partition back to the message (stream order is kept, so
     /// everything after it comes again too); without requeue the message is skipped (committed).
-    pub fn rewind(&mut self, topic: &Topic, ids: &[MessageId], requeue: bool) -> Result<()> {
+    pub fn rewind(
+        &mut self,
+        topic: &Topic,
+        ids: &[MessageId],
+        requeue: bool,
+    ) -> Result<Vec<Settlement>> {
         if !requeue {
             return self.commit(topic, ids);
         }
+        let mut settlements = Vec::with_capacity(ids.len());
         for id in ids {
             let partition = topic.partition(id.partition)?.id as usize;
+            settlements.push(if id.offset >= self.delivered_end[partition] {
+                Settlement::Unknown
+            } else if id.offset < self.committed[partition] {
+                Settlement::AlreadySettled
+            } else {
+                Settlement::Settled
+            });
             if id.offset < self.positions[partition] {
                 self.positions[partition] = id.offset.max(self.committed[partition]);
             }
         }
-        Ok(())
+        Ok(settlements)
     }
 
     pub fn reset(&mut self, topic: &Topic, to: StartPosition) -> Result<()> {

@@ -13,15 +13,17 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use weir_core::{
-    DLQ_GROUP, Delivery, Error, GroupInfo, Overflow, QueueSettings, SubscribeOptions,
-    SubscriptionKind,
+    DLQ_GROUP, Delivery, Error, GroupInfo, MessageId, Overflow, QueueSettings, Settlement,
+    SubscribeOptions, SubscriptionKind,
 };
 
 use super::HttpState;
 use super::consumers::Attach;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{JsonBody, Path};
-use super::model::{DeliveryId, DeliveryView, Name, PositionInput, parse_delivery_ids};
+use super::model::{
+    DeliveryId, DeliveryView, Name, PositionInput, format_delivery_id, parse_delivery_ids,
+};
 
 /// Most deliveries one fetch returns.
 pub const MAX_FETCH: u32 = 1000;
@@ -417,17 +419,44 @@ pub struct AckRequest {
     pub delivery_ids: Vec<String>,
 }
 
-/// How many ids an ack or nack named.
+/// What an ack or nack did, per id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct SettledResponse {
+    /// How many ids this call settled.
     pub settled: usize,
+    /// Ids settled before (acked; for a nack also timed out or given back): nothing done.
+    #[schema(value_type = Vec<DeliveryId>)]
+    pub already_settled: Vec<String>,
+    /// Ids never delivered to this subscription: nothing done.
+    #[schema(value_type = Vec<DeliveryId>)]
+    pub unknown: Vec<String>,
+}
+
+impl SettledResponse {
+    fn new(ids: &[MessageId], settlements: &[Settlement]) -> SettledResponse {
+        let named = |wanted: Settlement| {
+            ids.iter()
+                .zip(settlements)
+                .filter(|(_, settlement)| **settlement == wanted)
+                .map(|(id, _)| format_delivery_id(*id))
+                .collect::<Vec<_>>()
+        };
+        SettledResponse {
+            settled: settlements
+                .iter()
+                .filter(|settlement| **settlement == Settlement::Settled)
+                .count(),
+            already_settled: named(Settlement::AlreadySettled),
+            unknown: named(Settlement::Unknown),
+        }
+    }
 }
 
 #[utoipa::path(post, path = "/v1/topics/{topic}/subscriptions/{name}/ack", tag = "subscriptions",
     params(("topic" = Name, Path, description = "Topic name"), ("name" = Name, Path, description = "Subscription name")),
     request_body = AckRequest,
     responses(
-        (status = 200, description = "Acknowledged (ids already settled are ignored)", body = SettledResponse),
+        (status = 200, description = "Acknowledged; ids already settled or never delivered are listed and left alone", body = SettledResponse),
         (status = 400, description = "Bad delivery ids", body = ErrorBody),
         (status = 404, description = "No such subscription", body = ErrorBody),
     ))]
@@ -439,8 +468,8 @@ pub async fn ack(
     refuse_internal(&name)?;
     let ids = parse_delivery_ids(&request.delivery_ids)?;
     let consumer = state.consumers.get(&topic, &name, Attach::Existing).await?;
-    consumer.ack(&ids)?;
-    Ok(Json(SettledResponse { settled: ids.len() }))
+    let settlements = consumer.ack(&ids)?;
+    Ok(Json(SettledResponse::new(&ids, &settlements)))
 }
 
 /// `POST …/subscriptions/{name}/nack`.
@@ -465,7 +494,7 @@ pub struct NackRequest {
     params(("topic" = Name, Path, description = "Topic name"), ("name" = Name, Path, description = "Subscription name")),
     request_body = NackRequest,
     responses(
-        (status = 200, description = "Given back (ids not in flight are ignored)", body = SettledResponse),
+        (status = 200, description = "Given back; ids not in flight (settled before, or never delivered) are listed and left alone", body = SettledResponse),
         (status = 400, description = "Bad delivery ids or options", body = ErrorBody),
         (status = 404, description = "No such subscription", body = ErrorBody),
     ))]
@@ -502,9 +531,9 @@ pub async fn nack(
     }
     let delay = Duration::from_millis(delay_ms);
     let consumer = state.consumers.get(&topic, &name, Attach::Existing).await?;
-    match &request.error {
+    let settlements = match &request.error {
         Some(error) => consumer.nack_with_error(&ids, requeue, delay, error)?,
         None => consumer.nack(&ids, requeue, delay)?,
-    }
-    Ok(Json(SettledResponse { settled: ids.len() }))
+    };
+    Ok(Json(SettledResponse::new(&ids, &settlements)))
 }

@@ -333,7 +333,9 @@ impl Session {
                 }
             }
             Request::Ack { subscription, ids } => match self.subscriptions.get(&subscription) {
-                Some(attached) => done(attached.consumer.ack(&convert::message_ids(&ids))),
+                Some(attached) => {
+                    done(attached.consumer.ack(&convert::message_ids(&ids)).map(drop))
+                }
                 None => no_such_subscription(subscription),
             },
             Request::Nack {
@@ -348,13 +350,16 @@ impl Session {
                     let delay = Duration::from_millis(delay_ms);
                     // The reason travels with the message if it is dead-lettered; an empty one
                     // means the consumer gave none.
-                    done(if error.is_empty() {
-                        attached.consumer.nack(&ids, requeue, delay)
-                    } else {
-                        attached
-                            .consumer
-                            .nack_with_error(&ids, requeue, delay, &error)
-                    })
+                    done(
+                        if error.is_empty() {
+                            attached.consumer.nack(&ids, requeue, delay)
+                        } else {
+                            attached
+                                .consumer
+                                .nack_with_error(&ids, requeue, delay, &error)
+                        }
+                        .map(drop),
+                    )
                 }
                 None => no_such_subscription(subscription),
             },
