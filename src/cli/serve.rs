@@ -427,6 +427,31 @@ fn resolve(arguments: &ServeArguments, file: FileConfig) -> anyhow::Result<Setti
     Ok(Settings { broker, server })
 }
 
+/// Raises the soft limit on open files to the hard limit: every partition, connection and
+/// segment being read holds a descriptor, and many systems start processes at a soft 1,024.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    // `None` is unlimited.
+    let (Some(current), maximum) = (limit.current, limit.maximum) else {
+        return;
+    };
+    if maximum.is_some_and(|maximum| current >= maximum) {
+        tracing::info!(open_files = current, "open files limit");
+        return;
+    }
+    let raised = rustix::process::Rlimit {
+        current: maximum,
+        maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => tracing::info!(from = current, to = ?maximum, "raised the open files limit"),
+        Err(error) => {
+            tracing::warn!(limit = current, %error, "cannot raise the open files limit")
+        }
+    }
+}
+
 pub async fn run(arguments: ServeArguments) -> anyhow::Result<()> {
     let file = match &arguments.config {
         Some(path) => load_file(path)?,
@@ -441,6 +466,7 @@ pub async fn run(arguments: ServeArguments) -> anyhow::Result<()> {
     let mut terminate =
         signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
 
+    raise_open_files_limit();
     let data_dir = settings.broker.data_dir.clone();
     let broker = Broker::open(settings.broker)
         .await

@@ -47,6 +47,9 @@ pub enum Error {
         partition: u32,
         reason: String,
     },
+    /// The broker ran out of file descriptors; nothing was changed. Retry later.
+    #[error("too many open files: {0}")]
+    TooManyOpenFiles(String),
     #[error("storage error: {0}")]
     Storage(String),
     #[error("the broker is shutting down")]
@@ -58,6 +61,9 @@ impl From<weir_storage::Error> for Error {
         match error {
             weir_storage::Error::StorageFull { .. } => Error::StorageFull,
             weir_storage::Error::Poisoned => Error::StoragePoisoned,
+            weir_storage::Error::TooManyOpenFiles { path } => {
+                Error::TooManyOpenFiles(path.display().to_string())
+            }
             weir_storage::Error::BatchTooLarge { length, limit } => {
                 Error::PayloadTooLarge { length, limit }
             }

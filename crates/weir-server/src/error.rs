@@ -33,6 +33,8 @@ pub fn public_error(error: &Error) -> (ErrorCode, String) {
         // A partition whose writer failed: like a poisoned log, fixed only by a restart.
         Error::StoragePoisoned | Error::PartitionPoisoned { .. } => ErrorCode::StoragePoisoned,
         Error::ShuttingDown => ErrorCode::ShuttingDown,
+        // Out of file descriptors: a limit of the broker's, transient, nothing changed.
+        Error::TooManyOpenFiles(_) => ErrorCode::Quota,
         // An I/O failure other than a full disk: nothing the client can fix.
         Error::Storage(_) => ErrorCode::Internal,
         // The core's enum is non-exhaustive; a new variant is `internal` until mapped here.

@@ -367,6 +367,7 @@ async fn an_idle_broker_renders_every_broker_wide_family() {
         ("weir_partition_size_bytes", "gauge"),
         ("weir_partition_start_offset", "gauge"),
         ("weir_partition_end_offset", "gauge"),
+        ("weir_partition_poisoned", "gauge"),
         ("weir_subscription_info", "gauge"),
         ("weir_subscription_backlog", "gauge"),
         ("weir_subscription_in_flight", "gauge"),

@@ -16,6 +16,10 @@ pub enum Error {
     /// The disk (or quota) is full; nothing already stored was harmed.
     #[error("storage full writing {path}")]
     StorageFull { path: PathBuf },
+    /// The process or system ran out of file descriptors (EMFILE/ENFILE) opening `path`.
+    /// Nothing was changed; retry once descriptors are free. Never poisons a log.
+    #[error("too many open files opening {path}")]
+    TooManyOpenFiles { path: PathBuf },
     /// Bytes on disk that do not decode: which file and where.
     #[error("corrupt data in {path} at byte {position}: {reason}")]
     Corrupt {

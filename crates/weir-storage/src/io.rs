@@ -63,6 +63,9 @@ pub fn map_io_error(path: &Path, source: std::io::Error) -> Error {
         Some(code) if code == libc::ENOSPC || code == libc::EDQUOT => Error::StorageFull {
             path: path.to_path_buf(),
         },
+        Some(code) if code == libc::EMFILE || code == libc::ENFILE => Error::TooManyOpenFiles {
+            path: path.to_path_buf(),
+        },
         _ => Error::Io {
             path: path.to_path_buf(),
             source,
@@ -234,6 +237,11 @@ mod tests {
             std::io::Error::from_raw_os_error(libc::ENOSPC),
         );
         assert!(matches!(error, Error::StorageFull { .. }));
+        let error = map_io_error(
+            Path::new("x"),
+            std::io::Error::from_raw_os_error(libc::EMFILE),
+        );
+        assert!(matches!(error, Error::TooManyOpenFiles { .. }));
         let error = map_io_error(Path::new("x"), std::io::Error::from_raw_os_error(libc::EIO));
         assert!(matches!(error, Error::Io { .. }));
     }

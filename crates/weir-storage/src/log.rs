@@ -11,9 +11,10 @@
 //!
 //! The byte formats and the recovery rules are documented in `docs/storage-format.md`.
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use weir_batch::Batch;
@@ -134,9 +135,48 @@ struct Shared {
     /// segments' visible lengths that cover it, with `Release`; loaded first, with `Acquire`.
     end_offset: AtomicU64,
     start_offset: AtomicU64,
+    /// Closed segments holding an open handle, least recently opened first; at most
+    /// `OPEN_CLOSED_SEGMENTS` of them, so descriptors do not grow with the number of segments.
+    open_closed: Mutex<VecDeque<Arc<Segment>>>,
 }
 
+/// Closed segments of one log kept open for readers: a consumer catching up reads one or two
+/// at a time; more are opened on demand and the oldest handle is closed.
+const OPEN_CLOSED_SEGMENTS: usize = 4;
+
 impl Shared {
+    /// `segment`'s file, opened if it holds no handle (and then kept among the few open
+    /// closed segments).
+    fn segment_file(&self, segment: &Arc<Segment>) -> Result<Arc<dyn File>> {
+        let (file, opened) = segment.file(self.directory.as_ref())?;
+        if opened {
+            segment.keep_handle(Arc::clone(&file));
+            let mut open = self
+                .open_closed
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            open.push_back(Arc::clone(segment));
+            while open.len() > OPEN_CLOSED_SEGMENTS {
+                if let Some(oldest) = open.pop_front() {
+                    oldest.close_handle();
+                }
+            }
+        }
+        Ok(file)
+    }
+
+    /// Closes the handles of segments leaving the log (retention).
+    fn forget_handles(&self, removed: &[Arc<Segment>]) {
+        let mut open = self
+            .open_closed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        open.retain(|segment| !removed.iter().any(|gone| Arc::ptr_eq(gone, segment)));
+        for segment in removed {
+            segment.close_handle();
+        }
+    }
+
     fn snapshot(&self) -> Arc<Vec<Arc<Segment>>> {
         // The list is replaced, never mutated in place, so a poisoned lock still holds a
         // consistent list.
@@ -234,6 +274,7 @@ impl PartitionLog {
             start_offset: AtomicU64::new(recovered.segments[0].base_offset),
             segments: RwLock::new(Arc::new(recovered.segments)),
             end_offset: AtomicU64::new(recovered.writer.next_offset),
+            open_closed: Mutex::new(VecDeque::new()),
         });
         let log = PartitionLog {
             config,
@@ -408,7 +449,7 @@ impl PartitionLog {
         }
         if self.pending.is_empty() {
             if durable && self.unsynced {
-                if let Err(error) = self.active.file.sync_data() {
+                if let Err(error) = self.active_file()?.sync_data() {
                     return Err(self.poison(error));
                 }
                 self.unsynced = false;
@@ -458,7 +499,7 @@ impl PartitionLog {
             } else {
                 debug_assert_eq!(pending.base_offset, self.active.base_offset);
                 progress.wrote_active = true;
-                Arc::clone(&self.active.file)
+                self.active_file().map_err(FlushFailure::Undo)?
             };
             progress.files.push(Arc::clone(&file));
             if !pending.bytes.is_empty() {
@@ -495,7 +536,13 @@ impl PartitionLog {
             progress.closed_indexes.push(Some(index));
         }
         if !progress.created.is_empty() {
-            directory.sync().map_err(FlushFailure::Poison)?;
+            directory.sync().map_err(|error| match error {
+                // The directory could not even be opened: no fsync ran, so nothing is in
+                // doubt and the flush can be undone (a transient lack of descriptors must not
+                // poison the log until restart).
+                Error::TooManyOpenFiles { .. } => FlushFailure::Undo(error),
+                error => FlushFailure::Poison(error),
+            })?;
         }
         if durable {
             let last = progress.files.last().expect("pending is non-empty");
@@ -508,11 +555,12 @@ impl PartitionLog {
     fn undo(&mut self, progress: &FlushProgress) -> Result<()> {
         let directory = Arc::clone(&self.shared.directory);
         if progress.wrote_active {
-            self.active.file.truncate(self.committed.segment_len)?;
+            let active = self.active_file()?;
+            active.truncate(self.committed.segment_len)?;
             if progress.synced {
                 // The cut-off bytes may already be durable; make the cut durable too, or a
                 // power loss would bring back batches their producers were told had failed.
-                self.active.file.sync_data()?;
+                active.sync_data()?;
             }
         }
         for base in &progress.index_files_written {
@@ -542,7 +590,7 @@ impl PartitionLog {
                 let segment = Arc::new(Segment::new(
                     pending.base_offset,
                     self.shared.directory.as_ref(),
-                    file,
+                    Some(file),
                     0,
                     i64::MIN,
                     Some(SegmentIndex::default()),
@@ -561,6 +609,8 @@ impl PartitionLog {
             if let Some(index) = closed_index {
                 segment.replace_index(index);
                 self.closed_bytes += len;
+                // No longer written: readers open it when they need it.
+                segment.close_handle();
             }
             self.active = segment;
             if pending.bytes.capacity() <= SPARE_BUFFER_MAX
@@ -579,6 +629,18 @@ impl PartitionLog {
             .store(self.current.next_offset, Ordering::Release);
         self.committed = self.current;
         self.unsynced = !durable;
+    }
+
+    /// The active segment's file. It always holds a handle; should it not, reopen it.
+    fn active_file(&self) -> Result<Arc<dyn File>> {
+        match self.active.open_handle() {
+            Some(file) => Ok(file),
+            None => {
+                let file = self.shared.directory.open(&self.active.name)?;
+                self.active.keep_handle(Arc::clone(&file));
+                Ok(file)
+            }
+        }
     }
 
     fn recycle_pending(&mut self) {
@@ -673,6 +735,7 @@ impl PartitionLog {
             // Readers stop finding the segments first; readers already holding them keep reading
             // through their open handles.
             self.shared.replace(segments[deleted..].to_vec());
+            self.shared.forget_handles(&segments[..deleted]);
             let directory = Arc::clone(&self.shared.directory);
             for (removed, segment) in segments[..deleted].iter().enumerate() {
                 // Oldest first, the log file before its indexes: whatever a failure leaves is a
@@ -748,16 +811,18 @@ impl LogReader {
                 .get(position_in_list + 1)
                 .map_or(end, |next| next.base_offset);
             let start = self.position_for(segment, from, segment_end)?;
+            let file = match self.shared.segment_file(segment) {
+                Ok(file) => file,
+                // Retention removed it after our snapshot (closed segments open lazily): read
+                // again, from the new start if `from` is gone.
+                Err(_) if self.is_retired(segment) => return self.read(from, max_bytes),
+                Err(error) => return Err(error),
+            };
             let read_size = max_bytes
                 .saturating_sub(total)
                 .saturating_add(READ_SLACK_BYTES)
                 .min(READ_SIZE_MAX);
-            let mut scanner = Scanner::new(
-                segment.file.as_ref(),
-                start,
-                segment.visible_len(),
-                read_size,
-            );
+            let mut scanner = Scanner::new(file.as_ref(), start, segment.visible_len(), read_size);
             let mut expected: Option<u64> = None;
             loop {
                 let batch = match scanner.next_batch() {
@@ -799,6 +864,11 @@ impl LogReader {
         Ok(batches)
     }
 
+    /// Whether retention removed `segment` (it lies below the start offset now).
+    fn is_retired(&self, segment: &Segment) -> bool {
+        segment.base_offset < self.start_offset()
+    }
+
     fn position_for(&self, segment: &Segment, offset: u64, segment_end: u64) -> Result<u64> {
         let relative = offset - segment.base_offset;
         segment.with_index(self.shared.directory.as_ref(), segment_end, |index| {
@@ -825,8 +895,13 @@ impl LogReader {
                     let relative = index.scan_start_for_time(timestamp_ms);
                     index.position_for(relative)
                 })?;
+            let file = match self.shared.segment_file(segment) {
+                Ok(file) => file,
+                Err(_) if self.is_retired(segment) => continue,
+                Err(error) => return Err(error),
+            };
             let mut scanner = Scanner::new(
-                segment.file.as_ref(),
+                file.as_ref(),
                 start,
                 segment.visible_len(),
                 segment::DEFAULT_READ_SIZE,
@@ -1046,6 +1121,63 @@ mod tests {
         assert_eq!(log.segment_count(), 2);
         log.flush().unwrap();
         assert_eq!(log.reader().read(0, usize::MAX).unwrap().len(), 3);
+    }
+
+    /// Issue 10 #18: every segment kept a descriptor open (3,000 segments: 3,000 fds, and a
+    /// restart opened them all). Only the active segment and a few recently read ones hold one.
+    #[test]
+    fn closed_segments_hold_no_descriptor_unless_recently_read() {
+        let open_handles = |log: &PartitionLog| {
+            log.shared
+                .snapshot()
+                .iter()
+                .filter(|segment| segment.open_handle().is_some())
+                .count()
+        };
+        let directory = SimDirectory::new(1);
+        let (mut log, _) = PartitionLog::open(directory.clone(), small_segments()).unwrap();
+        for round in 0..200 {
+            log.append(&batch(1, round, 200), 0).unwrap();
+            log.flush().unwrap();
+        }
+        assert!(log.segment_count() > 40, "{}", log.segment_count());
+        assert_eq!(open_handles(&log), 1, "only the active segment");
+        let all = log.reader().read(0, usize::MAX).unwrap();
+        assert_eq!(all.len(), 200);
+        assert!(open_handles(&log) <= 1 + OPEN_CLOSED_SEGMENTS);
+        drop(log);
+        let (log, _) = PartitionLog::open(directory, small_segments()).unwrap();
+        assert_eq!(
+            open_handles(&log),
+            1,
+            "a restart opens only the active segment"
+        );
+        assert_eq!(log.reader().read(0, usize::MAX).unwrap().len(), 200);
+        assert!(open_handles(&log) <= 1 + OPEN_CLOSED_SEGMENTS);
+    }
+
+    /// Issue 10 #18: running out of descriptors while rolling a segment is a transient failure:
+    /// the flush fails and is undone, the log is not poisoned, and the next flush succeeds.
+    #[test]
+    fn running_out_of_descriptors_at_a_roll_does_not_poison_the_log() {
+        let directory = SimDirectory::new(1);
+        let (mut log, _) = PartitionLog::open(directory.clone(), small_segments()).unwrap();
+        log.append(&batch(1, 0, 900), 0).unwrap();
+        log.flush().unwrap();
+        log.append(&batch(1, 1, 900), 0).unwrap();
+        directory.exhaust_descriptors_at_next_directory_sync();
+        assert!(matches!(log.sync(), Err(Error::TooManyOpenFiles { .. })));
+        assert!(!log.is_poisoned());
+        assert_eq!(log.next_offset(), 1, "the failed batch's offset is reused");
+        log.append(&batch(1, 1, 900), 0).unwrap();
+        log.sync().unwrap();
+        assert_eq!(
+            offsets(&log.reader().read(0, usize::MAX).unwrap()),
+            vec![(0, 0), (1, 1)]
+        );
+        drop(log);
+        let (log, _) = PartitionLog::open(directory, small_segments()).unwrap();
+        assert_eq!(log.next_offset(), 2);
     }
 
     #[test]

@@ -8,6 +8,8 @@
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTableMetadata, TableDefinition, TableError,
@@ -51,9 +53,36 @@ pub enum MetaOp {
 /// Dropping the store closes the database cleanly, which also makes earlier non-durable writes
 /// durable (redb commits them on close).
 pub struct MetaStore {
-    database: Database,
+    /// `None` only while a reopen after a failed commit has not succeeded yet.
+    database: RwLock<Option<Database>>,
     /// The database file, named in every error.
     path: PathBuf,
+    /// Set when a commit failed because the disk was full: redb then refuses every write until
+    /// reopened, which this store does itself (see [`MetaStore::write`]).
+    full_since: Mutex<Option<FullDisk>>,
+}
+
+/// A commit failed for lack of space; the store is reopened once space may have returned.
+#[derive(Debug, Clone, Copy)]
+struct FullDisk {
+    last_reopen_attempt: Option<Instant>,
+}
+
+/// How often a store whose commit failed for lack of space tries to reopen (each reopen
+/// verifies the whole file).
+const REOPEN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The open database, held for the length of one call so a reopen waits for it.
+struct DatabaseGuard<'a>(RwLockReadGuard<'a, Option<Database>>);
+
+impl std::ops::Deref for DatabaseGuard<'_> {
+    type Target = Database;
+
+    fn deref(&self) -> &Database {
+        self.0
+            .as_ref()
+            .expect("a DatabaseGuard is made only when the database is open")
+    }
 }
 
 // Broker threads share one store through an `Arc`; fail the build, not a caller, if a redb
@@ -77,11 +106,7 @@ impl MetaStore {
             source,
         })?;
 
-        let database = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .set_check_integrity_on_open(true)
-            .create(path)
-            .map_err(|error| map_error(path, error))?;
+        let database = open_database(path)?;
 
         if is_new {
             // redb fsyncs the file it initialises but not the directory entry naming it; without
@@ -90,9 +115,72 @@ impl MetaStore {
         }
 
         Ok(MetaStore {
-            database,
+            database: RwLock::new(Some(database)),
             path: path.to_path_buf(),
+            full_since: Mutex::new(None),
         })
+    }
+
+    fn database(&self) -> Result<DatabaseGuard<'_>> {
+        let guard = self.database.read().unwrap_or_else(PoisonError::into_inner);
+        if guard.is_none() {
+            return Err(Error::StorageFull {
+                path: self.path.clone(),
+            });
+        }
+        Ok(DatabaseGuard(guard))
+    }
+
+    /// After a commit failed for lack of space, redb refuses writes until the file is reopened
+    /// (which rolls back to the last durable commit, as after a crash: non-durable writes since
+    /// then are lost, as documented). Reopens at most every `REOPEN_INTERVAL`; until one
+    /// succeeds, writes fail with `StorageFull`, never `Poisoned`.
+    fn reopen_if_full(&self) -> Result<()> {
+        let mut full = self
+            .full_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(state) = full.as_mut() else {
+            return Ok(());
+        };
+        let full_error = || Error::StorageFull {
+            path: self.path.clone(),
+        };
+        if state
+            .last_reopen_attempt
+            .is_some_and(|attempt| attempt.elapsed() < REOPEN_INTERVAL)
+        {
+            return Err(full_error());
+        }
+        state.last_reopen_attempt = Some(Instant::now());
+        // Waits for calls in progress; the old handle must close first (redb locks the file).
+        let mut database = self
+            .database
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        *database = None;
+        match open_database(&self.path) {
+            Ok(reopened) => {
+                *database = Some(reopened);
+                *full = None;
+                Ok(())
+            }
+            Err(Error::Io { .. } | Error::StorageFull { .. }) => Err(full_error()),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Remembers that a commit failed for lack of space, so the store reopens itself.
+    fn note_failure(&self, error: &Error) {
+        if matches!(error, Error::StorageFull { .. }) {
+            let mut full = self
+                .full_since
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            full.get_or_insert(FullDisk {
+                last_reopen_attempt: None,
+            });
+        }
     }
 
     /// The database file this store was opened on.
@@ -104,10 +192,8 @@ impl MetaStore {
     /// The value of `key` in `table`, or `None` if the key or the whole table is absent.
     pub fn get(&self, table: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let definition = self.definition(table)?;
-        let transaction = self
-            .database
-            .begin_read()
-            .map_err(|error| self.error(error))?;
+        let database = self.database()?;
+        let transaction = database.begin_read().map_err(|error| self.error(error))?;
         let byte_table = match transaction.open_table(definition) {
             Ok(byte_table) => byte_table,
             Err(TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -125,10 +211,8 @@ impl MetaStore {
         keys: &[K],
     ) -> Result<Vec<Option<Vec<u8>>>> {
         let definition = self.definition(table)?;
-        let transaction = self
-            .database
-            .begin_read()
-            .map_err(|error| self.error(error))?;
+        let database = self.database()?;
+        let transaction = database.begin_read().map_err(|error| self.error(error))?;
         let byte_table = match transaction.open_table(definition) {
             Ok(byte_table) => byte_table,
             Err(TableError::TableDoesNotExist(_)) => return Ok(vec![None; keys.len()]),
@@ -189,10 +273,8 @@ impl MetaStore {
     /// How many entries `table` holds (0 if it does not exist).
     pub fn count(&self, table: &'static str) -> Result<u64> {
         let definition = self.definition(table)?;
-        let transaction = self
-            .database
-            .begin_read()
-            .map_err(|error| self.error(error))?;
+        let database = self.database()?;
+        let transaction = database.begin_read().map_err(|error| self.error(error))?;
         match transaction.open_table(definition) {
             Ok(byte_table) => byte_table.len().map_err(|error| self.error(error)),
             Err(TableError::TableDoesNotExist(_)) => Ok(0),
@@ -202,10 +284,8 @@ impl MetaStore {
 
     /// The names of the tables that exist (that some write has created), in name order.
     pub fn tables(&self) -> Result<Vec<String>> {
-        let transaction = self
-            .database
-            .begin_read()
-            .map_err(|error| self.error(error))?;
+        let database = self.database()?;
+        let transaction = database.begin_read().map_err(|error| self.error(error))?;
         let handles = transaction
             .list_tables()
             .map_err(|error| self.error(error))?;
@@ -234,10 +314,9 @@ impl MetaStore {
         if ops.is_empty() && !durable {
             return Ok(());
         }
-        let mut transaction = self
-            .database
-            .begin_write()
-            .map_err(|error| self.error(error))?;
+        self.reopen_if_full()?;
+        let database = self.database()?;
+        let mut transaction = database.begin_write().map_err(|error| self.error(error))?;
         if !durable {
             transaction
                 .set_durability(Durability::None)
@@ -245,7 +324,11 @@ impl MetaStore {
         }
         // On error the transaction is dropped, which aborts it: nothing of `ops` is applied.
         self.apply(&transaction, ops)?;
-        transaction.commit().map_err(|error| self.error(error))
+        let committed = transaction.commit().map_err(|error| self.error(error));
+        if let Err(error) = &committed {
+            self.note_failure(error);
+        }
+        committed
     }
 
     /// Makes every earlier non-durable write durable: an empty durable [`write`](Self::write).
@@ -263,10 +346,9 @@ impl MetaStore {
         if !self.tables()?.iter().any(|name| name == table) {
             return Ok(0);
         }
-        let mut transaction = self
-            .database
-            .begin_write()
-            .map_err(|error| self.error(error))?;
+        self.reopen_if_full()?;
+        let database = self.database()?;
+        let mut transaction = database.begin_write().map_err(|error| self.error(error))?;
         if !durable {
             transaction
                 .set_durability(Durability::None)
@@ -285,7 +367,11 @@ impl MetaStore {
             let after = byte_table.len().map_err(|error| self.error(error))?;
             before.saturating_sub(after)
         };
-        transaction.commit().map_err(|error| self.error(error))?;
+        transaction.commit().map_err(|error| {
+            let error = self.error(error);
+            self.note_failure(&error);
+            error
+        })?;
         Ok(removed)
     }
 
@@ -349,10 +435,8 @@ impl MetaStore {
         if limit == 0 || is_empty_range(lower, upper) {
             return Ok(Vec::new());
         }
-        let transaction = self
-            .database
-            .begin_read()
-            .map_err(|error| self.error(error))?;
+        let database = self.database()?;
+        let transaction = database.begin_read().map_err(|error| self.error(error))?;
         let byte_table = match transaction.open_table(definition) {
             Ok(byte_table) => byte_table,
             Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
@@ -381,7 +465,21 @@ impl MetaStore {
     }
 
     fn error(&self, error: impl Into<redb::Error>) -> Error {
-        map_error(&self.path, error)
+        match map_error(&self.path, error) {
+            // redb's "an earlier commit failed": when that was a full disk, say so.
+            Error::Poisoned
+                if self
+                    .full_since
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .is_some() =>
+            {
+                Error::StorageFull {
+                    path: self.path.clone(),
+                }
+            }
+            error => error,
+        }
     }
 }
 
@@ -409,6 +507,14 @@ fn map_error(path: &Path, error: impl Into<redb::Error>) -> Error {
         redb::Error::PreviousIo => Error::Poisoned,
         other => Error::Meta(format!("{}: {other}", path.display())),
     }
+}
+
+fn open_database(path: &Path) -> Result<Database> {
+    Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .set_check_integrity_on_open(true)
+        .create(path)
+        .map_err(|error| map_error(path, error))
 }
 
 fn is_storage_full(error: &std::io::Error) -> bool {

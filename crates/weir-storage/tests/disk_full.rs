@@ -177,3 +177,99 @@ fn run_on_full_file_system(mount_point: &Path) {
     assert_eq!(report.truncated_bytes, 0);
     assert_eq!(read_all(&log), confirmed);
 }
+
+/// Issue 10 #22: the metadata store on a full disk. redb refuses every write after a failed
+/// commit until reopened; the store must answer `StorageFull` (never `Poisoned`, which tells
+/// the operator to restart) and work again by itself once space returns, keeping every
+/// durable write. On a 2 MiB tmpfs; skipped where this process may not mount.
+#[test]
+fn a_full_disk_makes_the_metadata_store_answer_storage_full_and_recover() {
+    let temporary = tempfile::tempdir().expect("temporary directory");
+    let mount_point = temporary.path();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(mount_point)
+        .output();
+    match mounted {
+        Ok(output) if output.status.success() => {}
+        Ok(output) => {
+            eprintln!(
+                "skipping the metadata disk-full test: mount refused: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+            return;
+        }
+        Err(error) => {
+            eprintln!("skipping the metadata disk-full test: cannot run mount: {error}");
+            return;
+        }
+    }
+    let result = std::panic::catch_unwind(|| fill_the_metadata_store(mount_point));
+    let unmounted = Command::new("umount").arg(mount_point).status();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+    assert!(
+        unmounted.is_ok_and(|status| status.success()),
+        "umount failed"
+    );
+}
+
+fn fill_the_metadata_store(mount_point: &Path) {
+    use weir_storage::{MetaOp, MetaStore};
+    let put = |key: u32, len: usize| MetaOp::Put {
+        table: "positions",
+        key: key.to_be_bytes().to_vec(),
+        value: vec![key as u8; len],
+    };
+    let store = MetaStore::open(&mount_point.join("meta.redb")).expect("open");
+    let ballast = mount_point.join("ballast");
+    std::fs::write(&ballast, vec![0u8; 1 << 20]).expect("ballast");
+    let mut durable = Vec::new();
+    let mut key = 0;
+    let full = loop {
+        assert!(key < 10_000, "the disk never filled up");
+        match store.write(&[put(key, 16 << 10)], true) {
+            Ok(()) => durable.push(key),
+            Err(error) => break error,
+        }
+        key += 1;
+    };
+    assert!(matches!(full, Error::StorageFull { .. }), "{full:?}");
+    for attempt in 0..3 {
+        let again = store.write(&[put(1_000_000 + attempt, 16 << 10)], true);
+        assert!(
+            matches!(again, Err(Error::StorageFull { .. })),
+            "a full disk is reported as full, not as poison: {again:?}"
+        );
+    }
+    std::fs::remove_file(&ballast).expect("free space");
+    // The store reopens itself at most once a second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match store.write(&[put(2_000_000, 16)], true) {
+            Ok(()) => break,
+            Err(Error::StorageFull { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(error) => panic!("the store did not recover once space returned: {error:?}"),
+        }
+    }
+    for key in durable {
+        assert!(
+            store
+                .get("positions", &key.to_be_bytes())
+                .expect("read")
+                .is_some(),
+            "durable write {key} kept"
+        );
+    }
+    drop(store);
+    let reopened = MetaStore::open(&mount_point.join("meta.redb")).expect("reopen");
+    assert!(
+        reopened
+            .get("positions", &2_000_000u32.to_be_bytes())
+            .unwrap()
+            .is_some()
+    );
+}

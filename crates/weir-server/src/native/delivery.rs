@@ -137,7 +137,7 @@ fn refuse(
         empty_frame + encoded_len(delivery),
     );
     let outcome = match consumer.nack_with_error(&[delivery.id()], false, Duration::ZERO, &reason) {
-        Ok(()) => match consumer.kind() {
+        Ok(_) => match consumer.kind() {
             SubscriptionKind::Queue => {
                 "rejected (dead-lettered if the subscription has a dead-letter topic)"
             }

@@ -51,6 +51,9 @@ struct State {
     fail_operation_at: Option<u64>,
     storage_full_at_write: Option<u64>,
     capacity_bytes: Option<u64>,
+    /// The next directory sync fails with `TooManyOpenFiles`, as the real one does when it
+    /// cannot open the directory.
+    descriptors_exhausted_at_directory_sync: bool,
     rng: u64,
 }
 
@@ -149,6 +152,7 @@ impl SimDirectory {
                 fail_operation_at: None,
                 storage_full_at_write: None,
                 capacity_bytes: None,
+                descriptors_exhausted_at_directory_sync: false,
                 rng: seed,
             })),
         })
@@ -218,6 +222,11 @@ impl SimDirectory {
         self.lock().storage_full_at_write = Some(index);
     }
 
+    /// The next directory sync fails with `TooManyOpenFiles` (EMFILE) and makes nothing durable.
+    pub fn exhaust_descriptors_at_next_directory_sync(&self) {
+        self.lock().descriptors_exhausted_at_directory_sync = true;
+    }
+
     /// Caps the live bytes of all files; a write that would exceed it writes what fits and
     /// fails with `StorageFull`. `None` removes the cap ("space returns").
     pub fn set_capacity(&self, capacity_bytes: Option<u64>) {
@@ -235,6 +244,7 @@ impl SimDirectory {
         state.fail_operation_at = None;
         state.storage_full_at_write = None;
         state.capacity_bytes = None;
+        state.descriptors_exhausted_at_directory_sync = false;
     }
 
     /// Live names, sorted.
@@ -368,6 +378,11 @@ impl Directory for SimDirectory {
 
     fn sync(&self) -> Result<()> {
         let mut state = self.lock();
+        if std::mem::take(&mut state.descriptors_exhausted_at_directory_sync) {
+            return Err(Error::TooManyOpenFiles {
+                path: self.path(""),
+            });
+        }
         state.operation(self.path(""))?;
         state.durable_names = state.live_names.clone();
         Ok(())

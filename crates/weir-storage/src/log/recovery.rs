@@ -10,7 +10,7 @@
 //! catches the damage a crash cannot cause but a disk can: missing or truncated index files,
 //! a missing closing entry, and a bad tail region.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::segment::{
@@ -69,13 +69,21 @@ pub(crate) fn recover(directory: &dyn Directory, config: &LogConfig) -> Result<R
         bases.insert(0);
     }
     let bases: Vec<u64> = bases.into_iter().collect();
-    let mut files: BTreeMap<usize, Arc<dyn File>> = BTreeMap::new();
-    for (position, base) in bases.iter().enumerate() {
-        files.insert(position, directory.open(&file_name(*base, LOG_SUFFIX))?);
-    }
-    let file = |position: usize| -> &dyn File { files[&position].as_ref() };
+    // One segment file open at a time (plus the tail's, kept for the writer): a log of
+    // thousands of segments must not need thousands of descriptors to open.
+    let mut open_file: Option<(usize, Arc<dyn File>)> = None;
+    let mut file = |position: usize| -> Result<Arc<dyn File>> {
+        if let Some((open_position, file)) = &open_file
+            && *open_position == position
+        {
+            return Ok(Arc::clone(file));
+        }
+        let file = directory.open(&file_name(bases[position], LOG_SUFFIX))?;
+        open_file = Some((position, Arc::clone(&file)));
+        Ok(file)
+    };
     let last = bases.len() - 1;
-    let last_is_empty = file(last).len()? == 0;
+    let last_is_empty = file(last)?.len()? == 0;
 
     let mut closed: Vec<ClosedInfo> = Vec::new();
     let mut tail: Option<(usize, ScanOutcome)> = None;
@@ -83,11 +91,12 @@ pub(crate) fn recover(directory: &dyn Directory, config: &LogConfig) -> Result<R
     while position < bases.len() {
         let base = bases[position];
         let path = directory.path(&file_name(base, LOG_SUFFIX));
+        let segment_file = file(position)?;
         if position == last {
-            let len = file(position).len()?;
+            let len = segment_file.len()?;
             tail = Some((
                 position,
-                segment::scan_segment(file(position), base, len, interval)?,
+                segment::scan_segment(segment_file.as_ref(), base, len, interval)?,
             ));
             break;
         }
@@ -96,7 +105,7 @@ pub(crate) fn recover(directory: &dyn Directory, config: &LogConfig) -> Result<R
         let check = if full_scan {
             Err("the segment after it is new and empty, so it is scanned in full".to_owned())
         } else {
-            check_closed(directory, file(position), base, next_base)?
+            check_closed(directory, segment_file.as_ref(), base, next_base)?
         };
         match check {
             Ok(info) => closed.push(info),
@@ -104,8 +113,8 @@ pub(crate) fn recover(directory: &dyn Directory, config: &LogConfig) -> Result<R
                 if !full_scan {
                     tracing::warn!(segment = %path.display(), %reason, "closed segment failed its check; scanning it");
                 }
-                let len = file(position).len()?;
-                let scan = segment::scan_segment(file(position), base, len, interval)?;
+                let len = segment_file.len()?;
+                let scan = segment::scan_segment(segment_file.as_ref(), base, len, interval)?;
                 let clean =
                     scan.damage.is_none() && scan.batches > 0 && scan.next_offset == next_base;
                 if !clean {
@@ -118,8 +127,8 @@ pub(crate) fn recover(directory: &dyn Directory, config: &LogConfig) -> Result<R
                     scan.cursor.running_max_timestamp_ms,
                     relative_end,
                 );
-                let index_intact =
-                    full_scan && check_closed(directory, file(position), base, next_base)?.is_ok();
+                let index_intact = full_scan
+                    && check_closed(directory, segment_file.as_ref(), base, next_base)?.is_ok();
                 if !index_intact {
                     segment::write_index_files(directory, base, &index).map_err(
                         |error| match error {
@@ -149,7 +158,7 @@ pub(crate) fn recover(directory: &dyn Directory, config: &LogConfig) -> Result<R
     let mut cut_bytes = 0;
     for (later, later_base) in bases.iter().enumerate().skip(tail_position + 1) {
         let name = file_name(*later_base, LOG_SUFFIX);
-        let len = file(later).len()?;
+        let len = file(later)?.len()?;
         cut_bytes += len;
         if len == 0 {
             directory.remove(&name)?;
@@ -163,7 +172,7 @@ pub(crate) fn recover(directory: &dyn Directory, config: &LogConfig) -> Result<R
         names_changed = true;
     }
 
-    let tail_file = Arc::clone(&files[&tail_position]);
+    let tail_file = file(tail_position)?;
     let file_len = tail_file.len()?;
     if scan.valid_len < file_len {
         let (damage_position, reason) = scan
@@ -202,10 +211,11 @@ pub(crate) fn recover(directory: &dyn Directory, config: &LogConfig) -> Result<R
     let mut closed_bytes = 0;
     for (position, info) in closed.into_iter().enumerate() {
         closed_bytes += info.len;
+        // Closed segments open their file when first read (see `Shared::segment_file`).
         segments.push(Arc::new(Segment::new(
             bases[position],
             directory,
-            Arc::clone(&files[&position]),
+            None,
             info.len,
             info.max_timestamp_ms,
             info.index,
@@ -214,7 +224,7 @@ pub(crate) fn recover(directory: &dyn Directory, config: &LogConfig) -> Result<R
     segments.push(Arc::new(Segment::new(
         tail_base,
         directory,
-        tail_file,
+        Some(tail_file),
         scan.valid_len,
         scan.cursor.running_max_timestamp_ms,
         Some(scan.index),

@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::{Bytes, BytesMut};
 use weir_batch::{Batch, BatchError, HEADER_LEN, check_len};
@@ -150,7 +150,10 @@ pub(crate) struct Segment {
     pub base_offset: u64,
     pub name: String,
     pub path: PathBuf,
-    pub file: Arc<dyn File>,
+    /// The open file: always for the active segment; for a closed one only while it is among
+    /// the log's few recently read segments (see `Shared::segment_file`), so a log of many
+    /// segments holds few descriptors.
+    file: Mutex<Option<Arc<dyn File>>>,
     /// Bytes readers may read. Invariant: a whole number of valid batches; grows only while the
     /// segment is active and is fixed once it is closed. Stored before the log's end offset, so a
     /// reader that loaded the end offset first sees at least the bytes holding it.
@@ -166,7 +169,7 @@ impl Segment {
     pub fn new(
         base_offset: u64,
         directory: &dyn Directory,
-        file: Arc<dyn File>,
+        file: Option<Arc<dyn File>>,
         visible_len: u64,
         max_timestamp_ms: i64,
         index: Option<SegmentIndex>,
@@ -176,11 +179,35 @@ impl Segment {
             base_offset,
             path: directory.path(&name),
             name,
-            file,
+            file: Mutex::new(file),
             visible_len: AtomicU64::new(visible_len),
             max_timestamp_ms: AtomicI64::new(max_timestamp_ms),
             index: RwLock::new(index),
         }
+    }
+
+    /// The open handle, if the segment holds one.
+    pub fn open_handle(&self) -> Option<Arc<dyn File>> {
+        lock(&self.file).clone()
+    }
+
+    /// The segment's file: its open handle, or a newly opened one that `keep` decides whether
+    /// to hold (`true` when it was opened now).
+    pub fn file(&self, directory: &dyn Directory) -> Result<(Arc<dyn File>, bool)> {
+        if let Some(file) = self.open_handle() {
+            return Ok((file, false));
+        }
+        Ok((directory.open(&self.name)?, true))
+    }
+
+    /// Holds `file` as the segment's open handle.
+    pub fn keep_handle(&self, file: Arc<dyn File>) {
+        *lock(&self.file) = Some(file);
+    }
+
+    /// Drops the segment's handle; readers using it keep it until they finish.
+    pub fn close_handle(&self) {
+        *lock(&self.file) = None;
     }
 
     pub fn visible_len(&self) -> u64 {
@@ -262,16 +289,20 @@ impl Segment {
                     reason = %reason,
                     "segment index unreadable; rebuilding it in memory from the segment"
                 );
-                let scan = scan_segment(
-                    self.file.as_ref(),
-                    self.base_offset,
-                    len,
-                    IndexInterval::Stored,
-                )?;
+                let (file, _) = self.file(directory)?;
+                let scan =
+                    scan_segment(file.as_ref(), self.base_offset, len, IndexInterval::Stored)?;
                 Ok(scan.index)
             }
         }
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Holds an `Option` replaced in one store: consistent even after a panic elsewhere.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn read_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
