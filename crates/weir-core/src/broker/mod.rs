@@ -20,7 +20,6 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use weir_batch::{Batch, BatchBuilder, Record};
-use weir_storage::MetaStore;
 
 use crate::alerts::{Alert, AlertBook, AlertRule};
 use crate::catalog::{Catalog, SubscriptionRecord, valid_name};
@@ -216,15 +215,21 @@ impl Broker {
     /// Opens the broker on `config.data_dir`, recovering topics and subscriptions.
     pub async fn open(config: BrokerConfig) -> Result<Broker> {
         let topics_dir = config.data_dir.join("topics");
-        std::fs::create_dir_all(&topics_dir).map_err(|error| {
-            Error::Storage(format!("cannot create {}: {error}", topics_dir.display()))
-        })?;
-        let meta = MetaStore::open(&config.data_dir.join("meta.redb"))?;
+        let storage = config.storage.as_ref();
+        storage.directory(&topics_dir)?;
+        let meta = storage.meta_store(&config.data_dir.join("meta.redb"))?;
         let metrics = Arc::new(BrokerMetrics::default());
         let catalog = Catalog::new(meta);
         let mut topics = HashMap::new();
         for (name, topic_config) in catalog.topics()? {
-            let topic = Topic::open(&topics_dir, &name, topic_config, &config.clock, &metrics)?;
+            let topic = Topic::open(
+                storage,
+                &topics_dir,
+                &name,
+                topic_config,
+                &config.clock,
+                &metrics,
+            )?;
             topics.insert(name, Arc::new(topic));
         }
         let mut subscriptions = BTreeMap::new();
@@ -255,6 +260,7 @@ impl Broker {
         let schedule = schedule::Scheduler::open(catalog.meta())?;
         let config_now_ms = config.clock.now_ms();
         let tick_interval = config.tick_interval;
+        let background_timers = config.background_timers;
         let broker = Broker {
             inner: Arc::new(Inner {
                 config,
@@ -280,6 +286,9 @@ impl Broker {
                 closed: AtomicBool::new(false),
             }),
         };
+        if !background_timers {
+            return Ok(broker);
+        }
         let weak = Arc::downgrade(&broker.inner);
         let ticker = tokio::spawn(async move {
             let mut interval = tokio::time::interval(tick_interval);
@@ -375,6 +384,7 @@ impl Broker {
         }
         let topics_dir = self.inner.config.data_dir.join("topics");
         let topic = Topic::open(
+            self.inner.config.storage.as_ref(),
             &topics_dir,
             name,
             config,
@@ -418,7 +428,7 @@ impl Broker {
         }
         topic.close().await;
         self.inner.catalog.delete_topic(name)?;
-        if let Err(error) = std::fs::remove_dir_all(&topic.dir) {
+        if let Err(error) = self.inner.config.storage.remove_directory(&topic.dir) {
             tracing::warn!(topic = name, %error, "could not remove the topic's directory");
         }
         tracing::info!(topic = name, "topic deleted");
@@ -776,6 +786,14 @@ impl Broker {
         }
     }
 
+    async fn store_all_dead_letters(&self) {
+        let subscriptions: Vec<Arc<Subscription>> =
+            read(&self.inner.subscriptions).values().cloned().collect();
+        for subscription in &subscriptions {
+            self.store_dead_letters(subscription).await;
+        }
+    }
+
     fn save_positions(&self, subscriptions: &[Arc<Subscription>]) {
         let ops: Vec<_> = subscriptions
             .iter()
@@ -789,6 +807,13 @@ impl Broker {
     /// Stops accepting work, ends consumers' waits, saves their progress, and commits every
     /// queued publish before returning.
     pub async fn shutdown(&self) {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return;
+        }
+        // Rejected and exhausted messages wait in memory for the timer: store them now, or a
+        // settled message would come back after the restart. First while the broker is open,
+        // since a first dead letter creates its topic; again below for any settled meanwhile.
+        self.store_all_dead_letters().await;
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -803,6 +828,7 @@ impl Broker {
         for subscription in &subscriptions {
             subscription.close();
         }
+        self.store_all_dead_letters().await;
         self.save_positions(&subscriptions);
         self.finish_schedule().await;
         let topics: Vec<Arc<Topic>> = read(&self.inner.topics).values().cloned().collect();

@@ -1,0 +1,1035 @@
+//! A seeded, deterministic simulation of the whole broker under faults, checked after every
+//! step against a model of what the broker promises (issue 10, part 2).
+//!
+//! One current-thread runtime, a manual clock, timers only when the simulation calls `tick()`
+//! (`background_timers` off), and every file on a simulated machine (`SimStorage`): the
+//! partition logs and the metadata store see the same disk-full, failed-fsync, torn-write and
+//! crash faults. Several producers and consumers act in a random order drawn from the seed.
+//!
+//! - `SEED=123 cargo test -p weir-core --test simulation` replays one seed;
+//! - `SIM_SEEDS=10000` runs that many seeds (default [`DEFAULT_SEEDS`]), from `SIM_FIRST_SEED`
+//!   (default 0);
+//! - `SIM_STEPS=…` sets the operations per seed.
+//!
+//! A failure prints the seed and the last steps. Guarantees that one of issue 10's listed
+//! defects breaks are checked strictly only once its `KNOWN_DEFECT_*_FIXED` flag below is
+//! true; until then the model allows exactly what that defect does and no more.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use weir_core::{
+    Broker, BrokerConfig, Consumer, Delivery, FsyncPolicy, ManualClock, Message, QueueSettings,
+    SubscribeOptions, SubscriptionKind, TopicConfig,
+};
+use weir_storage::io::sim::{CrashMode, SimStorage};
+
+// ---- Known defects of issue 10 (part 1), fixed elsewhere. Set a flag to true once its fix is
+// merged: the check it relaxes becomes strict.
+
+/// #4: a consumer lost while holding a message, and a restart, do not raise its delivery count.
+/// While false, a delivery's count may be lower than the deliveries the model counted after a
+/// consumer loss or a restart (so dead-lettering may need more deliveries).
+const KNOWN_DEFECT_4_FIXED: bool = false;
+/// #22: an ack is answered before it is durable. While false, a message acked before a crash
+/// may be delivered again after it (once per crash; it must then be acked again).
+const KNOWN_DEFECT_22_FIXED: bool = false;
+
+/// #11: dedup state is recorded before the commit, so after a failed write the retry of a
+/// message with an id can be confirmed as a duplicate of whatever later took its offset. While
+/// false, such a confirm is allowed (the message is then simply not stored) — found by the
+/// simulation on seed 29.
+const KNOWN_DEFECT_11_FIXED: bool = false;
+
+/// Seeds run by default (CI): a few hundred, well under a minute.
+const DEFAULT_SEEDS: u64 = 200;
+/// Operations per seed by default.
+const DEFAULT_STEPS: usize = 120;
+
+const START_MS: i64 = 1_700_000_000_000;
+const TOPIC: &str = "orders";
+const QUEUE_GROUP: &str = "workers";
+const DLQ_TOPIC: &str = "orders.workers.dlq";
+const PARTITIONS: u32 = 2;
+const KEYS: u64 = 4;
+const MAX_DELIVERIES: u32 = 3;
+const ACK_TIMEOUT_MS: i64 = 2_000;
+const CONSUMERS: usize = 3;
+
+// ---- Randomness: SplitMix64, so a seed means the same run on every platform.
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound.max(1)
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+// ---- What happened, counted.
+
+#[derive(Default, Debug, Clone)]
+struct Counts {
+    seeds: u64,
+    steps: u64,
+    operations: BTreeMap<&'static str, u64>,
+    faults: BTreeMap<&'static str, u64>,
+    published: u64,
+    delivered: u64,
+    acked: u64,
+    dead_lettered: u64,
+}
+
+impl Counts {
+    fn add(&mut self, other: &Counts) {
+        self.seeds += other.seeds;
+        self.steps += other.steps;
+        for (name, count) in &other.operations {
+            *self.operations.entry(name).or_default() += count;
+        }
+        for (name, count) in &other.faults {
+            *self.faults.entry(name).or_default() += count;
+        }
+        self.published += other.published;
+        self.delivered += other.delivered;
+        self.acked += other.acked;
+        self.dead_lettered += other.dead_lettered;
+    }
+}
+
+// ---- The model of one queue subscription's view of one message.
+
+#[derive(Debug, Clone, Default)]
+struct Tracked {
+    /// Deliveries so far that count (released ones excluded).
+    counted: u32,
+    /// The count the broker gave its last delivery (less one if it was released): what it
+    /// decides dead-lettering by.
+    last_count: u32,
+    /// A crash since the last delivery: the broker's count may be higher than `counted` (an
+    /// upper bound survives restarts).
+    crashed: bool,
+    /// The consumer holding it and when its ack timeout runs out.
+    in_flight: Option<(usize, i64)>,
+    acked: bool,
+    /// Acked, but a crash since then may have forgotten it (`KNOWN_DEFECT_22_FIXED`).
+    ack_may_be_lost: bool,
+    /// Rejected or out of deliveries: must reach the dead-letter topic, and never come back.
+    dead: bool,
+    /// Seen in the dead-letter topic.
+    dead_stored: bool,
+    /// Was due for the dead-letter topic at some point (a failed append of it may be stored).
+    dead_once: bool,
+    /// Not deliverable before this time (nack with delay).
+    not_before_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+struct Sent {
+    key: u64,
+    id: Option<String>,
+    /// Where the confirm said it is; `None` while only maybe stored (the publish failed).
+    place: Option<(u32, u64)>,
+    /// The order of confirms, for per-key order.
+    confirm_serial: Option<u64>,
+    /// Given up on: confirmed as a duplicate of another message (defect 11).
+    abandoned: bool,
+    /// A publish of it failed: its place says nothing about order (the failed attempt may
+    /// have been stored before messages confirmed since, or not).
+    retried: bool,
+}
+
+struct Model {
+    /// Every message ever sent, by number (its payload is `m<number>`).
+    sent: BTreeMap<u64, Sent>,
+    /// Per queue message number.
+    queue: HashMap<u64, Tracked>,
+    confirm_serial: u64,
+}
+
+impl Model {
+    fn tracked(&mut self, number: u64) -> &mut Tracked {
+        self.queue.entry(number).or_default()
+    }
+}
+
+struct SimConsumer {
+    consumer: Consumer,
+    held: Vec<Delivery>,
+}
+
+struct Sim {
+    seed: u64,
+    rng: Rng,
+    storage: Arc<SimStorage>,
+    clock: Arc<ManualClock>,
+    broker: Option<Broker>,
+    consumers: Vec<Option<SimConsumer>>,
+    model: Model,
+    counts: Counts,
+    trace: VecDeque<String>,
+    next_number: u64,
+    /// Faults are armed: operations may fail until the next restart.
+    faulty: bool,
+}
+
+fn parse_number(value: &[u8]) -> Option<u64> {
+    std::str::from_utf8(value)
+        .ok()?
+        .strip_prefix('m')?
+        .parse()
+        .ok()
+}
+
+impl Sim {
+    fn new(seed: u64) -> Sim {
+        Sim {
+            seed,
+            rng: Rng(seed),
+            storage: SimStorage::new(seed),
+            clock: Arc::new(ManualClock::new(START_MS)),
+            broker: None,
+            consumers: (0..CONSUMERS).map(|_| None).collect(),
+            model: Model {
+                sent: BTreeMap::new(),
+                queue: HashMap::new(),
+                confirm_serial: 0,
+            },
+            counts: Counts {
+                seeds: 1,
+                ..Counts::default()
+            },
+            trace: VecDeque::new(),
+            next_number: 0,
+            faulty: false,
+        }
+    }
+
+    fn note(&mut self, line: String) {
+        self.trace.push_back(line);
+    }
+
+    fn fail(&self, what: String) -> ! {
+        // The whole run when replaying one seed, else its end.
+        let keep = if env_u64("SEED").is_some() {
+            usize::MAX
+        } else {
+            40
+        };
+        let skip = self.trace.len().saturating_sub(keep);
+        let trace: Vec<&str> = self.trace.iter().skip(skip).map(String::as_str).collect();
+        panic!(
+            "seed {}: {what}\nreplay: SEED={} cargo test -p weir-core --test simulation\nlast steps:\n  {}",
+            self.seed,
+            self.seed,
+            trace.join("\n  ")
+        );
+    }
+
+    fn count(&mut self, operation: &'static str) {
+        *self.counts.operations.entry(operation).or_default() += 1;
+    }
+
+    fn fault(&mut self, fault: &'static str) {
+        *self.counts.faults.entry(fault).or_default() += 1;
+    }
+
+    fn now(&self) -> i64 {
+        use weir_core::Clock;
+        self.clock.now_ms()
+    }
+
+    fn broker(&self) -> &Broker {
+        self.broker.as_ref().expect("the broker is open")
+    }
+
+    fn config(&self) -> BrokerConfig {
+        let mut config = BrokerConfig::new(PathBuf::from("/sim"));
+        config.clock = self.clock.clone();
+        config.storage = self.storage.clone();
+        config.background_timers = false;
+        config.default_ack_timeout = Duration::from_millis(ACK_TIMEOUT_MS as u64);
+        config.default_topic = TopicConfig {
+            partitions: 1,
+            fsync: FsyncPolicy::Always,
+            segment_bytes: 4096,
+            ..TopicConfig::default()
+        };
+        config
+    }
+
+    fn queue_options(&self) -> SubscribeOptions {
+        SubscribeOptions {
+            kind: SubscriptionKind::Queue,
+            prefetch: 4,
+            ack_timeout: Some(Duration::from_millis(ACK_TIMEOUT_MS as u64)),
+            queue: QueueSettings {
+                max_deliveries: Some(MAX_DELIVERIES),
+                ..QueueSettings::default()
+            },
+            ..SubscribeOptions::default()
+        }
+    }
+
+    /// Opens the broker; after a crash with faults still armed it may fail, so faults are
+    /// cleared first (a restart is the operator's answer to a poisoned store).
+    async fn open(&mut self) {
+        self.storage.clear_faults();
+        self.faulty = false;
+        let broker = match Broker::open(self.config()).await {
+            Ok(broker) => broker,
+            Err(error) => self.fail(format!("the broker does not open: {error}")),
+        };
+        self.broker = Some(broker);
+    }
+
+    async fn setup(&mut self) {
+        self.open().await;
+        let topic = TopicConfig {
+            partitions: PARTITIONS,
+            fsync: FsyncPolicy::Always,
+            segment_bytes: 2048,
+            ..TopicConfig::default()
+        };
+        if let Err(error) = self.broker().create_topic(TOPIC, topic).await {
+            self.fail(format!("create topic: {error}"));
+        }
+        let options = self.queue_options();
+        match self.broker().subscribe(TOPIC, QUEUE_GROUP, options).await {
+            Ok(consumer) => drop(consumer),
+            Err(error) => self.fail(format!("create subscription: {error}")),
+        }
+    }
+
+    // ---- Operations.
+
+    async fn step(&mut self) {
+        self.counts.steps += 1;
+        let roll = self.rng.below(100);
+        match roll {
+            0..=24 => self.publish().await,
+            25..=34 => self.attach().await,
+            35..=54 => self.fetch(),
+            55..=69 => self.settle(),
+            70..=74 => self.lose_consumer(),
+            75..=86 => self.advance().await,
+            87..=92 => self.inject_fault(),
+            93..=96 => self.crash().await,
+            _ => self.restart().await,
+        }
+        self.check().await;
+    }
+
+    async fn publish(&mut self) {
+        self.count("publish");
+        // A retry of a publish that failed, with its message id, or something new.
+        let retry = self
+            .model
+            .sent
+            .iter()
+            .filter(|(_, sent)| sent.place.is_none() && sent.id.is_some() && !sent.abandoned)
+            .map(|(number, _)| *number)
+            .next();
+        let numbers: Vec<u64> = match retry {
+            Some(number) if self.rng.chance(60) => {
+                self.count("publish retry with id");
+                vec![number]
+            }
+            _ => {
+                let with_id = self.rng.chance(40);
+                let count = if with_id { 1 } else { 1 + self.rng.below(3) };
+                let key = self.rng.below(KEYS);
+                (0..count)
+                    .map(|_| {
+                        let number = self.next_number;
+                        self.next_number += 1;
+                        let id = with_id.then(|| format!("id-{number}"));
+                        self.model.sent.insert(
+                            number,
+                            Sent {
+                                key,
+                                id,
+                                place: None,
+                                confirm_serial: None,
+                                abandoned: false,
+                                retried: false,
+                            },
+                        );
+                        number
+                    })
+                    .collect()
+            }
+        };
+        let messages: Vec<Message> = numbers
+            .iter()
+            .map(|number| {
+                let sent = &self.model.sent[number];
+                let mut message =
+                    Message::new(format!("m{number}")).with_key(format!("k{}", sent.key));
+                if let Some(id) = &sent.id {
+                    message = message.with_header("weir.id", id.clone());
+                }
+                message
+            })
+            .collect();
+        let result = self.broker().publish_messages(TOPIC, None, &messages).await;
+        match result {
+            Ok(confirm) => {
+                self.note(format!("publish {numbers:?} -> {confirm:?}"));
+                self.counts.published += numbers.len() as u64;
+                let duplicates = confirm.duplicates.len();
+                let appended: Vec<(u32, u64)> = confirm
+                    .ranges
+                    .iter()
+                    .flat_map(|range| {
+                        (range.base_offset..=range.last_offset)
+                            .map(|offset| (range.partition, offset))
+                    })
+                    .collect();
+                if appended.len() + duplicates != numbers.len() {
+                    self.fail(format!("publish of {numbers:?} confirmed {confirm:?}"));
+                }
+                let places: Vec<(u32, u64)> = if duplicates == 0 {
+                    appended
+                } else {
+                    // Only single-message batches carry ids.
+                    vec![(
+                        confirm.duplicates[0].partition,
+                        confirm.duplicates[0].offset,
+                    )]
+                };
+                for (number, place) in numbers.iter().zip(places) {
+                    if duplicates > 0 && self.number_at(place) != Some(*number) {
+                        if KNOWN_DEFECT_11_FIXED {
+                            self.fail(format!(
+                                "m{number} confirmed as a duplicate at {place:?}, which holds {:?}",
+                                self.number_at(place)
+                            ));
+                        }
+                        self.note(format!("defect 11: m{number} confirmed as another message"));
+                        self.count("defect 11 seen");
+                        self.model.sent.get_mut(number).expect("sent").abandoned = true;
+                        continue;
+                    }
+                    self.model.confirm_serial += 1;
+                    let serial = self.model.confirm_serial;
+                    let sent = self.model.sent.get_mut(number).expect("sent");
+                    if let Some(earlier) = sent.place
+                        && earlier != place
+                    {
+                        let message = format!(
+                            "m{number} was confirmed at {earlier:?}, its retry at {place:?}"
+                        );
+                        self.fail(message);
+                    }
+                    sent.place = Some(place);
+                    sent.confirm_serial.get_or_insert(serial);
+                }
+            }
+            Err(error) => {
+                self.note(format!("publish {numbers:?} failed: {error}"));
+                for number in &numbers {
+                    self.model.sent.get_mut(number).expect("sent").retried = true;
+                }
+                if !self.faulty {
+                    self.fail(format!("publish failed with no fault armed: {error}"));
+                }
+            }
+        }
+    }
+
+    async fn attach(&mut self) {
+        let slot = self.rng.below(CONSUMERS as u64) as usize;
+        if self.consumers[slot].is_some() {
+            return self.fetch_from(slot);
+        }
+        self.count("consumer attach");
+        let options = self.queue_options();
+        match self.broker().subscribe(TOPIC, QUEUE_GROUP, options).await {
+            Ok(consumer) => {
+                self.note(format!("consumer {slot} attached"));
+                self.consumers[slot] = Some(SimConsumer {
+                    consumer,
+                    held: Vec::new(),
+                });
+            }
+            Err(error) => self.fail(format!("subscribe failed: {error}")),
+        }
+    }
+
+    fn fetch(&mut self) {
+        let slot = self.rng.below(CONSUMERS as u64) as usize;
+        self.fetch_from(slot);
+    }
+
+    fn fetch_from(&mut self, slot: usize) {
+        if self.consumers[slot].is_none() {
+            return;
+        }
+        self.count("fetch");
+        let max = 1 + self.rng.below(4) as usize;
+        let consumer = &self.consumers[slot].as_ref().expect("present").consumer;
+        let deliveries = match consumer.try_next(max) {
+            Ok(deliveries) => deliveries,
+            Err(error) => {
+                self.note(format!("consumer {slot} fetch failed: {error}"));
+                if !self.faulty {
+                    self.fail(format!("fetch failed with no fault armed: {error}"));
+                }
+                return;
+            }
+        };
+        let now = self.now();
+        for delivery in &deliveries {
+            self.counts.delivered += 1;
+            self.on_delivery(slot, delivery, now);
+        }
+        if let Some(consumer) = &mut self.consumers[slot] {
+            consumer.held.extend(deliveries);
+        }
+    }
+
+    /// Checks one delivery against the model and records it.
+    fn on_delivery(&mut self, slot: usize, delivery: &Delivery, now: i64) {
+        let Some(number) = parse_number(&delivery.record.value) else {
+            self.fail(format!(
+                "delivered a message that was never sent: {delivery:?}"
+            ));
+        };
+        let place = (delivery.partition, delivery.record.offset);
+        self.note(format!(
+            "consumer {slot} got m{number} at {place:?} count {}",
+            delivery.delivery_count
+        ));
+        let Some(sent) = self.model.sent.get(&number) else {
+            self.fail(format!("delivered m{number}, never sent"));
+        };
+        if let Some(confirmed) = sent.place
+            && confirmed != place
+        {
+            self.fail(format!(
+                "m{number} delivered from {place:?}, confirmed at {confirmed:?}"
+            ));
+        }
+        let tracked = self.model.tracked(number).clone();
+        if tracked.dead {
+            self.fail(format!(
+                "m{number} delivered again after it was dead-lettered"
+            ));
+        }
+        if tracked.acked && !tracked.ack_may_be_lost {
+            self.fail(format!("m{number} delivered again after it was acked"));
+        }
+        if let Some((holder, deadline)) = tracked.in_flight
+            && now < deadline
+        {
+            self.fail(format!(
+                "m{number} delivered to consumer {slot} while consumer {holder} holds it until {deadline} (now {now})"
+            ));
+        }
+        if now < tracked.not_before_ms {
+            self.fail(format!(
+                "m{number} redelivered at {now}, before its nack delay ends at {}",
+                tracked.not_before_ms
+            ));
+        }
+        let count = delivery.delivery_count;
+        if count == 0 || count > MAX_DELIVERIES {
+            self.fail(format!(
+                "m{number} delivered with count {count}; max_deliveries is {MAX_DELIVERIES}"
+            ));
+        }
+        let expected = tracked.counted + 1;
+        let right = if !KNOWN_DEFECT_4_FIXED {
+            // The broker may forget deliveries, never invent them.
+            count <= expected || tracked.crashed
+        } else if tracked.crashed {
+            count >= expected
+        } else {
+            count == expected
+        };
+        if !right {
+            self.fail(format!(
+                "m{number} delivered with count {count}; it was delivered {} times before (last count {})",
+                tracked.counted, tracked.last_count
+            ));
+        }
+        let tracked = self.model.tracked(number);
+        tracked.counted += 1;
+        tracked.last_count = count;
+        tracked.crashed = false;
+        tracked.in_flight = Some((slot, now + ACK_TIMEOUT_MS));
+        if tracked.acked {
+            // Its ack was lost in a crash (allowed while defect 22 is open): ack it again.
+            tracked.acked = false;
+            tracked.ack_may_be_lost = false;
+        }
+    }
+
+    /// A consumer acks, nacks, rejects or releases some of what it holds.
+    fn settle(&mut self) {
+        let slot = self.rng.below(CONSUMERS as u64) as usize;
+        let now = self.now();
+        let Some(consumer) = &mut self.consumers[slot] else {
+            return;
+        };
+        // Deliveries whose ack timeout ran out are not the consumer's any more.
+        consumer.held.retain(|delivery| {
+            parse_number(&delivery.record.value).is_some_and(|number| {
+                self.model
+                    .queue
+                    .get(&number)
+                    .and_then(|tracked| tracked.in_flight)
+                    .is_some_and(|(holder, deadline)| holder == slot && now < deadline)
+            })
+        });
+        if consumer.held.is_empty() {
+            return;
+        }
+        let index = self.rng.below(consumer.held.len() as u64) as usize;
+        let delivery = consumer.held.remove(index);
+        let number = parse_number(&delivery.record.value).expect("checked on delivery");
+        let id = delivery.id();
+        let action = self.rng.below(100);
+        let consumer = &self.consumers[slot].as_ref().expect("present").consumer;
+        let (name, result) = match action {
+            0..=59 => ("ack", consumer.ack(&[id])),
+            60..=79 => {
+                let delay = if self.rng.chance(50) {
+                    0
+                } else {
+                    1 + self.rng.below(3_000)
+                };
+                (
+                    "nack",
+                    consumer
+                        .nack(&[id], true, Duration::from_millis(delay))
+                        .map(|()| {
+                            let tracked = self.model.tracked(number);
+                            tracked.not_before_ms = now + delay as i64;
+                        }),
+                )
+            }
+            80..=89 => ("reject", consumer.nack(&[id], false, Duration::ZERO)),
+            _ => ("release", consumer.release(&[id])),
+        };
+        self.count(name);
+        self.note(format!("consumer {slot} {name} m{number}: {result:?}"));
+        if let Err(error) = result {
+            self.fail(format!("{name} of a held delivery failed: {error}"));
+        }
+        let tracked = self.model.tracked(number);
+        tracked.in_flight = None;
+        match name {
+            "ack" => {
+                tracked.acked = true;
+                self.counts.acked += 1;
+            }
+            "nack" => {
+                if tracked.last_count >= MAX_DELIVERIES {
+                    tracked.dead = true;
+                }
+            }
+            "reject" => tracked.dead = true,
+            _ => {
+                // Released: that delivery does not count.
+                tracked.counted -= 1;
+                tracked.last_count -= 1;
+            }
+        }
+    }
+
+    /// A consumer goes away holding what it holds (a crashed client).
+    fn lose_consumer(&mut self) {
+        let slot = self.rng.below(CONSUMERS as u64) as usize;
+        let Some(consumer) = self.consumers[slot].take() else {
+            return;
+        };
+        self.count("consumer lost");
+        self.note(format!(
+            "consumer {slot} lost holding {}",
+            consumer.held.len()
+        ));
+        drop(consumer);
+        for tracked in self.model.queue.values_mut() {
+            if tracked.in_flight.is_some_and(|(holder, _)| holder == slot) {
+                tracked.in_flight = None;
+                if KNOWN_DEFECT_4_FIXED {
+                    // A lost consumer's delivery counts like a failed one.
+                    tracked.dead |= tracked.last_count >= MAX_DELIVERIES;
+                } else {
+                    // The broker may or may not count it (defect 4).
+                    tracked.dead_once |= tracked.last_count >= MAX_DELIVERIES;
+                }
+            }
+        }
+    }
+
+    async fn advance(&mut self) {
+        self.count("advance clock and tick");
+        let by = self.rng.below(1_500);
+        self.clock.advance(Duration::from_millis(by));
+        let now = self.now();
+        self.note(format!("advance {by} ms to {now}; tick"));
+        self.broker().tick().await;
+        // Timed-out deliveries: counted; out of deliveries means dead.
+        for tracked in self.model.queue.values_mut() {
+            if tracked
+                .in_flight
+                .is_some_and(|(_, deadline)| now >= deadline)
+            {
+                tracked.in_flight = None;
+                tracked.dead |= tracked.last_count >= MAX_DELIVERIES;
+            }
+        }
+    }
+
+    fn inject_fault(&mut self) {
+        let directories = self.storage.directories();
+        if directories.is_empty() {
+            return;
+        }
+        let (path, directory) = &directories[self.rng.below(directories.len() as u64) as usize];
+        let kind = self.rng.below(3);
+        let ahead = 1 + self.rng.below(6);
+        match kind {
+            0 => {
+                self.fault("failed operation (fsync or write)");
+                directory.fail_operation(directory.operation_count() + ahead);
+            }
+            1 => {
+                self.fault("disk full at a write");
+                directory.fail_write_with_storage_full(directory.write_count() + ahead);
+            }
+            _ => {
+                self.fault("disk full (capacity)");
+                directory.set_capacity(Some(directory.used_bytes() + self.rng.below(4096)));
+            }
+        }
+        self.note(format!(
+            "fault {kind} armed in {} at +{ahead}",
+            path.display()
+        ));
+        self.faulty = true;
+    }
+
+    fn drop_consumers(&mut self) {
+        for slot in &mut self.consumers {
+            slot.take();
+        }
+    }
+
+    /// A crash: power loss (unsynced data dropped or torn) or a killed process.
+    async fn crash(&mut self) {
+        let mode = match self.rng.below(3) {
+            0 => CrashMode::DropUnsynced,
+            1 => CrashMode::TearUnsynced,
+            _ => CrashMode::KeepWritten,
+        };
+        self.fault(match mode {
+            CrashMode::DropUnsynced => "crash: power loss",
+            CrashMode::TearUnsynced => "crash: power loss, torn writes",
+            _ => "crash: process killed",
+        });
+        self.note(format!("crash {mode:?}"));
+        self.storage.crash(mode);
+        // The old broker's handles are dead: nothing it does from now on reaches the disk.
+        self.drop_consumers();
+        if let Some(broker) = self.broker.take() {
+            broker.shutdown().await;
+        }
+        self.after_restart(true);
+        self.open().await;
+    }
+
+    async fn restart(&mut self) {
+        self.count("clean restart");
+        self.note("clean restart".into());
+        self.drop_consumers();
+        if let Some(broker) = self.broker.take() {
+            broker.shutdown().await;
+        }
+        // A shutdown with faults armed may have lost something: count it as a crash.
+        let crashed = self.faulty;
+        self.after_restart(crashed);
+        self.open().await;
+    }
+
+    /// What a restart may change in the model: nothing is in flight any more; after a crash,
+    /// counts are at least what they were and (defect 22) acks may be forgotten.
+    fn after_restart(&mut self, crashed: bool) {
+        for tracked in self.model.queue.values_mut() {
+            if tracked.in_flight.take().is_some() {
+                // A delivery cut short by a restart counts like a lost consumer's.
+                if KNOWN_DEFECT_4_FIXED {
+                    tracked.dead |= tracked.last_count >= MAX_DELIVERIES;
+                } else {
+                    tracked.dead_once |= tracked.last_count >= MAX_DELIVERIES;
+                }
+            }
+            if crashed || !KNOWN_DEFECT_4_FIXED {
+                tracked.crashed = true;
+            }
+            // Nack delays live in memory: a restart may redeliver at once (at least once).
+            tracked.not_before_ms = 0;
+            if crashed && tracked.dead && !tracked.dead_stored && !KNOWN_DEFECT_22_FIXED {
+                // A reject (or exhaustion) not stored yet is a settlement like an ack.
+                tracked.dead = false;
+                tracked.dead_once = true;
+            }
+            if crashed && tracked.acked && !KNOWN_DEFECT_22_FIXED {
+                tracked.ack_may_be_lost = true;
+            }
+        }
+    }
+
+    // ---- Checks.
+
+    fn number_at(&self, (partition, offset): (u32, u64)) -> Option<u64> {
+        let records = self.broker().read(TOPIC, partition, offset, 1).ok()?;
+        let record = records.first().filter(|record| record.offset == offset)?;
+        parse_number(&record.value)
+    }
+
+    /// Every record of every partition of `topic`, as (partition, offset, number).
+    fn read_topic(&self, topic: &str) -> Vec<(u32, u64, u64)> {
+        let broker = self.broker();
+        let Ok(info) = broker.topic(topic) else {
+            return Vec::new();
+        };
+        let mut records = Vec::new();
+        for partition in info.partitions {
+            let mut offset = partition.start_offset;
+            loop {
+                let batch = match broker.read(topic, partition.partition, offset, 1000) {
+                    Ok(batch) => batch,
+                    Err(error) => {
+                        self.fail(format!("reading {topic}/{}: {error}", partition.partition))
+                    }
+                };
+                if batch.is_empty() {
+                    break;
+                }
+                for record in batch {
+                    offset = record.offset + 1;
+                    let Some(number) = parse_number(&record.value) else {
+                        self.fail(format!("unknown record in {topic}: {record:?}"));
+                    };
+                    records.push((partition.partition, record.offset, number));
+                }
+            }
+        }
+        records
+    }
+
+    async fn check(&mut self) {
+        // Every confirmed message is stored once, at its confirmed place.
+        let records = self.read_topic(TOPIC);
+        let mut places: BTreeMap<u64, Vec<(u32, u64)>> = BTreeMap::new();
+        for &(partition, offset, number) in &records {
+            places.entry(number).or_default().push((partition, offset));
+        }
+        for (number, found) in &places {
+            if found.len() > 1 {
+                self.fail(format!(
+                    "m{number} is stored {} times: {found:?}",
+                    found.len()
+                ));
+            }
+        }
+        let mut last_by_key: HashMap<u64, (u64, u32, u64)> = HashMap::new();
+        let mut confirmed: Vec<(u64, u64)> = self
+            .model
+            .sent
+            .iter()
+            .filter_map(|(number, sent)| sent.confirm_serial.map(|serial| (serial, *number)))
+            .collect();
+        confirmed.sort_unstable();
+        for (_, number) in confirmed {
+            let sent = &self.model.sent[&number];
+            let place = sent.place.expect("a confirmed message has a place");
+            match places.get(&number) {
+                Some(found) if found[0] == place => {}
+                Some(found) => self.fail(format!(
+                    "m{number} confirmed at {place:?} but stored at {found:?}"
+                )),
+                None => self.fail(format!("m{number} confirmed at {place:?} is lost")),
+            }
+            // Per-key order: confirms of one key land in one partition, in confirm order.
+            if sent.retried {
+                continue;
+            }
+            if let Some(&(earlier, partition, offset)) = last_by_key.get(&sent.key)
+                && (partition != place.0 || offset >= place.1)
+            {
+                self.fail(format!(
+                    "key k{}: m{earlier} at {:?} was confirmed before m{number} at {place:?}",
+                    sent.key,
+                    (partition, offset)
+                ));
+            }
+            last_by_key.insert(sent.key, (number, place.0, place.1));
+        }
+        // Dead letters: each message at most once, and only one that had to go there.
+        let mut dead: BTreeMap<u64, usize> = BTreeMap::new();
+        for (_, _, number) in self.read_topic(DLQ_TOPIC) {
+            *dead.entry(number).or_default() += 1;
+        }
+        for (number, copies) in &dead {
+            if *copies > 1 {
+                self.fail(format!("m{number} was dead-lettered {copies} times"));
+            }
+            let tracked = self.model.queue.get(number).cloned().unwrap_or_default();
+            if tracked.acked && !tracked.ack_may_be_lost {
+                self.fail(format!("m{number} was dead-lettered after its ack"));
+            }
+            if !tracked.dead && !tracked.dead_once {
+                self.fail(format!(
+                    "m{number} was dead-lettered before it was due: {tracked:?}"
+                ));
+            }
+            if let Some(tracked) = self.model.queue.get_mut(number) {
+                tracked.dead = true;
+                tracked.dead_stored = true;
+            }
+        }
+        self.counts.dead_lettered = dead.len() as u64;
+    }
+
+    /// The end of a run: no more faults; time passes and consumers take and ack everything.
+    /// Every stored message must then be acked or dead-lettered.
+    async fn drain(&mut self) {
+        self.note("drain".into());
+        self.restart().await;
+        self.drop_consumers();
+        let options = self.queue_options();
+        let consumer = match self.broker().subscribe(TOPIC, QUEUE_GROUP, options).await {
+            Ok(consumer) => consumer,
+            Err(error) => self.fail(format!("subscribe to drain: {error}")),
+        };
+        self.consumers[0] = Some(SimConsumer {
+            consumer,
+            held: Vec::new(),
+        });
+        for _ in 0..200 {
+            self.clock
+                .advance(Duration::from_millis(ACK_TIMEOUT_MS as u64));
+            self.broker().tick().await;
+            let now = self.now();
+            for tracked in self.model.queue.values_mut() {
+                if tracked
+                    .in_flight
+                    .is_some_and(|(_, deadline)| now >= deadline)
+                {
+                    tracked.in_flight = None;
+                }
+            }
+            let deliveries = {
+                let consumer = &self.consumers[0].as_ref().expect("drainer").consumer;
+                consumer.try_next(100).unwrap_or_default()
+            };
+            for delivery in &deliveries {
+                self.on_delivery(0, delivery, now);
+            }
+            let ids: Vec<_> = deliveries.iter().map(Delivery::id).collect();
+            if !ids.is_empty() {
+                let consumer = &self.consumers[0].as_ref().expect("drainer").consumer;
+                if let Err(error) = consumer.ack(&ids) {
+                    self.fail(format!("drain ack: {error}"));
+                }
+                for delivery in &deliveries {
+                    let number = parse_number(&delivery.record.value).expect("checked");
+                    let tracked = self.model.tracked(number);
+                    tracked.acked = true;
+                    tracked.in_flight = None;
+                }
+            }
+            self.check().await;
+        }
+        let dead: BTreeSet<u64> = self
+            .read_topic(DLQ_TOPIC)
+            .into_iter()
+            .map(|(_, _, number)| number)
+            .collect();
+        for (_, _, number) in self.read_topic(TOPIC) {
+            let tracked = self.model.queue.get(&number).cloned().unwrap_or_default();
+            if !tracked.acked && !dead.contains(&number) {
+                self.fail(format!(
+                    "m{number} is stored but was neither acked nor dead-lettered: {tracked:?}"
+                ));
+            }
+            if tracked.dead && !dead.contains(&number) {
+                self.fail(format!(
+                    "m{number} had to be dead-lettered and is not in the DLQ"
+                ));
+            }
+        }
+        self.drop_consumers();
+        if let Some(broker) = self.broker.take() {
+            broker.shutdown().await;
+        }
+    }
+}
+
+async fn run_seed(seed: u64, steps: usize) -> Counts {
+    let mut sim = Sim::new(seed);
+    sim.setup().await;
+    for _ in 0..steps {
+        sim.step().await;
+    }
+    sim.drain().await;
+    sim.counts
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+}
+
+#[test]
+fn simulation() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let steps = env_u64("SIM_STEPS").map_or(DEFAULT_STEPS, |steps| steps as usize);
+    let seeds: Vec<u64> = match env_u64("SEED") {
+        Some(seed) => vec![seed],
+        None => {
+            let first = env_u64("SIM_FIRST_SEED").unwrap_or(0);
+            let count = env_u64("SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
+            (first..first + count).collect()
+        }
+    };
+    let mut total = Counts::default();
+    for seed in seeds {
+        let counts = runtime.block_on(run_seed(seed, steps));
+        total.add(&counts);
+    }
+    println!(
+        "simulation: {} seeds, {} steps; published {}, delivered {}, acked {}, dead-lettered {}",
+        total.seeds,
+        total.steps,
+        total.published,
+        total.delivered,
+        total.acked,
+        total.dead_lettered
+    );
+    println!("operations: {:?}", total.operations);
+    println!("faults: {:?}", total.faults);
+}
