@@ -1500,14 +1500,33 @@ impl Sim {
     }
 }
 
-async fn run_seed(seed: u64, steps: usize) -> Counts {
+/// Runs one seed; returns what it did and its trace (every step and answer, in order).
+async fn run_seed(seed: u64, steps: usize) -> (Counts, Vec<String>) {
     let mut sim = Sim::new(seed);
     sim.setup().await;
     for _ in 0..steps {
         sim.step().await;
     }
     sim.drain().await;
-    sim.counts
+    (sim.counts, sim.trace.into_iter().collect())
+}
+
+fn run_seed_blocking(seed: u64, steps: usize) -> (Counts, Vec<String>) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(run_seed(seed, steps))
+}
+
+/// The point of a seed: the same seed, the same run, answer for answer.
+#[test]
+fn a_seed_replays_exactly() {
+    for seed in [3, 95, 128] {
+        let (_, first) = run_seed_blocking(seed, DEFAULT_STEPS);
+        let (_, second) = run_seed_blocking(seed, DEFAULT_STEPS);
+        assert_eq!(first, second, "seed {seed} ran differently twice");
+    }
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -1532,15 +1551,8 @@ fn simulation() {
     for seed in seeds {
         // One runtime per seed, and a failing seed does not stop the others: a long run
         // reports every failing seed (each prints its replay line).
-        let run = std::panic::catch_unwind(|| {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime");
-            runtime.block_on(run_seed(seed, steps))
-        });
-        match run {
-            Ok(counts) => total.add(&counts),
+        match std::panic::catch_unwind(|| run_seed_blocking(seed, steps)) {
+            Ok((counts, _)) => total.add(&counts),
             Err(_) => failed.push(seed),
         }
     }
