@@ -1191,6 +1191,9 @@ impl Sim {
             }
             if crashed && tracked.acked && !KNOWN_DEFECT_22_FIXED {
                 tracked.ack_may_be_lost = true;
+                // Its last delivery then looks interrupted: out of deliveries, it may be
+                // dead-lettered instead of delivered.
+                tracked.dead_once |= tracked.last_count >= MAX_DELIVERIES;
             }
         }
     }
