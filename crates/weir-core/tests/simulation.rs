@@ -225,7 +225,22 @@ struct Txn {
     state: TxnState,
 }
 
+/// An idempotent producer writing to one partition: sequences per record, a failed batch
+/// retried with the same sequence before anything new.
+#[derive(Debug, Clone)]
+struct Producer {
+    id: u64,
+    partition: u32,
+    next_sequence: u32,
+    /// The batch whose publish failed: (base sequence, messages, first sent).
+    pending: Option<(u32, Vec<u64>, i64)>,
+    /// A retry was confirmed at places holding other messages (defect 11): the broker's
+    /// sequence state and the producer's disagree from then on.
+    defect_11_seen: bool,
+}
+
 struct Model {
+    producers: Vec<Producer>,
     transactions: Vec<Txn>,
     /// Every message ever sent, by number (its payload is `m<number>`).
     sent: BTreeMap<u64, Sent>,
@@ -283,6 +298,7 @@ impl Sim {
             checker: None,
             consumers: (0..CONSUMERS).map(|_| None).collect(),
             model: Model {
+                producers: Vec::new(),
                 transactions: Vec::new(),
                 sent: BTreeMap::new(),
                 queue: HashMap::new(),
@@ -406,7 +422,8 @@ impl Sim {
         self.counts.steps += 1;
         let roll = self.rng.below(100);
         match roll {
-            0..=19 => self.publish().await,
+            0..=14 => self.publish().await,
+            15..=19 => self.publish_idempotent().await,
             20..=21 => self.schedule().await,
             22 => self.cancel().await,
             23 => self.begin_transaction().await,
@@ -548,6 +565,137 @@ impl Sim {
                 }
             }
         }
+    }
+
+    /// An idempotent producer sends a batch (or retries its failed one).
+    async fn publish_idempotent(&mut self) {
+        if self.model.producers.is_empty() || self.rng.chance(5) {
+            let id = 1 + self.model.producers.len() as u64 + 1000 * self.seed;
+            let partition = self.rng.below(u64::from(PARTITIONS)) as u32;
+            self.model.producers.push(Producer {
+                id,
+                partition,
+                next_sequence: 0,
+                pending: None,
+                defect_11_seen: false,
+            });
+        }
+        let index = self.rng.below(self.model.producers.len() as u64) as usize;
+        let now = self.now();
+        let mut producer = self.model.producers[index].clone();
+        // A failed batch older than the dedup window cannot be retried safely: start afresh.
+        if producer
+            .pending
+            .as_ref()
+            .is_some_and(|(_, _, sent_ms)| now >= sent_ms + self.dedup_window_ms - 1_000)
+        {
+            producer.pending = None;
+            producer.id += 1_000_000;
+            producer.next_sequence = 0;
+        }
+        let (base_sequence, numbers) = match producer.pending.clone() {
+            Some((base_sequence, numbers, _)) => {
+                self.count("idempotent producer retry");
+                (base_sequence, numbers)
+            }
+            None => {
+                self.count("idempotent producer batch");
+                let count = 1 + self.rng.below(3);
+                let numbers: Vec<u64> = (0..count)
+                    .map(|_| {
+                        let number = self.new_message(100 + producer.id);
+                        self.model.sent.get_mut(&number).expect("sent").retried = false;
+                        number
+                    })
+                    .collect();
+                producer.pending = Some((producer.next_sequence, numbers.clone(), now));
+                (producer.next_sequence, numbers)
+            }
+        };
+        let mut builder = weir_core::BatchBuilder::new();
+        builder.producer(producer.id, base_sequence);
+        for number in &numbers {
+            builder.push(now, None, &[], format!("m{number}").as_bytes());
+        }
+        let result = self
+            .broker()
+            .publish(TOPIC, Some(producer.partition), builder.finish())
+            .await;
+        self.note(format!(
+            "producer {} seq {base_sequence} {numbers:?} to {}: {result:?}",
+            producer.id, producer.partition
+        ));
+        match result {
+            Ok(confirm) => {
+                let mut places: Vec<(u32, u64)> = confirm
+                    .ranges
+                    .iter()
+                    .flat_map(|range| {
+                        (range.base_offset..=range.last_offset)
+                            .map(|offset| (range.partition, offset))
+                    })
+                    .collect();
+                places.extend(
+                    confirm
+                        .duplicates
+                        .iter()
+                        .map(|duplicate| (duplicate.partition, duplicate.offset)),
+                );
+                if places.len() != numbers.len() {
+                    self.fail(format!("producer batch {numbers:?} confirmed {confirm:?}"));
+                }
+                producer.pending = None;
+                producer.next_sequence = base_sequence + numbers.len() as u32;
+                self.counts.published += numbers.len() as u64;
+                for (number, place) in numbers.iter().zip(places) {
+                    if !confirm.duplicates.is_empty() && self.number_at(place) != Some(*number) {
+                        if KNOWN_DEFECT_11_FIXED {
+                            self.fail(format!(
+                                "m{number} confirmed as a retry at {place:?}, which holds {:?}",
+                                self.number_at(place)
+                            ));
+                        }
+                        self.note(format!("defect 11: m{number} confirmed as another message"));
+                        self.model.sent.get_mut(number).expect("sent").abandoned = true;
+                        producer.defect_11_seen = true;
+                        continue;
+                    }
+                    self.model.confirm_serial += 1;
+                    let serial = self.model.confirm_serial;
+                    let sent = self.model.sent.get_mut(number).expect("sent");
+                    if let Some(earlier) = sent.place
+                        && earlier != place
+                    {
+                        let message = format!(
+                            "m{number} was confirmed at {earlier:?}, its retry at {place:?}"
+                        );
+                        self.fail(message);
+                    }
+                    sent.place = Some(place);
+                    sent.confirm_serial.get_or_insert(serial);
+                }
+            }
+            Err(weir_core::Error::InvalidArgument(_))
+                if producer.defect_11_seen && !KNOWN_DEFECT_11_FIXED =>
+            {
+                // Defect 11 told it a batch was stored that was not: start afresh.
+                producer.pending = None;
+                producer.id += 1_000_000;
+                producer.next_sequence = 0;
+                producer.defect_11_seen = false;
+            }
+            Err(error) => {
+                if !self.faulty {
+                    self.fail(format!(
+                        "producer publish failed with no fault armed: {error}"
+                    ));
+                }
+                for number in &numbers {
+                    self.model.sent.get_mut(number).expect("sent").retried = true;
+                }
+            }
+        }
+        self.model.producers[index] = producer;
     }
 
     /// A producer schedules a message for later.
