@@ -1423,10 +1423,13 @@ impl Sim {
                     .iter()
                     .any(|txn| txn.state == TxnState::InDoubt && txn.sent.contains(number));
             if found.len() > 1 && !in_doubt_commit {
-                // Defect 2: handed over again after a restart beyond the dedup window.
+                // Defect 2: handed over again after a restart beyond the dedup window, or
+                // after a failed hand-over that was stored after all.
                 let allowed = !KNOWN_DEFECT_2_FIXED
                     && delayed.as_ref().is_some_and(|delayed| {
-                        found.len() as u32 <= 1 + delayed.restarts_since_seen
+                        found.len() as u32
+                            <= 1 + delayed.restarts_since_seen
+                                + u32::from(delayed.handover_in_doubt)
                     });
                 if !allowed {
                     self.fail(format!(
