@@ -1351,6 +1351,11 @@ impl Sim {
                 tracked.dead = false;
                 tracked.dead_once = true;
             }
+            if crashed && tracked.dead_stored && !KNOWN_DEFECT_22_FIXED {
+                // Its settlement in the queue (the dead-letter "ack") may be forgotten too: it
+                // may come back and be dead-lettered again.
+                tracked.dead_append_in_doubt = true;
+            }
             if crashed && tracked.acked && !KNOWN_DEFECT_22_FIXED {
                 tracked.ack_may_be_lost = true;
                 // Its last delivery then looks interrupted: out of deliveries, it may be
