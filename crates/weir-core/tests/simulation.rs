@@ -1039,8 +1039,12 @@ impl Sim {
             self.note(format!(
                 "defect 2: m{number} delivered from its second copy"
             ));
-            tracked = Tracked::default();
-            *self.model.tracked(number) = Tracked::default();
+            // The copies share a number but not a delivery count: counts say nothing here.
+            tracked = Tracked {
+                crashed: true,
+                ..Tracked::default()
+            };
+            *self.model.tracked(number) = tracked.clone();
         }
         self.model.tracked(number).place = Some(place);
         let in_doubt = tracked.dead_append_in_doubt && !DEAD_LETTER_APPEND_IN_DOUBT_FIXED;
@@ -1095,7 +1099,8 @@ impl Sim {
             ));
         }
         let tracked = self.model.tracked(number);
-        tracked.counted += 1;
+        // After a restart the broker's count is an upper bound: go on from it.
+        tracked.counted = (tracked.counted + 1).max(count);
         tracked.last_count = count;
         tracked.crashed = false;
         tracked.in_flight = Some((slot, now + ACK_TIMEOUT_MS));
