@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use weir_storage::io::{FsStorage, Storage};
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
@@ -299,6 +300,13 @@ pub struct BrokerConfig {
     /// How often timers run (ack timeouts, delayed requeue, retention, ack-state flush).
     pub tick_interval: Duration,
     pub clock: Arc<dyn Clock>,
+    /// Where files live: the real file system, or a simulated one for tests
+    /// (`weir_storage::io::sim::SimStorage`), so faults reach the whole broker.
+    pub storage: Arc<dyn Storage>,
+    /// Run [`Broker::tick`](crate::Broker::tick) and the scheduler in background tasks. A test
+    /// that drives time itself (a manual clock and `tick()`) turns this off, so that every step
+    /// happens when the test says and a run replays exactly.
+    pub background_timers: bool,
 }
 
 impl BrokerConfig {
@@ -313,6 +321,8 @@ impl BrokerConfig {
             alert_rules: crate::alerts::AlertRule::defaults(),
             tick_interval: Duration::from_millis(10),
             clock: Arc::new(SystemClock),
+            storage: Arc::new(FsStorage),
+            background_timers: true,
         }
     }
 }
@@ -327,6 +337,8 @@ impl std::fmt::Debug for BrokerConfig {
             .field("default_ack_timeout", &self.default_ack_timeout)
             .field("max_batch_bytes", &self.max_batch_bytes)
             .field("tick_interval", &self.tick_interval)
+            .field("storage", &self.storage)
+            .field("background_timers", &self.background_timers)
             .finish_non_exhaustive()
     }
 }

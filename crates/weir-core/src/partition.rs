@@ -15,6 +15,7 @@ use std::thread::JoinHandle;
 
 use tokio::sync::{Notify, mpsc, oneshot};
 use weir_batch::{Batch, BatchBuilder};
+use weir_storage::io::Directory;
 use weir_storage::{LogConfig, LogReader, PartitionLog, RetentionReport};
 
 use crate::clock::Clock;
@@ -115,10 +116,10 @@ pub(crate) struct Partition {
 }
 
 impl Partition {
-    /// Opens the partition's log in `dir` and starts its writer. `visible` is notified each
+    /// Opens the partition's log in `directory` and starts its writer. `visible` is notified each
     /// time new batches become readable.
     pub fn open(
-        dir: &Path,
+        directory: Arc<dyn Directory>,
         id: u32,
         topic_name: &str,
         config: &TopicConfig,
@@ -132,7 +133,7 @@ impl Partition {
             retention_bytes: config.retention_bytes,
             ..LogConfig::default()
         };
-        let (log, report) = PartitionLog::open_path(dir, log_config)?;
+        let (log, report) = PartitionLog::open(directory, log_config)?;
         if report.truncated_bytes > 0 {
             tracing::warn!(
                 topic = topic_name,

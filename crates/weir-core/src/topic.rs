@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use tokio::sync::Notify;
 use weir_batch::{Batch, BatchBuilder};
+use weir_storage::io::Storage;
 
 use crate::clock::Clock;
 use crate::config::TopicConfig;
@@ -75,6 +76,7 @@ pub(crate) async fn wait_all(pending: Vec<PendingConfirm>) -> Result<Vec<Confirm
 
 impl Topic {
     pub fn open(
+        storage: &dyn Storage,
         root: &Path,
         name: &str,
         config: TopicConfig,
@@ -92,7 +94,7 @@ impl Topic {
         let partitions = (0..config.partitions)
             .map(|id| {
                 Partition::open(
-                    &dir.join(id.to_string()),
+                    storage.directory(&dir.join(id.to_string()))?,
                     id,
                     name,
                     &config,

@@ -13,7 +13,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::{Error, Result};
+use crate::{Error, MetaStore, Result};
 
 pub mod sim;
 
@@ -53,6 +53,46 @@ pub trait File: Send + Sync + fmt::Debug {
 
     fn is_empty(&self) -> Result<bool> {
         Ok(self.len()? == 0)
+    }
+}
+
+/// Where a broker keeps its files: directories by path and the metadata store. The broker does
+/// all of its storage I/O through one `Storage`, so a test can run a whole broker on
+/// [`sim::SimStorage`] (simulated directories with crashes and faults) instead of
+/// [`FsStorage`], the real file system.
+pub trait Storage: Send + Sync + fmt::Debug {
+    /// The directory at `path`, created (with its parents) if needed.
+    fn directory(&self, path: &Path) -> Result<Arc<dyn Directory>>;
+    /// Removes the directory at `path` with everything in it; an absent one is not an error.
+    fn remove_directory(&self, path: &Path) -> Result<()>;
+    /// Opens (or creates) the metadata store file at `path`.
+    fn meta_store(&self, path: &Path) -> Result<MetaStore>;
+}
+
+/// The real file system.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FsStorage;
+
+impl Storage for FsStorage {
+    fn directory(&self, path: &Path) -> Result<Arc<dyn Directory>> {
+        Ok(Arc::new(FsDirectory::open(path)?))
+    }
+
+    fn remove_directory(&self, path: &Path) -> Result<()> {
+        match std::fs::remove_dir_all(path) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                Err(map_io_error(path, error))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn meta_store(&self, path: &Path) -> Result<MetaStore> {
+        // redb's own file backend: its file lock refuses a second broker on the same directory.
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|error| map_io_error(parent, error))?;
+        }
+        MetaStore::open(path)
     }
 }
 

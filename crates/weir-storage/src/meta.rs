@@ -8,14 +8,15 @@
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use redb::{
-    Database, Durability, ReadableDatabase, ReadableTableMetadata, TableDefinition, TableError,
-    TableHandle, WriteTransaction,
+    Database, Durability, ReadableDatabase, ReadableTableMetadata, StorageBackend, TableDefinition,
+    TableError, TableHandle, WriteTransaction,
 };
 
+use crate::io::{Directory, File};
 use crate::{Error, Result};
 
 /// redb's default page cache is 1 GiB; the broker's whole resident budget is 256 MiB
@@ -57,9 +58,30 @@ pub struct MetaStore {
     database: RwLock<Option<Database>>,
     /// The database file, named in every error.
     path: PathBuf,
+    /// Where the database's bytes live, to reopen it.
+    source: Source,
     /// Set when a commit failed because the disk was full: redb then refuses every write until
     /// reopened, which this store does itself (see [`MetaStore::write`]).
     full_since: Mutex<Option<FullDisk>>,
+}
+
+/// Where a store's bytes live: the file at its path, or a file of the I/O seam.
+enum Source {
+    Path,
+    Seam(Arc<dyn File>),
+}
+
+impl Source {
+    fn open_database(&self, path: &Path) -> Result<Database> {
+        match self {
+            Source::Path => open_database(path),
+            Source::Seam(file) => Database::builder()
+                .set_cache_size(CACHE_BYTES)
+                .set_check_integrity_on_open(true)
+                .create_with_backend(SeamBackend { file: file.clone() })
+                .map_err(|error| map_error(path, error)),
+        }
+    }
 }
 
 /// A commit failed for lack of space; the store is reopened once space may have returned.
@@ -117,6 +139,33 @@ impl MetaStore {
         Ok(MetaStore {
             database: RwLock::new(Some(database)),
             path: path.to_path_buf(),
+            source: Source::Path,
+            full_since: Mutex::new(None),
+        })
+    }
+
+    /// Opens (or creates) the database file `name` in `directory`, doing all of its I/O through
+    /// the seam: on a [`SimDirectory`](crate::io::sim::SimDirectory) a crash drops or tears the
+    /// store's unsynced writes, a full disk and failed fsyncs reach it, like the logs. Without
+    /// redb's file lock (the seam has none), so two opens of one file are not refused here:
+    /// the broker opens its store once. The real file system uses [`open`](Self::open).
+    pub fn open_in(directory: &dyn Directory, name: &str) -> Result<MetaStore> {
+        let path = directory.path(name);
+        let is_new = !directory.list()?.iter().any(|existing| existing == name);
+        let file = if is_new {
+            let file = directory.create(name)?;
+            // As in `open`: the name must be durable before the writes in the file count.
+            directory.sync()?;
+            file
+        } else {
+            directory.open(name)?
+        };
+        let source = Source::Seam(file);
+        let database = source.open_database(&path)?;
+        Ok(MetaStore {
+            database: RwLock::new(Some(database)),
+            path,
+            source,
             full_since: Mutex::new(None),
         })
     }
@@ -159,7 +208,7 @@ impl MetaStore {
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         *database = None;
-        match open_database(&self.path) {
+        match self.source.open_database(&self.path) {
             Ok(reopened) => {
                 *database = Some(reopened);
                 *full = None;
@@ -489,6 +538,48 @@ impl std::fmt::Debug for MetaStore {
             .debug_struct("MetaStore")
             .field("path", &self.path)
             .finish_non_exhaustive()
+    }
+}
+
+/// redb's storage over one file of the I/O seam. Our errors travel through redb as
+/// `std::io::Error`: a full disk as `StorageFull` (so [`map_error`] maps it back), the rest with
+/// their OS error or message.
+#[derive(Debug)]
+struct SeamBackend {
+    file: Arc<dyn File>,
+}
+
+fn to_io_error(error: Error) -> std::io::Error {
+    match error {
+        Error::StorageFull { .. } => std::io::Error::from(std::io::ErrorKind::StorageFull),
+        Error::Io { source, .. } => source,
+        other => std::io::Error::other(other.to_string()),
+    }
+}
+
+impl StorageBackend for SeamBackend {
+    fn len(&self) -> std::result::Result<u64, std::io::Error> {
+        self.file.len().map_err(to_io_error)
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::result::Result<(), std::io::Error> {
+        let read = self.file.read_at(offset, out).map_err(to_io_error)?;
+        if read < out.len() {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+        }
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> std::result::Result<(), std::io::Error> {
+        self.file.truncate(len).map_err(to_io_error)
+    }
+
+    fn sync_data(&self) -> std::result::Result<(), std::io::Error> {
+        self.file.sync_data().map_err(to_io_error)
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> std::result::Result<(), std::io::Error> {
+        self.file.write_at(offset, data).map_err(to_io_error)
     }
 }
 
@@ -979,6 +1070,54 @@ mod tests {
             panic!("corruption is a metadata error");
         };
         assert!(message.contains("meta.redb") && message.contains("bad checksum"));
+    }
+
+    /// On the seam, the store's crash and fault behaviour is the simulated directory's: durable
+    /// writes survive a power loss, non-durable ones vanish whole, a failed fsync fails the
+    /// commit (and latches), a torn tail falls back to the last durable commit.
+    #[test]
+    fn on_a_simulated_directory_crashes_and_faults_reach_the_store() {
+        use crate::io::sim::{CrashMode, SimDirectory};
+        for (seed, mode) in [
+            (1, CrashMode::DropUnsynced),
+            (2, CrashMode::TearUnsynced),
+            (3, CrashMode::KeepWritten),
+        ] {
+            let directory = SimDirectory::new(seed);
+            let store = MetaStore::open_in(directory.as_ref(), "meta.redb").unwrap();
+            store.write(&[put(OFFSETS, b"kept", b"1")], true).unwrap();
+            store.write(&[put(OFFSETS, b"lazy", b"2")], false).unwrap();
+            directory.crash(mode);
+            drop(store);
+            let store = MetaStore::open_in(directory.as_ref(), "meta.redb").unwrap();
+            assert_eq!(store.get(OFFSETS, b"kept").unwrap(), Some(b"1".to_vec()));
+            assert_eq!(store.get(OFFSETS, b"lazy").unwrap(), None, "{mode:?}");
+
+            let next = directory.operation_count();
+            directory.fail_operation(next + 1);
+            let failed = store.write(&[put(OFFSETS, b"failed", b"3")], true);
+            assert!(failed.is_err(), "{mode:?}: {failed:?}");
+            assert!(store.write(&[put(OFFSETS, b"x", b"4")], true).is_err());
+            directory.crash(CrashMode::TearUnsynced);
+            drop(store);
+            let store = MetaStore::open_in(directory.as_ref(), "meta.redb").unwrap();
+            assert_eq!(store.get(OFFSETS, b"kept").unwrap(), Some(b"1".to_vec()));
+            assert_eq!(store.get(OFFSETS, b"x").unwrap(), None);
+        }
+    }
+
+    #[test]
+    fn a_full_simulated_disk_is_storage_full() {
+        use crate::io::sim::SimDirectory;
+        let directory = SimDirectory::new(7);
+        let store = MetaStore::open_in(directory.as_ref(), "meta.redb").unwrap();
+        directory.set_capacity(Some(directory.used_bytes()));
+        let big = vec![7_u8; 1 << 20];
+        let result = store.write(&[put(OFFSETS, b"big", &big)], true);
+        assert!(
+            matches!(result, Err(Error::StorageFull { .. })),
+            "{result:?}"
+        );
     }
 
     #[test]

@@ -21,7 +21,6 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use weir_batch::{Batch, BatchBuilder, Record};
-use weir_storage::MetaStore;
 
 use crate::alerts::{Alert, AlertBook, AlertRule};
 use crate::catalog::{Catalog, SubscriptionRecord, valid_name};
@@ -228,15 +227,21 @@ impl Broker {
     /// Opens the broker on `config.data_dir`, recovering topics and subscriptions.
     pub async fn open(config: BrokerConfig) -> Result<Broker> {
         let topics_dir = config.data_dir.join("topics");
-        std::fs::create_dir_all(&topics_dir).map_err(|error| {
-            Error::Storage(format!("cannot create {}: {error}", topics_dir.display()))
-        })?;
-        let meta = MetaStore::open(&config.data_dir.join("meta.redb"))?;
+        let storage = config.storage.as_ref();
+        storage.directory(&topics_dir)?;
+        let meta = storage.meta_store(&config.data_dir.join("meta.redb"))?;
         let metrics = Arc::new(BrokerMetrics::default());
         let catalog = Catalog::new(meta);
         let mut topics = HashMap::new();
         for (name, topic_config) in catalog.topics()? {
-            let topic = Topic::open(&topics_dir, &name, topic_config, &config.clock, &metrics)?;
+            let topic = Topic::open(
+                storage,
+                &topics_dir,
+                &name,
+                topic_config,
+                &config.clock,
+                &metrics,
+            )?;
             topics.insert(name, Arc::new(topic));
         }
         let mut subscriptions = BTreeMap::new();
@@ -267,6 +272,7 @@ impl Broker {
         let schedule = schedule::Scheduler::open(catalog.meta(), &topics)?;
         let config_now_ms = config.clock.now_ms();
         let tick_interval = config.tick_interval;
+        let background_timers = config.background_timers;
         let broker = Broker {
             inner: Arc::new(Inner {
                 config,
@@ -294,6 +300,9 @@ impl Broker {
                 closed: AtomicBool::new(false),
             }),
         };
+        if !background_timers {
+            return Ok(broker);
+        }
         let weak = Arc::downgrade(&broker.inner);
         let ticker = tokio::spawn(async move {
             let mut interval = tokio::time::interval(tick_interval);
@@ -386,8 +395,9 @@ impl Broker {
         let topics_dir = self.inner.config.data_dir.join("topics");
         // The catalog is the list of topics: a directory of a topic it does not name is left
         // over (a failed create or delete) and must not come back as the new topic's data.
-        remove_topic_dir(&topics_dir.join(name), name)?;
+        self.remove_topic_dir(&topics_dir.join(name), name)?;
         let topic = match Topic::open(
+            self.inner.config.storage.as_ref(),
             &topics_dir,
             name,
             config,
@@ -398,13 +408,13 @@ impl Broker {
             Err(error) => {
                 tracing::warn!(topic = name, %error, "creating the topic failed; removing what it created");
                 // Partitions opened so far stopped when `Topic::open` dropped them.
-                let _ = remove_topic_dir(&topics_dir.join(name), name);
+                let _ = self.remove_topic_dir(&topics_dir.join(name), name);
                 return Err(error);
             }
         };
         if let Err(error) = self.inner.catalog.save_topic(name, &topic.config) {
             topic.close().await;
-            let _ = remove_topic_dir(&topic.dir, name);
+            let _ = self.remove_topic_dir(&topic.dir, name);
             return Err(error);
         }
         let topic = Arc::new(topic);
@@ -440,7 +450,7 @@ impl Broker {
         }
         topic.close().await;
         self.inner.catalog.delete_topic(name)?;
-        if let Err(error) = std::fs::remove_dir_all(&topic.dir) {
+        if let Err(error) = self.inner.config.storage.remove_directory(&topic.dir) {
             tracing::warn!(topic = name, %error, "could not remove the topic's directory");
         }
         tracing::info!(topic = name, "topic deleted");
@@ -860,6 +870,14 @@ impl Broker {
         }
     }
 
+    async fn store_all_dead_letters(&self) {
+        let subscriptions: Vec<Arc<Subscription>> =
+            read(&self.inner.subscriptions).values().cloned().collect();
+        for subscription in &subscriptions {
+            self.store_dead_letters(subscription).await;
+        }
+    }
+
     /// Saves consumers' progress durably, on a blocking thread (it fsyncs). Positions a failed
     /// save could not write are kept and written first by the next save, so a full disk delays
     /// them but does not drop them.
@@ -886,6 +904,21 @@ impl Broker {
         }
     }
 
+    /// Removes a topic's directory if it exists.
+    fn remove_topic_dir(&self, dir: &std::path::Path, topic: &str) -> Result<()> {
+        self.inner
+            .config
+            .storage
+            .remove_directory(dir)
+            .map_err(|error| {
+                tracing::warn!(topic, dir = %dir.display(), %error, "cannot remove a topic directory");
+                Error::Storage(format!(
+                    "cannot remove the leftover directory {}: {error}",
+                    dir.display()
+                ))
+            })
+    }
+
     /// Runs blocking work (a durable metadata write: an fsync) off the async workers.
     pub(crate) async fn run_blocking<T: Send + 'static>(
         &self,
@@ -900,6 +933,13 @@ impl Broker {
     /// Stops accepting work, ends consumers' waits, saves their progress, and commits every
     /// queued publish before returning.
     pub async fn shutdown(&self) {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return;
+        }
+        // Rejected and exhausted messages wait in memory for the timer: store them now, or a
+        // settled message would come back after the restart. First while the broker is open,
+        // since a first dead letter creates its topic; again below for any settled meanwhile.
+        self.store_all_dead_letters().await;
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -914,6 +954,7 @@ impl Broker {
         for subscription in &subscriptions {
             subscription.close();
         }
+        self.store_all_dead_letters().await;
         self.save_positions(subscriptions).await;
         self.finish_schedule().await;
         let topics: Vec<Arc<Topic>> = read(&self.inner.topics).values().cloned().collect();
@@ -924,23 +965,6 @@ impl Broker {
     }
 }
 
-/// Removes a topic's directory if it exists.
-fn remove_topic_dir(dir: &std::path::Path, topic: &str) -> Result<()> {
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => {
-            tracing::info!(topic, dir = %dir.display(), "removed a topic directory the catalog does not name");
-            Ok(())
-        }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(error) => {
-            tracing::warn!(topic, dir = %dir.display(), %error, "cannot remove a topic directory");
-            Err(Error::Storage(format!(
-                "cannot remove the leftover directory {}: {error}",
-                dir.display()
-            )))
-        }
-    }
-}
 
 /// Parses a batch from a client. Its base offset is the client's to set (the broker rewrites
 /// it), but record offsets are computed from it, so it must leave room for every record.

@@ -13,11 +13,11 @@
 //! test replays exactly.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{Directory, File};
-use crate::{Error, Result};
+use super::{Directory, File, Storage};
+use crate::{Error, MetaStore, Result};
 
 /// The simulated directory. Share it as `Arc<SimDirectory>`: give one clone to the log (as
 /// `Arc<dyn Directory>`) and keep one to inject faults and crash.
@@ -34,6 +34,9 @@ pub enum CrashMode {
     /// Each file keeps a random prefix of its pending operations, the last one of which may be a
     /// write cut at a random byte: a torn write.
     TearUnsynced,
+    /// A process crash (`kill -9`): the OS keeps every write and name, synced or not; only the
+    /// handles die.
+    KeepWritten,
 }
 
 #[derive(Debug)]
@@ -168,6 +171,9 @@ impl SimDirectory {
         let mut state = self.lock();
         let state = &mut *state;
         state.generation += 1;
+        if mode == CrashMode::KeepWritten {
+            return;
+        }
         state.live_names = state.durable_names.clone();
         let survivors: Vec<u64> = state.durable_names.values().copied().collect();
         let mut files = HashMap::new();
@@ -297,6 +303,87 @@ impl SimDirectory {
             generation,
             path: self.path(name),
         })
+    }
+}
+
+/// A simulated machine's storage: one [`SimDirectory`] per path, each with its own seed (so
+/// one directory's writer thread sees the same choices whatever other threads do), and the
+/// metadata store on the seam. Crashing it crashes every directory at once.
+#[derive(Debug)]
+pub struct SimStorage {
+    seed: u64,
+    directories: Mutex<BTreeMap<PathBuf, Arc<SimDirectory>>>,
+}
+
+impl SimStorage {
+    pub fn new(seed: u64) -> Arc<SimStorage> {
+        Arc::new(SimStorage {
+            seed,
+            directories: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Every directory so far, by path (in path order, so choices over them replay).
+    pub fn directories(&self) -> Vec<(PathBuf, Arc<SimDirectory>)> {
+        self.directories_lock()
+            .iter()
+            .map(|(path, directory)| (path.clone(), Arc::clone(directory)))
+            .collect()
+    }
+
+    /// Crashes every directory (see [`SimDirectory::crash`]).
+    pub fn crash(&self, mode: CrashMode) {
+        for (_, directory) in self.directories() {
+            directory.crash(mode);
+        }
+    }
+
+    /// Disarms every fault of every directory.
+    pub fn clear_faults(&self) {
+        for (_, directory) in self.directories() {
+            directory.clear_faults();
+        }
+    }
+
+    fn directories_lock(&self) -> MutexGuard<'_, BTreeMap<PathBuf, Arc<SimDirectory>>> {
+        self.directories
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn sim_directory(&self, path: &Path) -> Arc<SimDirectory> {
+        let mut directories = self.directories_lock();
+        let directory = directories.entry(path.to_path_buf()).or_insert_with(|| {
+            // FNV-1a of the path: a stable per-directory seed.
+            let mut hash = 0xcbf2_9ce4_8422_2325_u64 ^ self.seed;
+            for byte in path.as_os_str().as_encoded_bytes() {
+                hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+            }
+            SimDirectory::new(hash)
+        });
+        Arc::clone(directory)
+    }
+}
+
+impl Storage for SimStorage {
+    fn directory(&self, path: &Path) -> Result<Arc<dyn Directory>> {
+        Ok(self.sim_directory(path))
+    }
+
+    fn remove_directory(&self, path: &Path) -> Result<()> {
+        // Immediately and durably, with every directory below it.
+        self.directories_lock()
+            .retain(|existing, _| !existing.starts_with(path));
+        Ok(())
+    }
+
+    fn meta_store(&self, path: &Path) -> Result<MetaStore> {
+        let parent = path.parent().unwrap_or(Path::new(""));
+        let name = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .ok_or_else(|| not_found(path.to_path_buf()))?;
+        MetaStore::open_in(self.sim_directory(parent).as_ref(), name)
     }
 }
 
@@ -487,6 +574,16 @@ impl File for SimFile {
     fn truncate(&self, len: u64) -> Result<()> {
         self.with_file(|state, id| {
             state.operation(self.path.clone())?;
+            // Extending counts against the capacity too: a sparse file's holes need space once
+            // written, and redb grows its file this way before writing into it.
+            if let Some(capacity) = state.capacity_bytes {
+                let growth = len.saturating_sub(state.files[&id].live.len() as u64);
+                if growth > capacity.saturating_sub(state.used_bytes()) {
+                    return Err(Error::StorageFull {
+                        path: self.path.clone(),
+                    });
+                }
+            }
             let file = state.files.get_mut(&id).expect("checked by with_file");
             file.live.resize(to_usize(len), 0);
             file.pending.push(Pending::Truncate { len });
