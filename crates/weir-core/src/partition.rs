@@ -7,7 +7,6 @@
 //! for a disk round trip, and a dedicated thread keeps that off the async workers.
 
 use std::panic::AssertUnwindSafe;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -642,9 +641,8 @@ mod tests {
     /// clients retry forever): the partition answers with its own, final error.
     #[tokio::test]
     async fn a_writer_panic_poisons_the_partition_with_its_own_error() {
-        let directory = tempfile::tempdir().unwrap();
         let partition = Partition::open(
-            directory.path(),
+            SimDirectory::new(5),
             2,
             "orders",
             &TopicConfig::default(),

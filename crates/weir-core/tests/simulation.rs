@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use weir_core::{
     Broker, BrokerConfig, Consumer, Delivery, FsyncPolicy, ManualClock, Message, QueueSettings,
-    SubscribeOptions, SubscriptionKind, TopicConfig,
+    Settlement, SubscribeOptions, SubscriptionKind, TopicConfig,
 };
 use weir_storage::io::sim::{CrashMode, SimStorage};
 
@@ -1137,26 +1137,36 @@ impl Sim {
         let id = delivery.id();
         let action = self.rng.below(100);
         let consumer = &self.consumers[slot].as_ref().expect("present").consumer;
+        // A held delivery was delivered, so no answer may call it unknown.
+        let known = |result: weir_core::Result<Vec<Settlement>>| -> Result<(), String> {
+            match result {
+                Ok(settlements) if settlements.contains(&Settlement::Unknown) => {
+                    Err(format!("a held delivery was reported unknown: {settlements:?}"))
+                }
+                Ok(_) => Ok(()),
+                Err(error) => Err(error.to_string()),
+            }
+        };
         let (name, result) = match action {
-            0..=59 => ("ack", consumer.ack(&[id])),
+            0..=59 => ("ack", known(consumer.ack(&[id]))),
             60..=79 => {
                 let delay = if self.rng.chance(50) {
                     0
                 } else {
                     1 + self.rng.below(3_000)
                 };
-                (
-                    "nack",
-                    consumer
-                        .nack(&[id], true, Duration::from_millis(delay))
-                        .map(|()| {
-                            let tracked = self.model.tracked(number);
-                            tracked.not_before_ms = now + delay as i64;
-                        }),
-                )
+                let result = known(consumer.nack(&[id], true, Duration::from_millis(delay)));
+                if result.is_ok() {
+                    let tracked = self.model.tracked(number);
+                    tracked.not_before_ms = now + delay as i64;
+                }
+                ("nack", result)
             }
-            80..=89 => ("reject", consumer.nack(&[id], false, Duration::ZERO)),
-            _ => ("release", consumer.release(&[id])),
+            80..=89 => ("reject", known(consumer.nack(&[id], false, Duration::ZERO))),
+            _ => (
+                "release",
+                consumer.release(&[id]).map_err(|error| error.to_string()),
+            ),
         };
         self.count(name);
         self.note(format!("consumer {slot} {name} m{number}: {result:?}"));
