@@ -39,9 +39,10 @@ pub fn check_duration_ms(what: &str, ms: u64) -> Result<u64> {
 /// payload, and the schedule stores it in every index entry.
 pub const MAX_BUSINESS_KEY_BYTES: usize = 1024;
 
-/// Smallest `segment_bytes` a topic may have: each segment costs a file (three with its
-/// indexes), so tiny segments would turn a modest log into thousands of files.
-pub const MIN_SEGMENT_BYTES: u64 = 1 << 20;
+/// Smallest `segment_bytes` a topic may have (one page): a segment of a few bytes would hold
+/// one record per file. Open files stay bounded whatever the size (closed segments are opened
+/// on demand), so this only refuses the absurd.
+pub const MIN_SEGMENT_BYTES: u64 = 4096;
 
 /// When a publish is confirmed, and what survives what.
 ///
@@ -102,7 +103,7 @@ impl TopicConfig {
         }
         if self.segment_bytes < MIN_SEGMENT_BYTES {
             return Err(Error::InvalidArgument(format!(
-                "segment_bytes must be at least {MIN_SEGMENT_BYTES} (1 MiB), not {}",
+                "segment_bytes must be at least {MIN_SEGMENT_BYTES} (one page), not {}",
                 self.segment_bytes
             )));
         }

@@ -123,7 +123,6 @@ async fn a_cancel_after_a_failed_hand_over_is_never_delivered() {
 /// it is lost: the failed append left its derived message id in dedup (defect 11), so the
 /// retry is "confirmed" as a duplicate of nothing and the entry removed.
 #[tokio::test]
-#[ignore = "defect 11 (dedup recorded before the commit): remove once its fix is merged"]
 async fn a_delayed_message_whose_hand_over_failed_on_a_full_disk_is_delivered_later() {
     use std::path::PathBuf;
     use std::sync::Arc;

@@ -965,7 +965,6 @@ impl Broker {
     }
 }
 
-
 /// Parses a batch from a client. Its base offset is the client's to set (the broker rewrites
 /// it), but record offsets are computed from it, so it must leave room for every record.
 pub(crate) fn parse_client_batch(bytes: Bytes, max_batch_bytes: usize) -> Result<Batch> {
