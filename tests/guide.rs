@@ -255,9 +255,9 @@ fn a_topic_exchange_routes_orders_by_type() {
 /// reason, last error, origin and delivery count in `weir.dlq.*` headers, never delivered a
 /// fourth time; `weir dlq show` shows it and `weir dlq redrive` puts it back, where it is
 /// consumed. Method: `weir sub --max-deliveries 3` creates the group (its one delivery ends
-/// unacked when the command leaves: the message goes back to the group, and that delivery
-/// counts, as every delivery not given back with `release` does); a client consumer then
-/// nacks the next two deliveries with an error text.
+/// unacked when the command leaves, which gives the message back without counting, as a
+/// consumer shutting down does); a client consumer then nacks every delivery with an error
+/// text.
 #[test]
 fn a_poison_message_goes_to_the_dead_letter_queue_after_max_deliveries_and_is_redriven() {
     let server = Weir::start();
@@ -292,7 +292,7 @@ fn a_poison_message_goes_to_the_dead_letter_queue_after_max_deliveries_and_is_re
             .await
             .unwrap();
         let mut counts = Vec::new();
-        while counts.len() < 2 {
+        while counts.len() < 3 {
             let delivery = within(consumer.next()).await.unwrap();
             counts.push(delivery.delivery_count);
             consumer
@@ -305,7 +305,11 @@ fn a_poison_message_goes_to_the_dead_letter_queue_after_max_deliveries_and_is_re
                 .await
                 .unwrap();
         }
-        assert_eq!(counts, [2, 3], "delivered again until the third delivery");
+        assert_eq!(
+            counts,
+            [1, 2, 3],
+            "delivered again until the third delivery"
+        );
         consumer.flush_acks().await.unwrap();
         let again = tokio::time::timeout(Duration::from_millis(500), consumer.next()).await;
         assert!(again.is_err(), "a fourth delivery: {again:?}");

@@ -466,6 +466,11 @@ impl Consumer {
     /// failed deliveries); those taken and not acked go back to the group.
     pub async fn close(mut self) -> Result<()> {
         let flushed = self.flush_acks().await;
+        // The acks just answered freed credit, so deliveries may have arrived since: they
+        // were never seen either (every delivery held at unsubscribe counts as a failed one).
+        while let Ok(batch) = self.session.deliveries.try_recv() {
+            self.buffered.extend(batch);
+        }
         let unseen: Vec<MessageId> = self
             .buffered
             .drain(..)

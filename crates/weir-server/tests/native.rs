@@ -753,15 +753,16 @@ async fn idle_connections_are_closed_but_quiet_subscribers_are_not() {
 /// header costs 2 bytes in a batch and 8 in a `Deliver` frame) neither wedges its
 /// subscription nor reaches the client as an oversized frame: a queue subscription
 /// dead-letters it, a stream subscription skips it, and the next message is delivered.
-/// Method: a 64 KiB frame limit, a record with 12,000 empty headers (a ~96 KB delivery) then
-/// a small one; the client refuses any frame over the limit.
+/// Method: an 8 KiB frame limit, a record with 1,024 empty headers (the most a message may
+/// carry: a ~2 KB batch, a ~8.2 KB delivery) then a small one; the client refuses any frame
+/// over the limit.
 #[tokio::test]
 async fn a_message_too_large_to_deliver_is_refused_and_the_next_one_delivered() {
-    const LIMIT: usize = 64 * 1024;
+    const LIMIT: usize = 8 * 1024;
     let mut server = start_with(|config| config.max_frame_bytes = LIMIT).await;
     let mut client = Client::greeted(server.address).await;
     client.max_frame_bytes = LIMIT;
-    let headers = vec![("", &b""[..]); 12_000];
+    let headers = vec![("", &b""[..]); 1_024];
     let mut builder = BatchBuilder::new();
     builder.push(1_700_000_000_000, None, &headers, b"huge");
     let huge = builder.finish();

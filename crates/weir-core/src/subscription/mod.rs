@@ -318,10 +318,10 @@ impl Subscription {
         self.notify.notify_waiters();
     }
 
-    fn release(&self, consumer: ConsumerId, now_ms: i64) {
+    fn leave(&self, consumer: ConsumerId, now_ms: i64, counted: bool) {
         match &mut *self.state() {
             State::Stream(stream) => stream.leave(consumer),
-            State::Queue(queue) => queue.leave(consumer, now_ms),
+            State::Queue(queue) => queue.leave(consumer, now_ms, counted),
         }
         self.notify.notify_waiters();
     }
@@ -639,9 +639,19 @@ impl Consumer {
     }
 }
 
+impl Consumer {
+    /// Leaves the subscription cleanly (an explicit unsubscribe): what it holds unacked goes
+    /// back without counting as a failed delivery, as with [`Consumer::release`]. Dropping a
+    /// consumer instead (a crash or lost connection) counts those deliveries. Later fetches of
+    /// a closed consumer return nothing.
+    pub fn close(&self) {
+        self.subscription.leave(self.id, self.clock.now_ms(), false);
+    }
+}
+
 impl Drop for Consumer {
     fn drop(&mut self) {
-        self.subscription.release(self.id, self.clock.now_ms());
+        self.subscription.leave(self.id, self.clock.now_ms(), true);
     }
 }
 

@@ -313,10 +313,12 @@ impl QueueState {
         );
     }
 
-    /// The consumer is gone (closed, crashed or disconnected) holding messages it did not give
-    /// back with `release`: they are redelivered now, and the delivery counts — a poison
-    /// message that kills its consumer must still reach `max_deliveries`.
-    pub fn leave(&mut self, consumer: ConsumerId, now_ms: i64) {
+    /// The consumer is gone holding messages it did not ack: they are redelivered now. When
+    /// it was lost (crashed, disconnected, dropped) the delivery counts — a poison message
+    /// that kills its consumer must still reach `max_deliveries`; when it said goodbye
+    /// (`counted` false: an explicit unsubscribe) they are given back like `release`, since a
+    /// client closing cleanly cannot tell which pushed deliveries its application saw.
+    pub fn leave(&mut self, consumer: ConsumerId, now_ms: i64, counted: bool) {
         self.consumers.remove(&consumer);
         let max_deliveries = self.settings.max_deliveries;
         for (index, partition) in self.partitions.iter_mut().enumerate() {
@@ -328,7 +330,11 @@ impl QueueState {
                 .collect();
             for offset in held {
                 partition.in_flight.remove(&offset);
-                if partition.exhausted(offset, max_deliveries) {
+                if !counted {
+                    self.metrics.counters.released += 1;
+                    uncount_delivery(partition, offset);
+                    partition.redeliver.insert((now_ms, offset));
+                } else if partition.exhausted(offset, max_deliveries) {
                     partition.dead_letter(
                         index as u32,
                         offset,

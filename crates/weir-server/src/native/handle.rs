@@ -326,7 +326,7 @@ impl Session {
             Request::Unsubscribe { subscription } => {
                 match self.subscriptions.remove(&subscription) {
                     Some(attached) => {
-                        detach(attached).await;
+                        detach(attached, Goodbye::Clean).await;
                         Response::Ok
                     }
                     None => no_such_subscription(subscription),
@@ -754,7 +754,7 @@ impl Session {
     /// so the broker stops asking a producer that left.
     pub(crate) async fn close(&mut self) {
         for (_, attached) in self.subscriptions.drain() {
-            detach(attached).await;
+            detach(attached, Goodbye::Lost).await;
         }
         for (_, task) in self.checkers.drain() {
             task.abort();
@@ -766,11 +766,23 @@ impl Session {
 
 /// Stops a subscription's delivery task and drops the consumer. Dropping the last `Arc` of a
 /// `Consumer` is what hands its unacked deliveries back to the group.
-async fn detach(attached: Attached) {
+/// How a subscription of this connection ends: an explicit unsubscribe gives back what it holds
+/// uncounted; a lost connection counts it (a consumer that crashes on a message must not get
+/// it forever).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Goodbye {
+    Clean,
+    Lost,
+}
+
+async fn detach(attached: Attached, goodbye: Goodbye) {
     let Attached { consumer, delivery } = attached;
     delivery.abort();
     // The task's result is irrelevant (it was cancelled or ended on its own); waiting is what
     // guarantees its clone of the consumer is dropped by now.
     let _ = delivery.await;
+    if goodbye == Goodbye::Clean {
+        consumer.close();
+    }
     drop(consumer);
 }
