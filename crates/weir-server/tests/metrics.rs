@@ -410,7 +410,7 @@ async fn an_idle_broker_renders_every_broker_wide_family() {
     }
     assert_eq!(
         metrics.types.len(),
-        39,
+        41,
         "every family is in docs/metrics.md: {:?}",
         metrics.types.keys()
     );
