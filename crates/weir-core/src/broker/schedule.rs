@@ -77,6 +77,9 @@ pub(super) struct Scheduler {
     next_serial: AtomicU64,
     /// One hand-over pass at a time: `deliver_due` returns only after a running pass is done.
     handing_over: tokio::sync::Mutex<()>,
+    /// Held (shared) by every running pass task until it has dropped its broker, so shutdown
+    /// can wait until no pass holds the broker's files.
+    passes: Arc<tokio::sync::RwLock<()>>,
     /// Wakes the scheduler task when something may be due earlier than it planned.
     changed: Arc<tokio::sync::Notify>,
     /// The (bucket → topics) whose hand-over marks are durable.
@@ -516,9 +519,15 @@ impl Broker {
     /// caller is aborted (entries taken from the window must be delivered or put back).
     async fn pass(&self, now_ms: i64) -> Result<(usize, usize)> {
         let broker = self.clone();
+        let running = self.inner.schedule.passes.clone().read_owned().await;
         tokio::spawn(async move {
-            let _pass = broker.inner.schedule.handing_over.lock().await;
-            broker.hand_over_due(now_ms).await
+            let handed_over = {
+                let _pass = broker.inner.schedule.handing_over.lock().await;
+                broker.hand_over_due(now_ms).await
+            };
+            drop(broker);
+            drop(running);
+            handed_over
         })
         .await
         .map_err(|error| Error::Storage(format!("a hand-over pass failed: {error}")))?
@@ -627,8 +636,8 @@ impl Broker {
         for task in background {
             let _ = task.await;
         }
-        // A pass of an aborted caller runs to its end.
-        drop(self.inner.schedule.handing_over.lock().await);
+        // A pass of an aborted caller runs to its end and lets go of the broker.
+        drop(self.inner.schedule.passes.clone().write_owned().await);
         let broker = self.clone();
         let removed = tokio::task::spawn_blocking(move || broker.remove_delivered(false)).await;
         if let Ok(Err(error)) = removed {
