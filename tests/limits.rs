@@ -44,6 +44,17 @@ fn silent_sockets_lock_real_clients_out_only_until_the_handshake_timeout() {
     const TIMEOUT: Duration = Duration::from_secs(8);
     let weir = start(&["--handshake-timeout-ms", "8000"]);
     let started = Instant::now();
+    // This process holds 1,030 sockets too: as `weir serve` does, take the hard limit (a
+    // shell's soft limit may be 1,024).
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    rustix::process::setrlimit(
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        },
+    )
+    .expect("the soft open-files limit can be raised to the hard one");
     let silent: Vec<TcpStream> = (0..1030)
         .map(|_| TcpStream::connect(weir.address).expect("connects"))
         .collect();
