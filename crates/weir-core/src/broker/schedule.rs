@@ -222,7 +222,7 @@ impl Broker {
                 batch: request.batch,
             });
         }
-        self.blocking(move |broker| {
+        self.run_blocking(move |broker| {
             broker.write_schedule(&entries)?;
             Ok(entries.iter().map(describe).collect())
         })
@@ -262,18 +262,6 @@ impl Broker {
             scheduler.changed.notify_one();
         }
         Ok(())
-    }
-
-    /// Runs `work` on a blocking thread: schedule writes wait for fsync, which must not hold
-    /// up the async workers (hand-over runs there).
-    async fn blocking<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&Broker) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        let broker = self.clone();
-        tokio::task::spawn_blocking(move || work(&broker))
-            .await
-            .map_err(|error| Error::Storage(format!("schedule task failed: {error}")))?
     }
 
     /// Schedules one batch `delay` from now.
@@ -368,7 +356,7 @@ impl Broker {
         }
         let removal = entry.removal();
         let written = self
-            .blocking(move |broker| {
+            .run_blocking(move |broker| {
                 let scheduler = &broker.inner.schedule;
                 let _writes = lock(&scheduler.writes);
                 let meta = broker.inner.catalog.meta();
@@ -411,7 +399,7 @@ impl Broker {
         let due_ms = deliver_at_ms.max(0);
         let key = scheduler.next_key(due_ms);
         let moved = self
-            .blocking(move |broker| {
+            .run_blocking(move |broker| {
                 let scheduler = &broker.inner.schedule;
                 let _writes = lock(&scheduler.writes);
                 let meta = broker.inner.catalog.meta();
@@ -448,7 +436,7 @@ impl Broker {
         let now_ms = self.inner.config.clock.now_ms();
         let mut delivered = 0;
         loop {
-            self.blocking(move |broker| broker.load_buckets(now_ms))
+            self.run_blocking(move |broker| broker.load_buckets(now_ms))
                 .await?;
             let (taken, failed) = self.pass(now_ms).await?;
             delivered += taken - failed;
@@ -456,7 +444,7 @@ impl Broker {
                 break;
             }
         }
-        self.blocking(|broker| broker.remove_delivered(true))
+        self.run_blocking(|broker| broker.remove_delivered(true))
             .await?;
         Ok(delivered)
     }
@@ -679,7 +667,7 @@ impl Broker {
         let prepared = if undecodable.is_empty() {
             Ok(())
         } else {
-            self.blocking(move |broker| broker.quarantine(&undecodable))
+            self.run_blocking(move |broker| broker.quarantine(&undecodable))
                 .await
         };
         let prepared = match prepared {
@@ -773,7 +761,7 @@ impl Broker {
             return Ok(());
         }
         let marks = self
-            .blocking(move |broker| {
+            .run_blocking(move |broker| {
                 store::put_marks(broker.inner.catalog.meta(), &marks)?;
                 Ok(marks)
             })
