@@ -764,8 +764,6 @@ impl Session {
     }
 }
 
-/// Stops a subscription's delivery task and drops the consumer. Dropping the last `Arc` of a
-/// `Consumer` is what hands its unacked deliveries back to the group.
 /// How a subscription of this connection ends: an explicit unsubscribe gives back what it holds
 /// uncounted; a lost connection counts it (a consumer that crashes on a message must not get
 /// it forever).
@@ -775,6 +773,8 @@ enum Goodbye {
     Lost,
 }
 
+/// Stops a subscription's delivery task and drops the consumer. Dropping the last `Arc` of a
+/// `Consumer` is what hands its unacked deliveries back to the group.
 async fn detach(attached: Attached, goodbye: Goodbye) {
     let Attached { consumer, delivery } = attached;
     delivery.abort();
