@@ -36,8 +36,24 @@ impl Fixture {
         self.open_with(self.config()).await
     }
 
+    /// Opens the broker. A test "crashes" a broker by dropping it without shutdown; a
+    /// background step it was running (a tick, a hand-over pass) may still hold the metadata
+    /// store for a moment, which a real crash ends with the process. So the store being open
+    /// still is waited out, briefly; any other error fails the test.
     pub async fn open_with(&self, config: BrokerConfig) -> Broker {
-        Broker::open(config).await.expect("broker opens")
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match Broker::open(config.clone()).await {
+                Ok(broker) => return broker,
+                Err(error)
+                    if error.to_string().contains("already open")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(error) => panic!("broker opens: {error}"),
+            }
+        }
     }
 }
 
