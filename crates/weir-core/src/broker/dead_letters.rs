@@ -16,7 +16,9 @@
 //! letters stored since are settled in the stored queue state. On open, before any delivery,
 //! the DLQ is read from each mark: a letter still in the DLQ (not redriven or purged) whose
 //! message is unsettled settles it. The cost is reading, at start, the letters stored since
-//! the last mark moved: about one round's worth.
+//! the last mark moved: about one round's worth. Known limit: a reset of the subscription
+//! (replay) followed by a restart before the mark moves again leaves out of the replay the
+//! messages whose letters were stored since the mark and are still in the DLQ.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
