@@ -20,6 +20,18 @@ const ALERT_RULES: &str = "alert_rules";
 const SUBSCRIPTIONS: &str = "subscriptions";
 /// Per partition of a subscription: the stream's committed offset or the queue's ack state.
 const POSITIONS: &str = "positions";
+/// Per queue subscription that stores dead letters: its dead-letter mark (`DeadLetterMark`).
+const DEAD_LETTER_MARKS: &str = "dead_letter_marks";
+
+/// Where to look for a queue subscription's dead letters whose settlement may not be durable
+/// (`broker/dead_letters.rs`): offsets of its dead-letter topic's partitions at or before
+/// every such letter.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeadLetterMark {
+    pub topic: String,
+    pub group: String,
+    pub ends: Vec<u64>,
+}
 
 /// A subscription's settings as stored.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -133,7 +145,7 @@ impl Catalog {
             table: TOPICS,
             key: name.as_bytes().to_vec(),
         }];
-        for table in [SUBSCRIPTIONS, POSITIONS] {
+        for table in [SUBSCRIPTIONS, POSITIONS, DEAD_LETTER_MARKS] {
             for (key, _) in self.meta.scan(table, &topic_prefix(name))? {
                 ops.push(MetaOp::Delete { table, key });
             }
@@ -185,10 +197,16 @@ impl Catalog {
     }
 
     pub fn delete_subscription(&self, topic: &str, group: &str) -> Result<()> {
-        let mut ops = vec![MetaOp::Delete {
-            table: SUBSCRIPTIONS,
-            key: subscription_key(topic, group),
-        }];
+        let mut ops = vec![
+            MetaOp::Delete {
+                table: SUBSCRIPTIONS,
+                key: subscription_key(topic, group),
+            },
+            MetaOp::Delete {
+                table: DEAD_LETTER_MARKS,
+                key: subscription_key(topic, group),
+            },
+        ];
         let mut prefix = subscription_key(topic, group);
         prefix.push(0);
         for (key, _) in self.meta.scan(POSITIONS, &prefix)? {
@@ -288,6 +306,22 @@ impl Catalog {
 
     /// Writes positions; durable, so what a consumer acked before survives power loss once
     /// this returns.
+    pub fn dead_letter_marks(&self) -> Result<Vec<DeadLetterMark>> {
+        self.meta
+            .scan(DEAD_LETTER_MARKS, b"")?
+            .into_iter()
+            .map(|(_, value)| decode("dead-letter mark", &value))
+            .collect()
+    }
+
+    pub fn dead_letter_mark_op(mark: &DeadLetterMark) -> MetaOp {
+        MetaOp::Put {
+            table: DEAD_LETTER_MARKS,
+            key: subscription_key(&mark.topic, &mark.group),
+            value: encode(mark),
+        }
+    }
+
     pub fn save_positions(&self, ops: &[MetaOp]) -> Result<()> {
         if ops.is_empty() {
             return Ok(());

@@ -1,9 +1,11 @@
 //! A topic: a named set of partitions and the routing of a published batch to them.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use bytes::Bytes;
 use tokio::sync::Notify;
 use weir_batch::{Batch, BatchBuilder};
 use weir_storage::io::Storage;
@@ -163,6 +165,48 @@ impl Topic {
             pending.push(self.partitions[target as usize].submit(part).await?);
         }
         Ok(pending)
+    }
+
+    /// Which of the message ids `wanted` the log holds from `marks` on: per partition, an
+    /// offset taken before anything of interest was appended (a hand-over or commit mark). A
+    /// mark past the end means the topic was made again since, so its whole log is new and
+    /// read. Blocking reads; what was appended since the marks.
+    pub fn find_message_ids(
+        &self,
+        marks: &[u64],
+        wanted: &HashSet<Bytes>,
+    ) -> Result<HashSet<Bytes>> {
+        let mut found = HashSet::new();
+        if wanted.is_empty() {
+            return Ok(found);
+        }
+        for partition in &self.partitions {
+            let reader = &partition.reader;
+            let (start, end) = (reader.start_offset(), reader.end_offset());
+            let mark = marks.get(partition.id as usize).copied().unwrap_or(0);
+            let mut next = if mark > end { start } else { mark.max(start) };
+            while next < end {
+                let batches = reader.read(next, 1 << 20)?;
+                let Some(last) = batches.last() else { break };
+                next = last.next_offset();
+                for batch in batches.iter().filter(|batch| batch.has_message_ids()) {
+                    for record in batch.records() {
+                        if let Some(id) = record?.message_id().filter(|id| wanted.contains(*id)) {
+                            found.insert(id.clone());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The ends of the partitions now: a mark for [`Topic::find_message_ids`].
+    pub fn ends(&self) -> Vec<u64> {
+        self.partitions
+            .iter()
+            .map(|partition| partition.reader.end_offset())
+            .collect()
     }
 
     pub async fn close(&self) {

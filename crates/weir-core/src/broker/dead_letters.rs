@@ -4,14 +4,30 @@
 //! A dead-letter topic is an ordinary topic. The broker keeps one internal queue subscription
 //! on it, [`DLQ_GROUP`], whose unacked messages are "what is in the DLQ": redrive and purge ack
 //! them there, so the log stays append-only and other subscriptions on the DLQ are unaffected.
+//!
+//! Exactly once, whatever the dedup window. Storing a letter (an append to the DLQ's log) and
+//! settling its message in the queue (a metadata write) are two stores: a crash between them,
+//! or an append that failed after it was written (a restart recovers it), would leave the
+//! message unsettled and dead-letter it again. As with scheduled hand-overs, the log is the
+//! record: each letter names its origin (`weir.dlq.topic`, `subscription`, `partition`,
+//! `offset`), and the metadata store keeps per subscription a *dead-letter mark*, offsets of
+//! the DLQ's partitions at or before every letter whose settlement may not be durable. The mark
+//! is written durably before the subscription's first letter, and moved up only once the
+//! letters stored since are settled in the stored queue state. On open, before any delivery,
+//! the DLQ is read from each mark: a letter still in the DLQ (not redriven or purged) whose
+//! message is unsettled settles it. The cost is reading, at start, the letters stored since
+//! the last mark moved: about one round's worth. Known limit: a reset of the subscription
+//! (replay) followed by a restart before the mark moves again leaves out of the replay the
+//! messages whose letters were stored since the mark and are still in the DLQ.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use weir_batch::BatchBuilder;
 
 use super::{Broker, read};
+use crate::catalog::{Catalog, DeadLetterMark};
 use crate::config::{StartPosition, SubscribeOptions, SubscriptionKind};
 use crate::error::{Error, Result};
 use crate::subscription::{
@@ -23,6 +39,20 @@ use crate::topic::wait_all;
 pub const DLQ_GROUP: &str = "weir-dlq";
 /// Prefix of the headers a dead letter carries.
 pub const DLQ_HEADER_PREFIX: &str = "weir.dlq.";
+
+/// Per queue subscription (topic, group), where its dead letters stand (module documentation).
+/// Behind a tokio mutex held across a round of storing letters, so rounds do not interleave.
+pub(super) type DeadLetterMarks = tokio::sync::Mutex<HashMap<(String, String), MarkState>>;
+
+#[derive(Default)]
+pub(super) struct MarkState {
+    /// A mark is durable in the metadata store.
+    durable: bool,
+    /// Letters stored since the mark, not yet known to be settled durably.
+    unsettled: Vec<MessageId>,
+    /// The DLQ's partition ends after the last of them: where the mark can move up to.
+    ends_after: Vec<u64>,
+}
 
 /// A dead-letter topic as shown to operators.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,8 +146,151 @@ impl Broker {
             return Ok(());
         }
         let dead_letter_topic = self.dead_letter_topic(&record.dead_letter_topic()).await?;
+        let dlq = &dead_letter_topic.topic;
         let batch = weir_batch::Batch::parse(builder.finish(), usize::MAX)?;
-        wait_all(dead_letter_topic.topic.submit(None, batch).await?).await?;
+        let mut marks = self.inner.dead_letter_marks.lock().await;
+        let key = (record.topic.clone(), record.group.clone());
+        let state = marks.entry(key).or_default();
+        self.move_mark(subscription, dlq.ends(), state).await?;
+        let appended = match dlq.submit(None, batch).await {
+            Ok(pending) => wait_all(pending).await.map(|_| ()),
+            Err(error) => Err(error),
+        };
+        // Stored or maybe stored (a failed append may have been written): after the mark.
+        state
+            .unsettled
+            .extend(letters.iter().map(|letter| MessageId {
+                partition: letter.partition,
+                offset: letter.offset,
+            }));
+        state.ends_after = dlq.ends();
+        appended
+    }
+
+    /// Makes sure a durable mark precedes the letters about to be stored: writes one if there
+    /// is none (`ends`: the DLQ's ends now), or moves it up past the letters stored since once
+    /// they are settled in the stored queue state. Fails only if there is no mark.
+    async fn move_mark(
+        &self,
+        subscription: &Subscription,
+        ends: Vec<u64>,
+        state: &mut MarkState,
+    ) -> Result<()> {
+        // A failed read says nothing: the mark stays.
+        let settled = || {
+            subscription
+                .settled_in_store(&self.inner.catalog, &state.unsettled)
+                .unwrap_or(false)
+        };
+        let ends = if !state.durable {
+            ends
+        } else if !state.unsettled.is_empty() && settled() {
+            state.ends_after.clone()
+        } else {
+            return Ok(());
+        };
+        let record = &subscription.record;
+        let op = Catalog::dead_letter_mark_op(&DeadLetterMark {
+            topic: record.topic.clone(),
+            group: record.group.clone(),
+            ends,
+        });
+        match self
+            .run_blocking(move |broker| broker.inner.catalog.save_positions(&[op]))
+            .await
+        {
+            Ok(()) => {
+                if state.durable {
+                    state.unsettled.clear();
+                }
+                state.durable = true;
+                Ok(())
+            }
+            Err(error) if !state.durable => Err(error),
+            // The mark in the store still precedes every letter whose settlement is in doubt.
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Settles the messages whose dead letters an earlier run stored without settling them
+    /// durably (module documentation), then moves each mark to the end of its DLQ. Runs at
+    /// open, before any delivery.
+    pub(super) async fn settle_dead_letters(&self) -> Result<()> {
+        let mut marks = self.inner.dead_letter_marks.lock().await;
+        for mark in self.inner.catalog.dead_letter_marks()? {
+            let Ok(origin) = self.find_subscription(&mark.topic, &mark.group) else {
+                continue; // Deleted with its subscription.
+            };
+            let name = origin.record.dead_letter_topic();
+            let (Ok(dlq), Ok(tracking)) = (
+                self.find_topic(&name),
+                self.find_subscription(&name, DLQ_GROUP),
+            ) else {
+                continue; // No letter was ever stored.
+            };
+            let mut found = Vec::new();
+            for partition in &dlq.partitions {
+                let reader = &partition.reader;
+                let (start, end) = (reader.start_offset(), reader.end_offset());
+                let from = mark.ends.get(partition.id as usize).copied().unwrap_or(0);
+                // Past the end: the topic was made again since, so its whole log is new.
+                let mut next = if from > end { start } else { from.max(start) };
+                while next < end {
+                    let records = crate::subscription::read_records(reader, next, 1000)?;
+                    let Some(last) = records.last() else { break };
+                    next = last.offset + 1;
+                    for record in records {
+                        let letter = Delivery {
+                            partition: partition.id,
+                            delivery_count: 0,
+                            record,
+                        };
+                        // Redriven or purged since: no longer in the DLQ, so it settles nothing.
+                        if tracking.is_settled(letter.id()) {
+                            continue;
+                        }
+                        let Ok((from, id)) = self.origin(&letter) else {
+                            continue;
+                        };
+                        if Arc::ptr_eq(&from, &origin) && !origin.is_settled(id) {
+                            origin.dead_letter_found(id);
+                            found.push(id);
+                        }
+                    }
+                }
+            }
+            if !found.is_empty() {
+                tracing::info!(
+                    topic = %mark.topic,
+                    group = %mark.group,
+                    settled = found.len(),
+                    "messages found in their dead-letter topic after a restart are not dead-lettered again"
+                );
+            }
+            let ends = dlq.ends();
+            let positions = origin.take_dirty_positions();
+            let mut ops = positions.clone();
+            ops.push(Catalog::dead_letter_mark_op(&DeadLetterMark {
+                ends: ends.clone(),
+                ..mark.clone()
+            }));
+            let state = match self.inner.catalog.save_positions(&ops) {
+                Ok(()) => MarkState {
+                    durable: true,
+                    ..MarkState::default()
+                },
+                // The stored mark still precedes them; the positions go with the next save.
+                Err(_) => {
+                    super::lock(&self.inner.positions_save).extend(positions);
+                    MarkState {
+                        durable: true,
+                        unsettled: found,
+                        ends_after: ends,
+                    }
+                }
+            };
+            marks.insert((mark.topic, mark.group), state);
+        }
         Ok(())
     }
 

@@ -182,6 +182,8 @@ struct Inner {
     /// older save never lands after a newer one.
     positions_save: Mutex<Vec<weir_storage::MetaOp>>,
     checkers: Mutex<transactions::Checkers>,
+    /// Where each queue subscription's dead letters stand (`dead_letters.rs`).
+    dead_letter_marks: dead_letters::DeadLetterMarks,
     metrics: Arc<BrokerMetrics>,
     /// Background steps failing now, backing off (`background.rs`).
     background: Mutex<background::Background>,
@@ -296,10 +298,12 @@ impl Broker {
                 transaction_locks: transactions::TransactionLocks::default(),
                 positions_save: Mutex::new(Vec::new()),
                 checkers: Mutex::new(HashMap::new()),
+                dead_letter_marks: Default::default(),
                 next_consumer: AtomicU64::new(1),
                 closed: AtomicBool::new(false),
             }),
         };
+        broker.settle_dead_letters().await?;
         if !background_timers {
             return Ok(broker);
         }
@@ -448,6 +452,11 @@ impl Broker {
         for subscription in removed {
             subscription.close();
         }
+        self.inner
+            .dead_letter_marks
+            .lock()
+            .await
+            .retain(|(topic_name, _), _| topic_name != name);
         topic.close().await;
         self.inner.catalog.delete_topic(name)?;
         if let Err(error) = self.inner.config.storage.remove_directory(&topic.dir) {
@@ -651,6 +660,11 @@ impl Broker {
                 group: group.to_owned(),
             })?;
         subscription.close();
+        self.inner
+            .dead_letter_marks
+            .lock()
+            .await
+            .remove(&(topic.to_owned(), group.to_owned()));
         self.inner.catalog.delete_subscription(topic, group)
     }
 

@@ -84,6 +84,10 @@ pub(super) struct Scheduler {
     changed: Arc<tokio::sync::Notify>,
     /// The (bucket → topics) whose hand-over marks are durable.
     marked: Mutex<HashMap<u64, HashSet<String>>>,
+    /// Storage keys of entries whose hand-over failed and is retried: the failed append may
+    /// have been written (a restart then finds it in the log), so they can no longer be
+    /// cancelled or moved — only delivered. Taken after `window` when both are held.
+    in_doubt: Mutex<HashSet<u64>>,
 }
 
 #[derive(Default)]
@@ -115,6 +119,16 @@ impl Scheduler {
 
     fn serial_limit(&self) -> u64 {
         self.next_serial.load(Ordering::Relaxed)
+    }
+
+    /// Takes a due entry out of the window to cancel or move it; too late while it is being
+    /// handed over, or once a hand-over of it failed in doubt.
+    fn take_from_window(&self, due: schedule::window::Due) -> Cancelled {
+        let mut window = lock(&self.window);
+        if lock(&self.in_doubt).contains(&due.1) {
+            return Cancelled::TooLate;
+        }
+        window.cancel(due)
     }
 
     fn is_delivered(&self, key: u64) -> bool {
@@ -345,12 +359,13 @@ impl Broker {
     }
 
     /// Cancels a scheduled batch. Once this returns, it will not be delivered; if it is being
-    /// handed over already, this fails with `NotFound`.
+    /// handed over already, or a failed hand-over of it is being retried (the failed append
+    /// may have stored it), this fails with `NotFound`: it will be delivered.
     pub async fn cancel_scheduled(&self, id: u64) -> Result<ScheduledMessage> {
         let entry = self.scheduled_entry(id)?;
         let due = (entry.due_ms, entry.key);
         let scheduler = &self.inner.schedule;
-        let cancelled = lock(&scheduler.window).cancel(due);
+        let cancelled = scheduler.take_from_window(due);
         if cancelled == Cancelled::TooLate {
             return Err(too_late(id));
         }
@@ -392,7 +407,7 @@ impl Broker {
         let entry = self.scheduled_entry(id)?;
         let old = (entry.due_ms, entry.key);
         let scheduler = &self.inner.schedule;
-        let cancelled = lock(&scheduler.window).cancel(old);
+        let cancelled = scheduler.take_from_window(old);
         if cancelled == Cancelled::TooLate {
             return Err(too_late(id));
         }
@@ -708,6 +723,12 @@ impl Broker {
             }
         }
         {
+            let mut in_doubt = lock(&scheduler.in_doubt);
+            for key in &delivered {
+                in_doubt.remove(key);
+            }
+        }
+        {
             let mut marks = lock(&scheduler.delivered);
             if let Some(lowest) = delivered.iter().map(|&key| bucket_of_key(key)).min() {
                 marks.removed_below = marks.removed_below.min(lowest);
@@ -716,7 +737,10 @@ impl Broker {
         }
         let failures = failed.len();
         if failures > 0 {
-            lock(&scheduler.window).restore(failed);
+            // In doubt before they are back in the window, where a cancel could find them.
+            let mut window = lock(&scheduler.window);
+            lock(&scheduler.in_doubt).extend(failed.iter().map(|&(_, key)| key));
+            window.restore(failed);
         }
         Ok((due.len(), failures))
     }
@@ -749,11 +773,7 @@ impl Broker {
                 marks.push(HandOverMark {
                     bucket,
                     topic: topic.to_owned(),
-                    ends: found
-                        .partitions
-                        .iter()
-                        .map(|partition| partition.reader.end_offset())
-                        .collect(),
+                    ends: found.ends(),
                 });
             }
         }
@@ -883,25 +903,10 @@ fn settle_topic<'a>(
         .iter()
         .map(|(_, records)| vec![false; records.len()])
         .collect();
-    for partition in &topic.partitions {
-        let reader = &partition.reader;
-        let (start, end) = (reader.start_offset(), reader.end_offset());
-        // Past the end: the topic was made again since, so its whole log is new.
-        let mark = ends.get(partition.id as usize).copied().unwrap_or(0);
-        let mut next = if mark > end { start } else { mark.max(start) };
-        while next < end {
-            let batches = reader.read(next, 1 << 20)?;
-            let Some(last) = batches.last() else { break };
-            next = last.next_offset();
-            for batch in batches.iter().filter(|batch| batch.has_message_ids()) {
-                for record in batch.records() {
-                    if let Some(places) = record?.message_id().and_then(|id| wanted.get(id)) {
-                        for &(candidate, index) in places {
-                            found[candidate][index] = true;
-                        }
-                    }
-                }
-            }
+    let ids: HashSet<Bytes> = wanted.keys().cloned().collect();
+    for id in topic.find_message_ids(ends, &ids)? {
+        for &(candidate, index) in &wanted[&id] {
+            found[candidate][index] = true;
         }
     }
     for ((entry, records), found) in candidates.into_iter().zip(found) {

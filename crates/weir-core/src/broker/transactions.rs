@@ -6,14 +6,18 @@
 //! producer of the group (one that registered a [`TransactionChecker`]), every check interval,
 //! up to `max_checks` times; then the configured outcome settles it, with a log line.
 //!
-//! Commit is crash-safe: the decision is stored durably first, then the messages are appended
-//! (each with a message id derived from the transaction, so a commit redone after a crash is
-//! caught by the topic's dedup window), then the transaction is forgotten. All half messages of
+//! Commit is crash-safe and applied once: the decision is stored durably first, with a *commit
+//! mark* per target topic (the ends of its partitions then, before anything of the commit is
+//! appended); then the messages are appended, each with a message id derived from the
+//! transaction; then the transaction is forgotten. A commit redone (its append failed, or a
+//! crash came first) reads each topic's log from its mark for those ids and appends only the
+//! messages not found — whatever the topic's dedup window (an append that failed after it was
+//! written is found once a restart recovers it). All half messages of
 //! one partition are appended as one batch, so within a partition a consumer sees all of a
 //! transaction or none of it; across partitions the parts are appended together in one commit
 //! round (see docs).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -52,6 +56,10 @@ struct TransactionRecord {
     checks: u32,
     last_check_ms: i64,
     parts: u32,
+    /// Set with `Committing`: per target topic, the ends of its partitions before anything
+    /// of the commit was appended (see the module documentation).
+    #[serde(default)]
+    commit_marks: BTreeMap<String, Vec<u64>>,
 }
 
 /// A transaction as shown to operators.
@@ -142,6 +150,9 @@ impl Drop for TransactionGuard<'_> {
         }
     }
 }
+
+/// A commit's messages per (topic, partition choice), each with its message id.
+type CommitMessages = BTreeMap<(String, Option<u32>), Vec<(Bytes, weir_batch::Record)>>;
 
 fn transaction_key(id: u64) -> Vec<u8> {
     id.to_be_bytes().to_vec()
@@ -244,6 +255,7 @@ impl Broker {
             checks: 0,
             last_check_ms: 0,
             parts: 0,
+            commit_marks: BTreeMap::new(),
         };
         self.save_transaction(id, &record, false)?;
         Ok(id)
@@ -294,33 +306,80 @@ impl Broker {
     pub async fn commit_transaction(&self, transaction: u64) -> Result<Vec<(String, Confirm)>> {
         let _serial = self.inner.transaction_locks.lock(transaction).await;
         let mut record = self.transaction_record(transaction)?;
-        if record.state == TransactionState::Open {
-            record.state = TransactionState::Committing;
-            self.save_transaction_durably(transaction, &record).await?;
+        let redo = record.state == TransactionState::Committing;
+        if !redo {
+            self.decide_commit(transaction, &mut record).await?;
         }
-        self.finish_commit(transaction).await
+        self.finish_commit(transaction, &record, redo).await
+    }
+
+    /// Stores the decision to commit durably, with the commit marks of its target topics.
+    /// Called with the lock held.
+    async fn decide_commit(&self, transaction: u64, record: &mut TransactionRecord) -> Result<()> {
+        let mut marks = BTreeMap::new();
+        for (topic_name, _, _) in self.transaction_parts(transaction)? {
+            if let std::collections::btree_map::Entry::Vacant(mark) = marks.entry(topic_name) {
+                let topic = self.topic_or_create(mark.key()).await?;
+                mark.insert(topic.ends());
+            }
+        }
+        record.state = TransactionState::Committing;
+        record.commit_marks = marks;
+        self.save_transaction_durably(transaction, record).await
+    }
+
+    /// The half messages of a transaction: (topic, partition choice, batch), in sending order.
+    fn transaction_parts(&self, transaction: u64) -> Result<Vec<(String, Option<u32>, Bytes)>> {
+        let meta = self.inner.catalog.meta();
+        meta.scan(TRANSACTION_MESSAGES, &transaction_key(transaction))?
+            .iter()
+            .map(|(_, value)| decode_part(value))
+            .collect()
     }
 
     /// Appends a decided transaction's messages and forgets it. Called with the lock held.
-    async fn finish_commit(&self, transaction: u64) -> Result<Vec<(String, Confirm)>> {
-        let meta = self.inner.catalog.meta();
-        let parts = meta.scan(TRANSACTION_MESSAGES, &transaction_key(transaction))?;
-        // One batch per (topic, partition choice): a partition sees the transaction at once.
-        let mut batches: BTreeMap<(String, Option<u32>), BatchBuilder> = BTreeMap::new();
-        for (sequence, (_, value)) in parts.iter().enumerate() {
-            let (topic, partition, bytes) = decode_part(value)?;
-            let batch = Batch::parse(bytes, usize::MAX)?;
-            let builder = batches.entry((topic, partition)).or_default();
+    /// `redo`: an earlier try may have appended some of them; those are not appended again.
+    async fn finish_commit(
+        &self,
+        transaction: u64,
+        record: &TransactionRecord,
+        redo: bool,
+    ) -> Result<Vec<(String, Confirm)>> {
+        let parts = self.transaction_parts(transaction)?;
+        // Per (topic, partition choice), each message with its id.
+        let mut messages: CommitMessages = BTreeMap::new();
+        for (sequence, (topic, partition, bytes)) in parts.iter().enumerate() {
+            let batch = Batch::parse(bytes.clone(), usize::MAX)?;
+            let target = messages.entry((topic.clone(), *partition)).or_default();
             for (index, record) in batch.records().enumerate() {
                 let record = record?;
-                let id = format!("transaction-{transaction}-{sequence}-{index}");
+                let id = record.message_id().cloned().unwrap_or_else(|| {
+                    Bytes::from(format!("transaction-{transaction}-{sequence}-{index}"))
+                });
+                target.push((id, record));
+            }
+        }
+        let appended = if redo {
+            self.appended_before(record, &messages).await?
+        } else {
+            HashMap::new()
+        };
+        let mut pending = Vec::new();
+        for ((topic_name, partition), records) in messages {
+            // One batch per (topic, partition choice): a partition sees the transaction at once.
+            let mut builder = BatchBuilder::new();
+            let found = appended.get(&topic_name);
+            for (id, record) in &records {
+                if found.is_some_and(|found| found.contains(id)) {
+                    continue;
+                }
                 let mut headers: Vec<(&str, &[u8])> = record
                     .headers
                     .iter()
                     .map(|(name, value)| (name.as_str(), &value[..]))
                     .collect();
                 if record.message_id().is_none() {
-                    headers.push((MESSAGE_ID_HEADER, id.as_bytes()));
+                    headers.push((MESSAGE_ID_HEADER, &id[..]));
                 }
                 builder.push(
                     record.timestamp_ms,
@@ -329,9 +388,6 @@ impl Broker {
                     &record.value,
                 );
             }
-        }
-        let mut pending = Vec::new();
-        for ((topic_name, partition), mut builder) in batches {
             if builder.is_empty() {
                 continue;
             }
@@ -346,6 +402,40 @@ impl Broker {
         self.forget_transaction(transaction, parts.len()).await?;
         tracing::info!(transaction, "transaction committed");
         Ok(confirms)
+    }
+
+    /// Per topic, the ids of `messages` an earlier try of the commit appended: read from its
+    /// commit mark on, off the async workers. A topic without a mark (a commit decided by an
+    /// older version) is not read; its dedup window is all there is.
+    async fn appended_before(
+        &self,
+        record: &TransactionRecord,
+        messages: &CommitMessages,
+    ) -> Result<HashMap<String, HashSet<Bytes>>> {
+        let mut wanted: HashMap<String, HashSet<Bytes>> = HashMap::new();
+        for ((topic_name, _), records) in messages {
+            if record.commit_marks.contains_key(topic_name) {
+                let ids = records.iter().map(|(id, _)| id.clone());
+                wanted.entry(topic_name.clone()).or_default().extend(ids);
+            }
+        }
+        let mut searches = Vec::with_capacity(wanted.len());
+        for (topic_name, ids) in wanted {
+            // A topic deleted since has nothing of the commit that could repeat.
+            if let Ok(topic) = self.find_topic(&topic_name) {
+                let marks = record.commit_marks[&topic_name].clone();
+                searches.push((topic_name, topic, marks, ids));
+            }
+        }
+        self.run_blocking(move |_| {
+            searches
+                .into_iter()
+                .map(|(topic_name, topic, marks, ids)| {
+                    Ok((topic_name, topic.find_message_ids(&marks, &ids)?))
+                })
+                .collect()
+        })
+        .await
     }
 
     async fn forget_transaction(&self, transaction: u64, parts: usize) -> Result<()> {
@@ -448,7 +538,7 @@ impl Broker {
                 continue; // Decided meanwhile.
             };
             if record.state == TransactionState::Committing {
-                self.finish_commit(info.id).await?;
+                self.finish_commit(info.id, &record, true).await?;
                 continue;
             }
             if record.created_ms.saturating_add(record.timeout_ms as i64) > now_ms
@@ -474,9 +564,8 @@ impl Broker {
                             .await?;
                     }
                     UnresolvedOutcome::Commit => {
-                        record.state = TransactionState::Committing;
-                        self.save_transaction_durably(info.id, &record).await?;
-                        self.finish_commit(info.id).await?;
+                        self.decide_commit(info.id, &mut record).await?;
+                        self.finish_commit(info.id, &record, false).await?;
                     }
                 }
                 continue;

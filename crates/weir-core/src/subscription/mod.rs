@@ -423,6 +423,28 @@ impl Subscription {
         }
     }
 
+    /// A dead letter of `id` stored by an earlier run was found in the dead-letter topic: `id`
+    /// is settled and not dead-lettered again (queue subscriptions).
+    pub fn dead_letter_found(&self, id: MessageId) {
+        if let State::Queue(queue) = &mut *self.state() {
+            queue.dead_letter_found(id);
+        }
+    }
+
+    /// Whether `id` is settled in this queue subscription.
+    pub fn is_settled(&self, id: MessageId) -> bool {
+        match &*self.state() {
+            State::Stream(_) => false,
+            State::Queue(queue) => queue.is_settled(id),
+        }
+    }
+
+    /// Whether the stored state of this queue subscription has every one of `ids` settled, so
+    /// a crash now would not bring them back.
+    pub fn settled_in_store(&self, catalog: &Catalog, ids: &[MessageId]) -> Result<bool> {
+        queue::QueueState::settled_in_store(catalog, &self.record, ids)
+    }
+
     /// Messages not yet acked; `None` for stream subscriptions.
     pub fn backlog(&self) -> Option<u64> {
         match &*self.state() {

@@ -836,6 +836,49 @@ impl QueueState {
         self.outbox.extend(letters);
     }
 
+    /// The dead-letter topic holds `id`'s letter, stored by an earlier run whose settlement
+    /// here was lost: it is done, and not dead-lettered again. Called at open, before any
+    /// delivery.
+    pub fn dead_letter_found(&mut self, id: MessageId) {
+        self.outbox
+            .retain(|letter| (letter.partition, letter.offset) != (id.partition, id.offset));
+        if let Some(partition) = self.partitions.get_mut(id.partition as usize) {
+            partition.complete(id.offset);
+        }
+    }
+
+    /// Whether `id` is settled (acked, dead-lettered, redriven or purged).
+    pub fn is_settled(&self, id: MessageId) -> bool {
+        self.partitions
+            .get(id.partition as usize)
+            .is_some_and(|partition| partition.acks.is_acked(id.offset))
+    }
+
+    /// Whether the stored (durable) state of this subscription has every one of `ids`
+    /// settled.
+    pub fn settled_in_store(
+        catalog: &Catalog,
+        record: &SubscriptionRecord,
+        ids: &[MessageId],
+    ) -> Result<bool> {
+        let mut stored: HashMap<u32, Option<StoredPosition>> = HashMap::new();
+        for id in ids {
+            let position = match stored.entry(id.partition) {
+                std::collections::hash_map::Entry::Occupied(position) => position.into_mut(),
+                std::collections::hash_map::Entry::Vacant(position) => {
+                    position.insert(catalog.position(&record.topic, &record.group, id.partition)?)
+                }
+            };
+            let settled = position
+                .as_ref()
+                .is_some_and(|position| position.acks.is_acked(id.offset));
+            if !settled {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Unacked messages from the start of the queue, up to `max` (for browsing a DLQ).
     pub fn pending(&self, topic: &Topic, max: usize) -> Result<Vec<Delivery>> {
         let mut pending = Vec::new();
