@@ -568,11 +568,10 @@ impl PartitionLog {
         if progress.wrote_active {
             let active = self.active_file()?;
             active.truncate(self.committed.segment_len)?;
-            if progress.synced {
-                // The cut-off bytes may already be durable; make the cut durable too, or a
-                // power loss would bring back batches their producers were told had failed.
-                active.sync_data()?;
-            }
+            // The cut-off bytes may already be durable (a sync of this flush, or the kernel's
+            // own write-back of the page cache); make the cut durable too, or a power loss
+            // would bring back batches their producers were told had failed.
+            active.sync_data()?;
         }
         for base in &progress.index_files_written {
             recovery::remove_if_exists(directory.as_ref(), &file_name(*base, INDEX_SUFFIX))?;
@@ -1385,6 +1384,29 @@ mod tests {
         log.truncate_from(start).unwrap();
         assert_eq!((log.start_offset(), log.next_offset()), (start, start));
         assert!(log.reader().read(0, usize::MAX).unwrap().is_empty());
+    }
+
+    /// A flush whose write fails is undone by cutting the file back; the cut must be durable
+    /// even when the flush synced nothing, since the kernel may already have written the
+    /// failed bytes back. Found by the truncation crash test: a power loss after an undone
+    /// flush brought back a batch its producer was told had failed (and, for Raft, an entry
+    /// the node never acknowledged).
+    #[test]
+    fn a_power_loss_after_an_undone_flush_does_not_bring_back_its_batches() {
+        for seed in 0..64 {
+            let directory = SimDirectory::new(seed);
+            let (mut log, _) = PartitionLog::open(directory.clone(), small_segments()).unwrap();
+            log.append(&batch(1, 0, 10), 0).unwrap();
+            log.sync().unwrap();
+            log.append(&batch(1, 0, 10), 0).unwrap();
+            // The flush's first operation is its write.
+            directory.fail_operation(directory.operation_count());
+            assert!(log.flush().is_err());
+            assert!(!log.is_poisoned());
+            directory.crash(io::sim::CrashMode::TearUnsynced);
+            let (log, _) = PartitionLog::open(directory, small_segments()).unwrap();
+            assert_eq!(log.next_offset(), 1, "seed {seed}");
+        }
     }
 
     #[test]
