@@ -41,6 +41,9 @@ pub enum Error {
     /// offset must all be larger).
     #[error("Raft term {term} starting at index {first_index} does not follow the last term start")]
     TermOutOfOrder { term: u64, first_index: u64 },
+    /// A Raft vote larger than the vote file takes (`raft::VOTE_MAX_BYTES`).
+    #[error("vote of {length} bytes exceeds the maximum of {limit}")]
+    VoteTooLarge { length: usize, limit: usize },
     #[error("metadata store: {0}")]
     Meta(String),
 }

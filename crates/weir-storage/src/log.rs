@@ -787,8 +787,9 @@ impl PartitionLog {
 
     /// Drops every batch from `offset` on, so that the next append gets `offset` (Raft's
     /// "truncate a conflicting suffix"). `offset` must be the base offset of a stored batch or
-    /// the next offset (then nothing is cut, the log is only synced); anything else is `Error::NotBatchBoundary` and changes
-    /// nothing. Batches appended but not flushed are flushed first.
+    /// the next offset (then nothing is cut, the log is only synced); anything else is
+    /// `Error::NotBatchBoundary` and changes nothing. Batches appended but not flushed are
+    /// flushed first.
     ///
     /// Durable when it returns: the whole log up to `offset` is then on disk (earlier segments
     /// were synced when they closed, and the cut segment is fdatasynced). Crash-safe at every

@@ -72,7 +72,7 @@ impl VoteFile {
     /// disk may be either (`load` tells), so the caller must not act on the new vote.
     pub fn save(&self, value: &[u8]) -> Result<()> {
         if value.len() > VOTE_MAX_BYTES {
-            return Err(Error::BatchTooLarge {
+            return Err(Error::VoteTooLarge {
                 length: value.len(),
                 limit: VOTE_MAX_BYTES,
             });
@@ -461,6 +461,10 @@ mod tests {
         vote.save(b"term 1, voted for 2").unwrap();
         assert_eq!(vote.load().unwrap().unwrap(), b"term 1, voted for 2");
         vote.save(b"term 2").unwrap();
+        assert!(matches!(
+            vote.save(&vec![0; VOTE_MAX_BYTES + 1]),
+            Err(Error::VoteTooLarge { .. })
+        ));
         directory.crash(CrashMode::DropUnsynced);
         assert_eq!(VoteFile::new(directory).load().unwrap().unwrap(), b"term 2");
     }
