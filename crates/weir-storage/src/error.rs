@@ -33,6 +33,17 @@ pub enum Error {
     /// A batch larger than the configured maximum.
     #[error("batch of {length} bytes exceeds the maximum of {limit}")]
     BatchTooLarge { length: usize, limit: usize },
+    /// `truncate_from(offset)` where `offset` is not the base offset of a stored batch nor
+    /// the log's next offset (inside a batch, below the start or past the end).
+    #[error("offset {offset} is not a batch boundary of the log")]
+    NotBatchBoundary { offset: u64 },
+    /// A Raft term start that does not follow the last one (its term, first index and first
+    /// offset must all be larger).
+    #[error("Raft term {term} starting at index {first_index} does not follow the last term start")]
+    TermOutOfOrder { term: u64, first_index: u64 },
+    /// A Raft vote larger than the vote file takes (`raft::VOTE_MAX_BYTES`).
+    #[error("vote of {length} bytes exceeds the maximum of {limit}")]
+    VoteTooLarge { length: usize, limit: usize },
     #[error("metadata store: {0}")]
     Meta(String),
 }

@@ -6,6 +6,8 @@
 //!   any number of [`LogReader`]s read concurrently and never block it.
 //! - [`io`]: the small seam under the log (files in a directory), with a real file system
 //!   implementation and a fault-injecting simulation for crash tests.
+//! - [`raft`]: the small durable files a partition's Raft group keeps beside its log (vote,
+//!   term starts); with [`PartitionLog::truncate_from`], the storage side of replication.
 //! - [`MetaStore`]: a crash-safe key-value store (redb) for consumer offsets, ack state,
 //!   schedules and transactions.
 //!
@@ -32,6 +34,7 @@ pub mod error;
 pub mod io;
 pub mod log;
 pub mod meta;
+pub mod raft;
 
 pub use error::{Error, Result};
 pub use log::{Appended, LogConfig, LogReader, PartitionLog, RecoveryReport, RetentionReport};

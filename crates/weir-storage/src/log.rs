@@ -177,6 +177,17 @@ impl Shared {
         }
     }
 
+    /// Makes `segment` (a closed segment `truncate_from` cut) the active one: it holds `file`
+    /// for good and leaves the list of closed segments' handles.
+    fn adopt_as_active(&self, segment: &Arc<Segment>, file: Arc<dyn File>) {
+        let mut open = self
+            .open_closed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        open.retain(|closed| !Arc::ptr_eq(closed, segment));
+        segment.keep_handle(file);
+    }
+
     fn snapshot(&self) -> Arc<Vec<Arc<Segment>>> {
         // The list is replaced, never mutated in place, so a poisoned lock still holds a
         // consistent list.
@@ -557,11 +568,10 @@ impl PartitionLog {
         if progress.wrote_active {
             let active = self.active_file()?;
             active.truncate(self.committed.segment_len)?;
-            if progress.synced {
-                // The cut-off bytes may already be durable; make the cut durable too, or a
-                // power loss would bring back batches their producers were told had failed.
-                active.sync_data()?;
-            }
+            // The cut-off bytes may already be durable (a sync of this flush, or the kernel's
+            // own write-back of the page cache); make the cut durable too, or a power loss
+            // would bring back batches their producers were told had failed.
+            active.sync_data()?;
         }
         for base in &progress.index_files_written {
             recovery::remove_if_exists(directory.as_ref(), &file_name(*base, INDEX_SUFFIX))?;
@@ -774,6 +784,131 @@ impl PartitionLog {
             new_start_offset: self.start_offset(),
         })
     }
+
+    /// Drops every batch from `offset` on, so that the next append gets `offset` (Raft's
+    /// "truncate a conflicting suffix"). `offset` must be the base offset of a stored batch or
+    /// the next offset (then nothing is cut, the log is only synced); anything else is
+    /// `Error::NotBatchBoundary` and changes nothing. Batches appended but not flushed are
+    /// flushed first.
+    ///
+    /// Durable when it returns: the whole log up to `offset` is then on disk (earlier segments
+    /// were synced when they closed, and the cut segment is fdatasynced). Crash-safe at every
+    /// step: later segments go from the highest down, each removal made durable before the
+    /// next, and the segment holding the cut is cut last, so a crash leaves the old log or a
+    /// prefix of it at least as long as the truncated one, never a hole.
+    ///
+    /// Readers stop seeing the dropped batches before any file changes. A reader in the middle
+    /// of reading them (it loaded the end offset before the call) may get an error or the old
+    /// batches: callers cut only what readers were not yet allowed to act on (in a cluster,
+    /// entries past the commit index). A failure after the first change to a file poisons the
+    /// log; a reopen then recovers the old log or a prefix of it, as after a crash.
+    ///
+    /// Cost: a scan of the part of the cut segment before the cut (to rebuild its in-memory
+    /// index and writer state); rare by design (a leader change with conflicting entries).
+    pub fn truncate_from(&mut self, offset: u64) -> Result<()> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        self.flush()?;
+        let next_offset = self.current.next_offset;
+        if offset == next_offset {
+            // Nothing to cut, but the promise holds: the log up to `offset` is durable.
+            return self.sync();
+        }
+        if offset < self.start_offset() || offset > next_offset {
+            return Err(Error::NotBatchBoundary { offset });
+        }
+        let segments = self.shared.snapshot();
+        let kept = segments.partition_point(|segment| segment.base_offset <= offset);
+        let cut_segment = Arc::clone(&segments[kept - 1]);
+        let was_active = Arc::ptr_eq(&cut_segment, &self.active);
+        let file = self.shared.segment_file(&cut_segment)?;
+        let scan = segment::scan_segment_until(
+            file.as_ref(),
+            cut_segment.base_offset,
+            cut_segment.visible_len(),
+            segment::IndexInterval::Bytes(u64::from(self.config.index_interval_bytes)),
+            offset,
+        )?;
+        if let Some((position, reason)) = scan.damage {
+            return Err(Error::Corrupt {
+                path: cut_segment.path.clone(),
+                position,
+                reason,
+            });
+        }
+        if scan.next_offset != offset {
+            return Err(Error::NotBatchBoundary { offset });
+        }
+        let cut = scan.valid_len;
+
+        // Readers first: the end offset, then the segment list, then the cut segment's length.
+        self.shared.end_offset.store(offset, Ordering::Release);
+        let removed = segments[kept..].to_vec();
+        if !removed.is_empty() {
+            self.shared.replace(segments[..kept].to_vec());
+            self.shared.forget_handles(&removed);
+        }
+        cut_segment.cut_to(cut, scan.cursor.running_max_timestamp_ms, scan.index);
+        self.shared.adopt_as_active(&cut_segment, Arc::clone(&file));
+        self.active = Arc::clone(&cut_segment);
+        self.closed_bytes = segments[..kept - 1]
+            .iter()
+            .map(|segment| segment.visible_len())
+            .sum();
+        // The segment keeps its append time while it stays active and non-empty; otherwise
+        // the clock starts as recovery starts it (first batch's max timestamp).
+        let opened_ms = if was_active && cut > 0 {
+            self.current.opened_ms
+        } else {
+            scan.first_max_timestamp_ms
+        };
+        self.current = WriterState {
+            segment_base: cut_segment.base_offset,
+            segment_len: cut,
+            cursor: scan.cursor,
+            opened_ms,
+            next_offset: offset,
+        };
+        self.committed = self.current;
+        self.unsynced = false;
+
+        match self.cut_files(&removed, &cut_segment, file.as_ref(), cut, was_active) {
+            Ok(()) => Ok(()),
+            Err(error) => Err(self.poison(error)),
+        }
+    }
+
+    /// The file side of `truncate_from`. Order (each step durable before the next): remove the
+    /// later segments from the highest down (a crash leaves a prefix), cut the segment holding
+    /// the cut and fdatasync it, then remove that segment's index files if it was closed (an
+    /// active segment has none; recovery would remove them too).
+    fn cut_files(
+        &self,
+        removed: &[Arc<Segment>],
+        cut_segment: &Segment,
+        file: &dyn File,
+        cut: u64,
+        was_active: bool,
+    ) -> Result<()> {
+        let directory = self.shared.directory.as_ref();
+        for segment in removed.iter().rev() {
+            directory.remove(&segment.name)?;
+            for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+                recovery::remove_if_exists(directory, &file_name(segment.base_offset, suffix))?;
+            }
+            directory.sync()?;
+        }
+        file.truncate(cut)?;
+        file.sync_data()?;
+        if !was_active {
+            for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+                recovery::remove_if_exists(directory, &file_name(cut_segment.base_offset, suffix))?;
+            }
+            directory.sync()?;
+        }
+        Ok(())
+    }
 }
 
 /// Reads one partition's log concurrently with its writer. Cheap to clone.
@@ -953,6 +1088,7 @@ fn corrupt_or_partial(batches: Vec<Batch>, error: ScanError, path: &Path) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io;
     use crate::io::sim::SimDirectory;
     use weir_batch::BatchBuilder;
 
@@ -1178,6 +1314,114 @@ mod tests {
         drop(log);
         let (log, _) = PartitionLog::open(directory, small_segments()).unwrap();
         assert_eq!(log.next_offset(), 2);
+    }
+
+    /// `truncate_from` at every batch boundary of a log of several segments: the later
+    /// batches are gone for readers, after a reopen and after a power loss, and appends go on
+    /// at the cut.
+    #[test]
+    fn truncate_from_drops_the_suffix_durably_and_appends_go_on_there() {
+        for cut_batch in 0..=30u64 {
+            let directory = SimDirectory::new(cut_batch);
+            let (mut log, _) = PartitionLog::open(directory.clone(), small_segments()).unwrap();
+            for round in 0..30 {
+                log.append(&batch(2, round, 50), 0).unwrap();
+                if round % 4 == 0 {
+                    log.sync().unwrap();
+                }
+            }
+            // The last batches are only appended: truncate flushes them first.
+            let reader = log.reader();
+            let cut = cut_batch * 2;
+            log.truncate_from(cut).unwrap();
+            assert_eq!(log.next_offset(), cut);
+            assert_eq!(reader.end_offset(), cut);
+            let expected: Vec<(u64, u64)> = (0..cut_batch).map(|b| (b * 2, b * 2 + 1)).collect();
+            assert_eq!(offsets(&reader.read(0, usize::MAX).unwrap()), expected);
+            directory.crash(io::sim::CrashMode::DropUnsynced);
+            let (mut log, report) =
+                PartitionLog::open(directory.clone(), small_segments()).unwrap();
+            assert_eq!(report.truncated_bytes, 0, "cut at {cut}: {report:?}");
+            assert_eq!(report.indexes_rebuilt, 0);
+            assert_eq!(
+                offsets(&log.reader().read(0, usize::MAX).unwrap()),
+                expected
+            );
+            let appended = log.append(&batch(3, 99, 10), 0).unwrap();
+            assert_eq!(appended.base_offset, cut);
+            log.sync().unwrap();
+            assert_eq!(
+                log.reader().read(cut, usize::MAX).unwrap()[0].record_count(),
+                3
+            );
+        }
+    }
+
+    #[test]
+    fn truncate_from_refuses_offsets_that_are_not_batch_boundaries() {
+        let directory = SimDirectory::new(1);
+        let config = LogConfig {
+            retention_bytes: Some(1),
+            ..small_segments()
+        };
+        let (mut log, _) = PartitionLog::open(directory, config).unwrap();
+        for round in 0..20 {
+            log.append(&batch(3, round, 100), 0).unwrap();
+        }
+        log.flush().unwrap();
+        log.enforce_retention(0).unwrap();
+        let start = log.start_offset();
+        assert!(start > 0);
+        for offset in [start - 1, start + 1, start + 2, 58, 61, 1000] {
+            assert!(
+                matches!(log.truncate_from(offset), Err(Error::NotBatchBoundary { offset: refused }) if refused == offset),
+                "{offset}"
+            );
+        }
+        assert!(!log.is_poisoned());
+        assert_eq!(log.next_offset(), 60);
+        log.truncate_from(60).unwrap();
+        assert_eq!(log.next_offset(), 60, "the next offset is a no-op cut");
+        log.truncate_from(start).unwrap();
+        assert_eq!((log.start_offset(), log.next_offset()), (start, start));
+        assert!(log.reader().read(0, usize::MAX).unwrap().is_empty());
+    }
+
+    /// A flush whose write fails is undone by cutting the file back; the cut must be durable
+    /// even when the flush synced nothing, since the kernel may already have written the
+    /// failed bytes back. Found by the truncation crash test: a power loss after an undone
+    /// flush brought back a batch its producer was told had failed (and, for Raft, an entry
+    /// the node never acknowledged).
+    #[test]
+    fn a_power_loss_after_an_undone_flush_does_not_bring_back_its_batches() {
+        for seed in 0..64 {
+            let directory = SimDirectory::new(seed);
+            let (mut log, _) = PartitionLog::open(directory.clone(), small_segments()).unwrap();
+            log.append(&batch(1, 0, 10), 0).unwrap();
+            log.sync().unwrap();
+            log.append(&batch(1, 0, 10), 0).unwrap();
+            // The flush's first operation is its write.
+            directory.fail_operation(directory.operation_count());
+            assert!(log.flush().is_err());
+            assert!(!log.is_poisoned());
+            directory.crash(io::sim::CrashMode::TearUnsynced);
+            let (log, _) = PartitionLog::open(directory, small_segments()).unwrap();
+            assert_eq!(log.next_offset(), 1, "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn a_poisoned_log_refuses_truncate_from() {
+        let directory = SimDirectory::new(1);
+        let (mut log, _) = PartitionLog::open(directory.clone(), small_segments()).unwrap();
+        log.append(&batch(1, 0, 10), 0).unwrap();
+        log.sync().unwrap();
+        log.append(&batch(1, 0, 10), 0).unwrap();
+        // Operations of this sync: one write, then the fdatasync, which fails.
+        directory.fail_operation(directory.operation_count() + 1);
+        assert!(log.sync().is_err());
+        assert!(matches!(log.truncate_from(0), Err(Error::Poisoned)));
+        assert_eq!(log.reader().end_offset(), 1, "nothing cut");
     }
 
     #[test]

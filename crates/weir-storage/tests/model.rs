@@ -1,5 +1,5 @@
 //! Property test: random interleavings of appends, flushes, reads by offset and by time, age
-//! and size rolls, retention and close/reopen, run against the log and against a plain `Vec`
+//! and size rolls, retention, truncation of a suffix (`truncate_from`) and close/reopen, run against the log and against a plain `Vec`
 //! model; after every step both must agree on every observable (offsets, bytes, segment count,
 //! sizes, retention reports). The model re-implements the documented rules (roll by size and
 //! age, retention of a closed prefix, "at least one batch, then up to max bytes") in the most
@@ -35,6 +35,12 @@ enum Operation {
         ms: i64,
     },
     Retention,
+    /// Cut at the boundary `back` batches before the end (0: the next offset, a no-op), or,
+    /// with `inside`, one offset into that batch (refused when the batch has several records).
+    Truncate {
+        back: usize,
+        inside: bool,
+    },
     Reopen,
 }
 
@@ -48,6 +54,7 @@ fn operation() -> impl Strategy<Value = Operation> {
         2 => (-150i64..150).prop_map(|delta| Operation::OffsetForTimestamp { delta }),
         2 => (0i64..400).prop_map(|ms| Operation::AdvanceClock { ms }),
         1 => Just(Operation::Retention),
+        2 => (0usize..12, proptest::bool::weighted(0.2)).prop_map(|(back, inside)| Operation::Truncate { back, inside }),
         1 => Just(Operation::Reopen),
     ]
 }
@@ -193,6 +200,36 @@ impl Model {
         (deleted, bytes)
     }
 
+    /// `truncate_from(offset)` for a batch boundary `offset` below the next offset: later
+    /// segments go, the one holding the cut becomes the active one, shortened.
+    fn truncate(&mut self, offset: u64) {
+        self.batches.retain(|batch| batch.base < offset);
+        let holding = self
+            .segments
+            .iter()
+            .rposition(|segment| segment.base <= offset)
+            .expect("offset is at or after the start");
+        let was_active = holding == self.segments.len() - 1;
+        self.segments.truncate(holding + 1);
+        let segment = self.segments.last_mut().expect("kept above");
+        let left: Vec<&ModelBatch> = self
+            .batches
+            .iter()
+            .filter(|batch| batch.base >= segment.base)
+            .collect();
+        segment.len = left.iter().map(|batch| batch.bytes.len() as u64).sum();
+        let batch_max = |batch: &ModelBatch| *batch.timestamps.iter().max().expect("non-empty");
+        segment.max_timestamp_ms = left
+            .iter()
+            .map(|batch| batch_max(batch))
+            .max()
+            .unwrap_or(i64::MIN);
+        if !(was_active && segment.len > 0) {
+            segment.opened_ms = left.first().map(|batch| batch_max(batch));
+        }
+        self.next_offset = offset;
+    }
+
     /// The state a reopen finds: the flushed model, with the active segment's age clock taken
     /// from its first batch.
     fn reopened(flushed: &Model) -> Model {
@@ -306,6 +343,33 @@ fn run(
                     step
                 );
                 prop_assert_eq!(report.new_start_offset, model.start_offset);
+                flushed = model.clone();
+            }
+            Operation::Truncate { back, inside } => {
+                let count = model.batches.len();
+                let (offset, valid) = if back == 0 || count == 0 {
+                    (model.next_offset, true)
+                } else {
+                    let batch = &model.batches[count - 1 - (back - 1) % count];
+                    if inside {
+                        (batch.base + 1, batch.last == batch.base)
+                    } else {
+                        (batch.base, true)
+                    }
+                };
+                match log.truncate_from(offset) {
+                    Ok(()) => {
+                        prop_assert!(valid, "step {}: truncate_from({}) accepted", step, offset);
+                        if offset < model.next_offset {
+                            model.truncate(offset);
+                        }
+                    }
+                    Err(weir_storage::Error::NotBatchBoundary { offset: refused }) => {
+                        prop_assert!(!valid, "step {}: truncate_from({}) refused", step, offset);
+                        prop_assert_eq!(refused, offset);
+                    }
+                    Err(error) => panic!("step {step}: truncate_from({offset}): {error}"),
+                }
                 flushed = model.clone();
             }
             Operation::Reopen => {

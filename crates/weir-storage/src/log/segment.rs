@@ -155,7 +155,8 @@ pub(crate) struct Segment {
     /// segments holds few descriptors.
     file: Mutex<Option<Arc<dyn File>>>,
     /// Bytes readers may read. Invariant: a whole number of valid batches; grows only while the
-    /// segment is active and is fixed once it is closed. Stored before the log's end offset, so a
+    /// segment is active and is fixed once it is closed, except that `truncate_from` lowers it
+    /// (and makes the segment active again). Stored before the log's end offset, so a
     /// reader that loaded the end offset first sees at least the bytes holding it.
     visible_len: AtomicU64,
     /// Max timestamp of the visible batches (`i64::MIN` when none).
@@ -217,6 +218,15 @@ impl Segment {
     /// Writer only: publishes bytes that are already written to the file.
     pub fn publish_len(&self, len: u64) {
         self.visible_len.store(len, Ordering::Release);
+    }
+
+    /// Writer only (`truncate_from`): lowers the visible length and max timestamp to those of
+    /// the batches left before a cut. The log's end offset is lowered before this.
+    pub fn cut_to(&self, len: u64, max_timestamp_ms: i64, index: SegmentIndex) {
+        self.visible_len.store(len, Ordering::Release);
+        self.max_timestamp_ms
+            .store(max_timestamp_ms, Ordering::Release);
+        *write_lock(&self.index) = Some(index);
     }
 
     pub fn max_timestamp_ms(&self) -> i64 {
@@ -670,6 +680,18 @@ pub(crate) fn scan_segment(
     limit: u64,
     interval: IndexInterval,
 ) -> Result<ScanOutcome> {
+    scan_segment_until(file, base_offset, limit, interval, u64::MAX)
+}
+
+/// [`scan_segment`] that stops before the first batch whose base offset is `stop_offset` or
+/// more (the scan `truncate_from` uses to rebuild the state of the segment it cuts).
+pub(crate) fn scan_segment_until(
+    file: &dyn File,
+    base_offset: u64,
+    limit: u64,
+    interval: IndexInterval,
+    stop_offset: u64,
+) -> Result<ScanOutcome> {
     let mut outcome = ScanOutcome {
         valid_len: 0,
         next_offset: base_offset,
@@ -684,6 +706,9 @@ pub(crate) fn scan_segment(
         match scanner.next_batch() {
             Ok(None) => break,
             Ok(Some((position, batch))) => {
+                if batch.base_offset() >= stop_offset {
+                    break;
+                }
                 if batch.base_offset() != outcome.next_offset {
                     outcome.damage = Some((
                         position,
