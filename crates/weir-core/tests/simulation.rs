@@ -5,6 +5,8 @@
 //! (`background_timers` off), and every file on a simulated machine (`SimStorage`): the
 //! partition logs and the metadata store see the same disk-full, failed-fsync, torn-write and
 //! crash faults. Several producers and consumers act in a random order drawn from the seed.
+//! A quarter of the steps go beyond the one queue: exchanges, stream subscriptions, DLQ
+//! redrive and retention (the section at the end, with its own model, `Coverage`).
 //!
 //! - `SEED=123 cargo test -p weir-core --test simulation` replays one seed;
 //! - `SIM_SEEDS=10000` runs that many seeds (default [`DEFAULT_SEEDS`]), from `SIM_FIRST_SEED`
