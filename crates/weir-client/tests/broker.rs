@@ -481,3 +481,39 @@ async fn producer_and_consumer_resume_after_the_server_restarts() {
     consumer.close().await.unwrap();
     server.stop().await;
 }
+
+/// Found by the kill -9 consumer cycles (`tests/crash.rs`): an ack whose connection was gone
+/// stayed queued unsent (to go out after reconnecting), yet `flush_acks` answered `Ok` as if
+/// the broker had it; a caller recording "acked" then saw the message delivered again. An ack
+/// not answered fails the flush.
+#[tokio::test]
+async fn flushing_an_ack_the_lost_connection_could_not_send_fails() {
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start(data.path(), "127.0.0.1:0".parse().unwrap()).await;
+    let options = ClientOptions {
+        reconnect_delay_min: Duration::from_millis(10),
+        reconnect_delay_max: Duration::from_millis(100),
+        ..ClientOptions::default()
+    };
+    let client = Client::connect_with(&server.address.to_string(), options)
+        .await
+        .unwrap();
+    client.create_topic("jobs", os_topic(1)).await.unwrap();
+    let producer = client.producer(ProducerOptions::default());
+    producer.send("jobs", Message::new("job")).await.unwrap();
+    producer.flush().await.unwrap();
+    let mut consumer = client
+        .subscribe("jobs", "workers", SubscribeOptions::queue())
+        .await
+        .unwrap();
+    let delivery = within(consumer.next()).await.unwrap();
+    server.stop().await;
+    // Time for the client to see the connection close, so the ack is not even sent.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    consumer.ack_one(&delivery).await.unwrap();
+    let flushed = consumer.flush_acks().await;
+    assert!(
+        flushed.is_err(),
+        "an ack the broker never answered was reported flushed"
+    );
+}

@@ -872,3 +872,66 @@ async fn nacked_messages_back_off_by_the_subscriptions_schedule() {
     assert_eq!(consumer.try_next(10).unwrap()[0].delivery_count, 4);
     broker.shutdown().await;
 }
+
+/// Found by the simulation (seed 915 with the redrive operations): a message published with a
+/// message id, redriven to its origin and dead-lettered again within the dead-letter topic's
+/// dedup window vanished. Its first dead letter carried the original `weir.id`, so the DLQ
+/// took the second one for a duplicate and stored nothing, while the origin settled the
+/// message as stored. The same id also made a redrive to the original topic a "duplicate".
+/// A dead letter (and a redriven copy) is a new message: the original id travels as
+/// `weir.dlq.message_id`.
+#[tokio::test]
+async fn a_message_with_an_id_dead_lettered_again_after_a_redrive_is_not_lost() {
+    let fixture = Fixture::new();
+    let broker = fixture.open().await;
+    let consumer = broker
+        .subscribe(
+            "orders",
+            "billing",
+            queue_with(QueueSettings::default(), 10),
+        )
+        .await
+        .unwrap();
+    let message = Message::new("poison").with_header("weir.id", "order-1");
+    broker
+        .publish_messages("orders", None, &[message])
+        .await
+        .unwrap();
+    let reject = |expected: usize| {
+        let delivered = consumer.try_next(10).unwrap();
+        assert_eq!(
+            delivered.len(),
+            expected,
+            "delivered again after the redrive"
+        );
+        let ids: Vec<MessageId> = delivered.iter().map(|delivery| delivery.id()).collect();
+        consumer.nack(&ids, false, Duration::ZERO).unwrap();
+    };
+    reject(1);
+    broker.tick().await;
+    let letters = broker.dead_letters("orders.billing.dlq", 10).unwrap();
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0].record;
+    assert!(letter.header("weir.id").is_none(), "{letter:?}");
+    assert_eq!(
+        letter.header("weir.dlq.message_id").map(|id| &id[..]),
+        Some(&b"order-1"[..])
+    );
+
+    broker
+        .redrive("orders.billing.dlq", None, None, 10)
+        .await
+        .unwrap();
+    reject(1);
+    broker.tick().await;
+    let letters = broker.dead_letters("orders.billing.dlq", 10).unwrap();
+    assert_eq!(letters.len(), 1, "dead-lettered again, so in the DLQ again");
+
+    // To the original topic as a target: a new copy, not a duplicate of the original.
+    broker
+        .redrive("orders.billing.dlq", Some("orders"), None, 10)
+        .await
+        .unwrap();
+    reject(1);
+    broker.shutdown().await;
+}

@@ -5,6 +5,8 @@
 //! (`background_timers` off), and every file on a simulated machine (`SimStorage`): the
 //! partition logs and the metadata store see the same disk-full, failed-fsync, torn-write and
 //! crash faults. Several producers and consumers act in a random order drawn from the seed.
+//! A quarter of the steps go beyond the one queue: exchanges, stream subscriptions, DLQ
+//! redrive and retention (the section at the end, with its own model, `Coverage`).
 //!
 //! - `SEED=123 cargo test -p weir-core --test simulation` replays one seed;
 //! - `SIM_SEEDS=10000` runs that many seeds (default [`DEFAULT_SEEDS`]), from `SIM_FIRST_SEED`
@@ -21,8 +23,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use weir_core::{
-    Broker, BrokerConfig, Consumer, Delivery, FsyncPolicy, ManualClock, Message, QueueSettings,
-    Settlement, SubscribeOptions, SubscriptionKind, TopicConfig,
+    Binding, Broker, BrokerConfig, Consumer, ConsumerId, Delivery, ExchangeKind, FsyncPolicy,
+    ManualClock, Message, QueueSettings, Settlement, StartPosition, SubscribeOptions,
+    SubscriptionKind, TopicConfig,
 };
 use weir_storage::io::sim::{CrashMode, SimStorage};
 
@@ -103,6 +106,10 @@ struct Counts {
     delivered: u64,
     acked: u64,
     dead_lettered: u64,
+    routed: u64,
+    stream_delivered: u64,
+    redriven: u64,
+    retention_vanished: u64,
 }
 
 impl Counts {
@@ -119,6 +126,10 @@ impl Counts {
         self.delivered += other.delivered;
         self.acked += other.acked;
         self.dead_lettered += other.dead_lettered;
+        self.routed += other.routed;
+        self.stream_delivered += other.stream_delivered;
+        self.redriven += other.redriven;
+        self.retention_vanished += other.retention_vanished;
     }
 }
 
@@ -266,6 +277,8 @@ struct Sim {
     /// Faults are armed: operations may fail until the next restart.
     faulty: bool,
     dedup_window_ms: i64,
+    /// Exchanges, streams, redrive and retention (see `Coverage`).
+    cov: Coverage,
 }
 
 fn parse_number(value: &[u8]) -> Option<u64> {
@@ -301,6 +314,7 @@ impl Sim {
             next_number: 0,
             faulty: false,
             dedup_window_ms: 0,
+            cov: Coverage::default(),
         }
     }
 
@@ -385,6 +399,7 @@ impl Sim {
         };
         self.checker = Some(broker.register_transaction_checker(PRODUCER_GROUP));
         self.broker = Some(broker);
+        self.coverage_after_open();
     }
 
     async fn setup(&mut self) {
@@ -407,12 +422,18 @@ impl Sim {
             Ok(consumer) => drop(consumer),
             Err(error) => self.fail(format!("create subscription: {error}")),
         }
+        self.setup_coverage().await;
     }
 
     // ---- Operations.
 
     async fn step(&mut self) {
         self.counts.steps += 1;
+        if self.rng.chance(COVERAGE_PERCENT) {
+            self.coverage_step().await;
+            self.check().await;
+            return;
+        }
         let roll = self.rng.below(100);
         match roll {
             0..=14 => self.publish().await,
@@ -1266,6 +1287,7 @@ impl Sim {
     }
 
     fn drop_consumers(&mut self) {
+        self.drop_coverage_consumers();
         self.checker.take();
         for slot in &mut self.consumers {
             slot.take();
@@ -1311,6 +1333,7 @@ impl Sim {
     /// What a restart may change in the model: nothing is in flight any more; after a crash,
     /// counts are at least what they were and (defect 22) acks may be forgotten.
     fn after_restart(&mut self, crashed: bool) {
+        self.coverage_after_restart(crashed);
         for sent in self.model.sent.values_mut() {
             if let Some(delayed) = sent.delayed.as_mut()
                 && delayed.seen
@@ -1504,6 +1527,11 @@ impl Sim {
             *dead.entry(number).or_default() += 1;
         }
         for (number, copies) in &dead {
+            // Copies redriven to their origin left the DLQ, not its log: they are accounted.
+            let copies = &copies.saturating_sub(self.redriven_to_origin(*number));
+            if *copies == 0 {
+                continue;
+            }
             let stored = places.get(number).map_or(1, Vec::len);
             if *copies > stored {
                 self.fail(format!("m{number} was dead-lettered {copies} times"));
@@ -1523,6 +1551,7 @@ impl Sim {
             }
         }
         self.counts.dead_lettered = dead.len() as u64;
+        self.check_coverage(&records);
     }
 
     /// The end of a run: no more faults; time passes and consumers take and ack everything.
@@ -1632,10 +1661,1093 @@ impl Sim {
                 ));
             }
         }
+        self.drain_coverage().await;
         self.drop_consumers();
         if let Some(broker) = self.broker.take() {
             broker.shutdown().await;
         }
+    }
+}
+
+// ---- Beyond one queue: exchanges, stream subscriptions, DLQ redrive and retention.
+//
+// These operations have a model of their own (`Coverage`), checked after every step by
+// `check_coverage` and at the end by `drain_coverage`. Messages routed to `TOPIC` join the
+// queue model above like any other; the rest live in the topics below.
+
+/// Percent of steps that take one of these operations; the others keep their old weights.
+const COVERAGE_PERCENT: u64 = 25;
+const EXCHANGE: &str = "events";
+/// Bound with `*.vip`. Keeps messages [`RETENTION_MS`], in small segments, so they roll.
+const VIP_TOPIC: &str = "vip";
+/// Bound with `#`, and unbound and bound again as the run goes.
+const AUDIT_TOPIC: &str = "audit";
+/// Where dead letters go when they are not redriven to their origin.
+const RETRY_TOPIC: &str = "orders.retry";
+const RETENTION_MS: i64 = 3_000;
+/// `order.*` reaches `TOPIC`, `*.vip` reaches [`VIP_TOPIC`], `user.new` only the audit topic.
+const ROUTING_KEYS: [&str; 4] = ["order.new", "order.vip", "user.vip", "user.new"];
+/// A header that makes routed messages large enough for the retention topic to roll.
+const PADDING_BYTES: usize = 400;
+/// Stream subscriptions: one on the queue's topic, one on the retention topic.
+const STREAMS: [(&str, &str); 2] = [(TOPIC, "auditors"), (VIP_TOPIC, "vip-readers")];
+const STREAM_SLOTS: usize = 2;
+/// A queue subscription on the retention topic: it must skip what retention deleted.
+const VIP_QUEUE_GROUP: &str = "vip-workers";
+const DLQ_HEADER_PREFIX: &str = "weir.dlq.";
+
+/// One message published through the exchange.
+#[derive(Debug, Clone, Default)]
+struct Routed {
+    key: u64,
+    routing_key: &'static str,
+    id: Option<String>,
+    first_sent_ms: i64,
+    /// Every topic an attempt to publish it was routed to: it may be stored there, nowhere
+    /// else.
+    allowed: BTreeSet<&'static str>,
+    /// Where a confirm placed it, per topic.
+    places: BTreeMap<&'static str, (u32, u64)>,
+    /// Its last publish failed; it is retried with its id within the dedup window.
+    failed: bool,
+}
+
+struct StreamSlot {
+    consumer: Consumer,
+    held: Vec<Delivery>,
+}
+
+/// One stream subscription: positions per partition.
+struct StreamModel {
+    topic: &'static str,
+    group: &'static str,
+    slots: Vec<Option<StreamSlot>>,
+    /// The committed offsets as the running broker holds them.
+    committed: Vec<u64>,
+    /// Committed offsets no crash may take back: what a clean shutdown saved (and, once #22
+    /// is fixed, every commit answered).
+    durable: Vec<u64>,
+    /// The offset of the partition's next delivery, unless retention deleted it since.
+    next: Vec<u64>,
+    owners: Vec<Option<ConsumerId>>,
+}
+
+#[derive(Default)]
+struct Coverage {
+    ready: bool,
+    routed: BTreeMap<u64, Routed>,
+    audit_bound: bool,
+    /// A bind or unbind failed: after a restart the binding is what the broker says.
+    audit_in_doubt: bool,
+    streams: Vec<StreamModel>,
+    vip_queue: Option<Consumer>,
+    /// Per message: its DLQ copies redriven to the origin (they stay in the DLQ's log).
+    redriven_to_origin: BTreeMap<u64, usize>,
+    /// Per message: copies the retry topic must hold at least, and may hold at most.
+    retry_copies: BTreeMap<u64, (usize, usize)>,
+}
+
+impl Sim {
+    async fn setup_coverage(&mut self) {
+        let dedup_window_ms = self.dedup_window_ms as u64;
+        let topic = |partitions, retention_ms| TopicConfig {
+            partitions,
+            fsync: FsyncPolicy::Always,
+            segment_bytes: 4096,
+            dedup_window_ms,
+            retention_ms,
+            ..TopicConfig::default()
+        };
+        let topics = [
+            (VIP_TOPIC, topic(PARTITIONS, Some(RETENTION_MS as u64))),
+            (AUDIT_TOPIC, topic(1, None)),
+            (RETRY_TOPIC, topic(1, None)),
+        ];
+        for (name, config) in topics {
+            if let Err(error) = self.broker().create_topic(name, config).await {
+                self.fail(format!("create topic {name}: {error}"));
+            }
+        }
+        let broker = self.broker();
+        let created = broker
+            .create_exchange(EXCHANGE, ExchangeKind::Topic, None)
+            .await
+            .map(drop);
+        if let Err(error) = created {
+            self.fail(format!("create exchange: {error}"));
+        }
+        self.cov.audit_bound = self.rng.chance(50);
+        let mut bindings = vec![binding(TOPIC, "order.*"), binding(VIP_TOPIC, "*.vip")];
+        if self.cov.audit_bound {
+            bindings.push(binding(AUDIT_TOPIC, "#"));
+        }
+        for binding in bindings {
+            if let Err(error) = self.broker().bind(EXCHANGE, binding).await {
+                self.fail(format!("bind: {error}"));
+            }
+        }
+        for (topic, group) in STREAMS {
+            if let Err(error) = self
+                .broker()
+                .subscribe(topic, group, stream_options())
+                .await
+            {
+                self.fail(format!("create stream subscription {group}: {error}"));
+            }
+            let partitions = self
+                .broker()
+                .topic(topic)
+                .map_or(0, |info| info.partitions.len());
+            self.cov.streams.push(StreamModel {
+                topic,
+                group,
+                slots: (0..STREAM_SLOTS).map(|_| None).collect(),
+                committed: vec![0; partitions],
+                durable: vec![0; partitions],
+                next: vec![0; partitions],
+                owners: vec![None; partitions],
+            });
+        }
+        let options = SubscribeOptions {
+            prefetch: 8,
+            ..SubscribeOptions::default()
+        };
+        if let Err(error) = self
+            .broker()
+            .subscribe(VIP_TOPIC, VIP_QUEUE_GROUP, options)
+            .await
+        {
+            self.fail(format!("create subscription {VIP_QUEUE_GROUP}: {error}"));
+        }
+        self.cov.ready = true;
+    }
+
+    async fn coverage_step(&mut self) {
+        match self.rng.below(100) {
+            0..=29 => self.publish_to_exchange().await,
+            30..=34 => self.toggle_audit_binding().await,
+            35..=54 => self.stream_fetch().await,
+            55..=69 => self.stream_settle(),
+            70..=74 => self.stream_lose(),
+            75..=80 => self.retention_queue_fetch().await,
+            81..=86 => self.reject_held(),
+            87..=96 => self.redrive().await,
+            _ => self.read_from_position(),
+        }
+    }
+
+    /// The topics a message with `routing_key` goes to now.
+    fn routes(&self, routing_key: &str) -> BTreeSet<&'static str> {
+        let mut targets = BTreeSet::new();
+        if routing_key.starts_with("order.") {
+            targets.insert(TOPIC);
+        }
+        if routing_key.ends_with(".vip") {
+            targets.insert(VIP_TOPIC);
+        }
+        if self.cov.audit_bound {
+            targets.insert(AUDIT_TOPIC);
+        }
+        targets
+    }
+
+    /// A producer publishes through the exchange (or retries a failed publish with its id).
+    async fn publish_to_exchange(&mut self) {
+        let now = self.now();
+        let window = self.dedup_window_ms;
+        let retry = self
+            .cov
+            .routed
+            .iter()
+            .filter(|(_, routed)| {
+                routed.failed && routed.id.is_some() && now < routed.first_sent_ms + window - 1_000
+            })
+            .map(|(number, _)| *number)
+            .next();
+        let numbers: Vec<u64> = match retry {
+            Some(number) if self.rng.chance(60) => {
+                self.count("exchange publish retry with id");
+                vec![number]
+            }
+            _ => {
+                self.count("exchange publish");
+                let routing_key = ROUTING_KEYS[self.rng.below(ROUTING_KEYS.len() as u64) as usize];
+                let with_id = self.rng.chance(50);
+                let count = if with_id { 1 } else { 1 + self.rng.below(3) };
+                let key = self.rng.below(KEYS);
+                (0..count)
+                    .map(|_| {
+                        let number = self.new_message(key);
+                        let sent = self.model.sent.get_mut(&number).expect("sent");
+                        // Its retries go through the exchange, never straight to the topic.
+                        sent.abandoned = true;
+                        sent.retried = false;
+                        self.cov.routed.insert(
+                            number,
+                            Routed {
+                                key,
+                                routing_key,
+                                id: with_id.then(|| format!("id-{number}")),
+                                first_sent_ms: now,
+                                ..Routed::default()
+                            },
+                        );
+                        number
+                    })
+                    .collect()
+            }
+        };
+        let routing_key = self.cov.routed[&numbers[0]].routing_key;
+        let expected = self.routes(routing_key);
+        let mandatory = self.rng.chance(30);
+        let padding = "p".repeat(PADDING_BYTES);
+        let mut builder = weir_core::BatchBuilder::new();
+        for number in &numbers {
+            let routed = self.cov.routed.get_mut(number).expect("routed");
+            routed.allowed.extend(expected.iter().copied());
+            let key = format!("k{}", routed.key);
+            let mut headers: Vec<(&str, &[u8])> = vec![("pad", padding.as_bytes())];
+            if let Some(id) = &routed.id {
+                headers.push(("weir.id", id.as_bytes()));
+            }
+            builder.push(
+                now,
+                Some(key.as_bytes()),
+                &headers,
+                format!("m{number}").as_bytes(),
+            );
+        }
+        let result = self
+            .broker()
+            .publish_to_exchange(EXCHANGE, routing_key, builder.finish(), mandatory)
+            .await;
+        self.note(format!(
+            "exchange publish {numbers:?} key {routing_key} mandatory {mandatory} (routes {expected:?}): {result:?}"
+        ));
+        let confirm = match result {
+            Ok(confirm) => confirm,
+            Err(weir_core::Error::Unroutable { .. }) if mandatory && expected.is_empty() => {
+                self.count("exchange publish refused as unroutable");
+                for number in &numbers {
+                    self.cov.routed.get_mut(number).expect("routed").failed = false;
+                }
+                return;
+            }
+            Err(error) => {
+                if !self.faulty {
+                    self.fail(format!(
+                        "exchange publish failed with no fault armed: {error}"
+                    ));
+                }
+                for number in &numbers {
+                    self.cov.routed.get_mut(number).expect("routed").failed = true;
+                    self.model.sent.get_mut(number).expect("sent").retried = true;
+                }
+                return;
+            }
+        };
+        if mandatory && expected.is_empty() {
+            self.fail(format!(
+                "a mandatory unroutable publish was accepted: {confirm:?}"
+            ));
+        }
+        let targets: BTreeSet<&str> = confirm
+            .targets
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect();
+        let dropped = if expected.is_empty() {
+            numbers.len()
+        } else {
+            0
+        };
+        if targets != expected || confirm.dropped as usize != dropped {
+            self.fail(format!(
+                "routing key {routing_key} should reach exactly {expected:?}: {confirm:?}"
+            ));
+        }
+        self.counts.routed += numbers.len() as u64;
+        for (name, target) in &confirm.targets {
+            let topic = *expected.get(name.as_str()).expect("checked above");
+            let appended: Vec<(u32, u64)> = target
+                .ranges
+                .iter()
+                .flat_map(|range| {
+                    (range.base_offset..=range.last_offset).map(|offset| (range.partition, offset))
+                })
+                .collect();
+            if appended.len() + target.duplicates.len() != numbers.len() {
+                self.fail(format!("{numbers:?} confirmed in {topic} as {target:?}"));
+            }
+            let places = if target.duplicates.is_empty() {
+                appended
+            } else {
+                // Only single-message batches carry ids.
+                vec![(target.duplicates[0].partition, target.duplicates[0].offset)]
+            };
+            for (number, place) in numbers.iter().zip(places) {
+                // A duplicate names the stored copy (or a place retention deleted since).
+                if !target.duplicates.is_empty()
+                    && self.number_in(topic, place) != Some(*number)
+                    && !(topic == VIP_TOPIC && place.1 < self.start_offset(topic, place.0))
+                {
+                    self.fail(format!(
+                        "m{number} confirmed in {topic} as a duplicate at {place:?}, which holds {:?}",
+                        self.number_in(topic, place)
+                    ));
+                }
+                let routed = self.cov.routed.get_mut(number).expect("routed");
+                if let Some(earlier) = routed.places.insert(topic, place)
+                    && earlier != place
+                {
+                    self.fail(format!(
+                        "m{number} was confirmed in {topic} at {earlier:?}, its retry at {place:?}"
+                    ));
+                }
+                if topic == TOPIC {
+                    self.model.confirm_serial += 1;
+                    let serial = self.model.confirm_serial;
+                    let sent = self.model.sent.get_mut(number).expect("sent");
+                    sent.place = Some(place);
+                    sent.confirm_serial.get_or_insert(serial);
+                }
+            }
+        }
+        for number in &numbers {
+            self.cov.routed.get_mut(number).expect("routed").failed = false;
+        }
+    }
+
+    /// The audit topic's binding comes and goes; routing follows at once.
+    async fn toggle_audit_binding(&mut self) {
+        let bound = self.cov.audit_bound;
+        self.count(if bound {
+            "exchange unbind"
+        } else {
+            "exchange bind"
+        });
+        let result = if bound {
+            self.broker().unbind(EXCHANGE, AUDIT_TOPIC, None).await
+        } else {
+            self.broker()
+                .bind(EXCHANGE, binding(AUDIT_TOPIC, "#"))
+                .await
+        };
+        self.note(format!("audit binding {}: {result:?}", !bound));
+        match result {
+            Ok(exchange) => {
+                self.cov.audit_bound = !bound;
+                self.cov.audit_in_doubt = false;
+                let now_bound = exchange.bindings.iter().any(|b| b.topic == AUDIT_TOPIC);
+                if now_bound != self.cov.audit_bound {
+                    self.fail(format!("the exchange after a (un)bind: {exchange:?}"));
+                }
+            }
+            Err(error) => {
+                if !self.faulty {
+                    self.fail(format!("(un)bind failed with no fault armed: {error}"));
+                }
+                // Not applied now; its save may still be found after a restart.
+                self.cov.audit_in_doubt = true;
+            }
+        }
+    }
+
+    /// After every open: bindings and stream positions are what was promised.
+    fn coverage_after_open(&mut self) {
+        if !self.cov.ready {
+            return;
+        }
+        let exchange = match self.broker().exchange(EXCHANGE) {
+            Ok(exchange) => exchange,
+            Err(error) => self.fail(format!("the exchange is gone after a restart: {error}")),
+        };
+        let has = |topic: &str| exchange.bindings.iter().any(|b| b.topic == topic);
+        if !has(TOPIC) || !has(VIP_TOPIC) {
+            self.fail(format!("bindings lost in a restart: {exchange:?}"));
+        }
+        let audit_bound = has(AUDIT_TOPIC);
+        if self.cov.audit_in_doubt {
+            self.cov.audit_bound = audit_bound;
+            self.cov.audit_in_doubt = false;
+        } else if audit_bound != self.cov.audit_bound {
+            self.fail(format!(
+                "the audit binding is {audit_bound} after a restart, it was {}",
+                self.cov.audit_bound
+            ));
+        }
+        for index in 0..self.cov.streams.len() {
+            let (topic, group) = (self.cov.streams[index].topic, self.cov.streams[index].group);
+            let info = match self.broker().group(topic, group) {
+                Ok(info) => info,
+                Err(error) => self.fail(format!("stream {group} is gone after a restart: {error}")),
+            };
+            for partition in info.partitions {
+                let p = partition.partition as usize;
+                let start = self.start_offset(topic, partition.partition);
+                let stream = &self.cov.streams[index];
+                let (durable, committed) = (stream.durable[p], stream.committed[p]);
+                if partition.committed < durable || partition.committed > committed.max(start) {
+                    self.fail(format!(
+                        "stream {group} restarts at {}:{} but committed {committed} (durably {durable}, start {start})",
+                        partition.partition, partition.committed
+                    ));
+                }
+                let stream = &mut self.cov.streams[index];
+                stream.committed[p] = partition.committed;
+                stream.next[p] = partition.committed;
+            }
+        }
+    }
+
+    fn drop_coverage_consumers(&mut self) {
+        self.cov.vip_queue.take();
+        for stream in &mut self.cov.streams {
+            for slot in &mut stream.slots {
+                slot.take();
+            }
+            stream.owners.fill(None);
+        }
+    }
+
+    fn coverage_after_restart(&mut self, crashed: bool) {
+        if crashed {
+            return;
+        }
+        // A clean shutdown with no fault armed saved every position.
+        for stream in &mut self.cov.streams {
+            stream.durable = stream.committed.clone();
+        }
+    }
+
+    /// Partition `p` goes to the `p mod n`-th consumer in id order; a partition that changes
+    /// owner goes on from its committed offset.
+    fn stream_rebalance(&mut self, index: usize) {
+        let stream = &mut self.cov.streams[index];
+        let mut ids: Vec<ConsumerId> = stream
+            .slots
+            .iter()
+            .flatten()
+            .map(|slot| slot.consumer.id())
+            .collect();
+        ids.sort_unstable();
+        for p in 0..stream.owners.len() {
+            let owner = (!ids.is_empty()).then(|| ids[p % ids.len()]);
+            if stream.owners[p] != owner {
+                stream.owners[p] = owner;
+                stream.next[p] = stream.committed[p];
+            }
+        }
+    }
+
+    async fn stream_fetch(&mut self) {
+        let index = self.rng.below(STREAMS.len() as u64) as usize;
+        let slot = self.rng.below(STREAM_SLOTS as u64) as usize;
+        if self.cov.streams[index].slots[slot].is_none() {
+            self.count("stream consumer attach");
+            let (topic, group) = STREAMS[index];
+            let consumer = match self
+                .broker()
+                .subscribe(topic, group, stream_options())
+                .await
+            {
+                Ok(consumer) => consumer,
+                Err(error) => self.fail(format!("stream subscribe failed: {error}")),
+            };
+            self.note(format!("stream {group} consumer {slot} attached"));
+            self.cov.streams[index].slots[slot] = Some(StreamSlot {
+                consumer,
+                held: Vec::new(),
+            });
+            self.stream_rebalance(index);
+        }
+        let max = 1 + self.rng.below(4) as usize;
+        self.stream_fetch_from(index, slot, max);
+    }
+
+    /// Fetches from a stream consumer: each partition goes on in offset order from where it
+    /// was, skipping only what retention deleted, and yields what the log holds there.
+    fn stream_fetch_from(&mut self, index: usize, slot: usize, max: usize) -> usize {
+        self.count("stream fetch");
+        let (topic, group) = STREAMS[index];
+        let stream_slot = self.cov.streams[index].slots[slot]
+            .as_ref()
+            .expect("attached");
+        let id = stream_slot.consumer.id();
+        let deliveries = match stream_slot.consumer.try_next(max) {
+            Ok(deliveries) => deliveries,
+            Err(error) => self.fail(format!("stream {group} fetch failed: {error}")),
+        };
+        for delivery in &deliveries {
+            let p = delivery.partition as usize;
+            let offset = delivery.record.offset;
+            let number = parse_number(&delivery.record.value);
+            self.note(format!(
+                "stream {group} consumer {slot} got {number:?} at {p}:{offset}"
+            ));
+            let stream = &self.cov.streams[index];
+            if stream.owners[p] != Some(id) {
+                self.fail(format!(
+                    "stream {group}: consumer {slot} got partition {p}, owned by {:?}",
+                    stream.owners[p]
+                ));
+            }
+            let expected = stream.next[p].max(self.start_offset(topic, delivery.partition));
+            if offset != expected {
+                self.fail(format!(
+                    "stream {group} delivered {p}:{offset}; the partition was at {expected}"
+                ));
+            }
+            if number.is_none() || self.number_in(topic, (delivery.partition, offset)) != number {
+                self.fail(format!(
+                    "stream {group} delivered {number:?} at {p}:{offset}, the log holds {:?}",
+                    self.number_in(topic, (delivery.partition, offset))
+                ));
+            }
+            self.cov.streams[index].next[p] = offset + 1;
+            self.counts.stream_delivered += 1;
+        }
+        let count = deliveries.len();
+        let stream_slot = self.cov.streams[index].slots[slot]
+            .as_mut()
+            .expect("attached");
+        stream_slot.held.extend(deliveries);
+        count
+    }
+
+    /// A stream consumer commits (acks), rewinds (nack with requeue) or skips (nack without).
+    fn stream_settle(&mut self) {
+        let holding: Vec<(usize, usize)> = (0..STREAMS.len())
+            .flat_map(|index| (0..STREAM_SLOTS).map(move |slot| (index, slot)))
+            .filter(|&(index, slot)| {
+                self.cov.streams[index].slots[slot]
+                    .as_ref()
+                    .is_some_and(|slot| !slot.held.is_empty())
+            })
+            .collect();
+        if holding.is_empty() {
+            return;
+        }
+        let (index, slot) = holding[self.rng.below(holding.len() as u64) as usize];
+        for _ in 0..1 + self.rng.below(3) {
+            self.stream_settle_one(index, slot);
+        }
+    }
+
+    fn stream_settle_one(&mut self, index: usize, slot: usize) {
+        let stream_slot = self.cov.streams[index].slots[slot]
+            .as_mut()
+            .expect("attached");
+        if stream_slot.held.is_empty() {
+            return;
+        }
+        let held = stream_slot.held.len() as u64;
+        let delivery = stream_slot.held.remove(self.rng.below(held) as usize);
+        let action = self.rng.below(100);
+        let group = STREAMS[index].1;
+        let p = delivery.partition as usize;
+        let offset = delivery.record.offset;
+        let consumer = &self.cov.streams[index].slots[slot]
+            .as_ref()
+            .expect("attached")
+            .consumer;
+        let (name, result) = match action {
+            0..=69 => ("stream commit", consumer.ack(&[delivery.id()])),
+            70..=84 => (
+                "stream rewind",
+                consumer.nack(&[delivery.id()], true, Duration::ZERO),
+            ),
+            _ => (
+                "stream skip",
+                consumer.nack(&[delivery.id()], false, Duration::ZERO),
+            ),
+        };
+        self.count(name);
+        self.note(format!("stream {group} {name} {p}:{offset}: {result:?}"));
+        let committed = self.cov.streams[index].committed[p];
+        let expected = if offset < committed {
+            Settlement::AlreadySettled
+        } else {
+            Settlement::Settled
+        };
+        match result {
+            Ok(settlements) if settlements == [expected] => {}
+            other => self.fail(format!(
+                "stream {group} {name} of {p}:{offset} (committed {committed}): {other:?}, expected {expected:?}"
+            )),
+        }
+        let stream = &mut self.cov.streams[index];
+        if name == "stream rewind" {
+            if offset < stream.next[p] {
+                stream.next[p] = offset.max(committed);
+            }
+        } else if offset + 1 > committed {
+            stream.committed[p] = offset + 1;
+            if KNOWN_DEFECT_22_FIXED {
+                stream.durable[p] = offset + 1;
+            }
+        }
+    }
+
+    /// A stream consumer goes away; its partitions move to the others.
+    fn stream_lose(&mut self) {
+        let index = self.rng.below(STREAMS.len() as u64) as usize;
+        let slot = self.rng.below(STREAM_SLOTS as u64) as usize;
+        if self.cov.streams[index].slots[slot].take().is_some() {
+            self.count("stream consumer lost");
+            self.note(format!("stream {} consumer {slot} lost", STREAMS[index].1));
+            self.stream_rebalance(index);
+        }
+    }
+
+    /// A queue consumer of the retention topic takes and acks what is there: never a message
+    /// retention deleted, never an error for one.
+    async fn retention_queue_fetch(&mut self) {
+        if self.cov.vip_queue.is_none() {
+            self.count("retention queue attach");
+            let options = SubscribeOptions {
+                prefetch: 8,
+                ..SubscribeOptions::default()
+            };
+            match self
+                .broker()
+                .subscribe(VIP_TOPIC, VIP_QUEUE_GROUP, options)
+                .await
+            {
+                Ok(consumer) => self.cov.vip_queue = Some(consumer),
+                Err(error) => self.fail(format!("subscribe {VIP_QUEUE_GROUP}: {error}")),
+            }
+        }
+        self.count("retention queue fetch");
+        let consumer = self.cov.vip_queue.as_ref().expect("attached");
+        let deliveries = match consumer.try_next(1 + self.rng.below(8) as usize) {
+            Ok(deliveries) => deliveries,
+            Err(error) if !self.faulty => self.fail(format!(
+                "{VIP_QUEUE_GROUP} fetch failed with no fault armed: {error}"
+            )),
+            Err(_) => return,
+        };
+        for delivery in &deliveries {
+            let place = (delivery.partition, delivery.record.offset);
+            let number = parse_number(&delivery.record.value);
+            if number.is_none() || self.number_in(VIP_TOPIC, place) != number {
+                self.fail(format!(
+                    "{VIP_QUEUE_GROUP} got {number:?} at {place:?}, the log holds {:?}",
+                    self.number_in(VIP_TOPIC, place)
+                ));
+            }
+        }
+        if deliveries.is_empty() || self.rng.chance(20) {
+            return;
+        }
+        let ids: Vec<_> = deliveries.iter().map(Delivery::id).collect();
+        let consumer = self.cov.vip_queue.as_ref().expect("attached");
+        match consumer.ack(&ids) {
+            Ok(settlements) if !settlements.contains(&Settlement::Unknown) => {}
+            other => self.fail(format!("{VIP_QUEUE_GROUP} ack of {ids:?}: {other:?}")),
+        }
+    }
+
+    /// A queue consumer rejects a message it holds (so the DLQ has letters to redrive).
+    fn reject_held(&mut self) {
+        let now = self.now();
+        let holding: Vec<(usize, usize)> = (0..CONSUMERS)
+            .filter_map(|slot| Some((slot, self.consumers[slot].as_ref()?)))
+            .flat_map(|(slot, consumer)| (0..consumer.held.len()).map(move |index| (slot, index)))
+            .filter(|&(slot, index)| {
+                let delivery = &self.consumers[slot].as_ref().expect("present").held[index];
+                parse_number(&delivery.record.value)
+                    .and_then(|number| self.model.queue.get(&number)?.in_flight)
+                    .is_some_and(|(holder, deadline)| holder == slot && now < deadline)
+            })
+            .collect();
+        if holding.is_empty() {
+            return;
+        }
+        self.count("reject to redrive");
+        let (slot, index) = holding[self.rng.below(holding.len() as u64) as usize];
+        let consumer = self.consumers[slot].as_mut().expect("present");
+        let delivery = consumer.held.remove(index);
+        let number = parse_number(&delivery.record.value).expect("checked on delivery");
+        let result = consumer
+            .consumer
+            .nack(&[delivery.id()], false, Duration::ZERO);
+        self.note(format!("consumer {slot} reject m{number}: {result:?}"));
+        match result {
+            Ok(settlements) if settlements == [Settlement::Settled] => {}
+            other => self.fail(format!("reject of a held delivery: {other:?}")),
+        }
+        let tracked = self.model.tracked(number);
+        tracked.in_flight = None;
+        tracked.dead = true;
+    }
+
+    /// An operator redrives one dead letter: to the subscription it came from (it becomes
+    /// pending there again, only there, at its own place, with a fresh count), or to the retry
+    /// topic (a copy without the `weir.dlq.*` headers).
+    async fn redrive(&mut self) {
+        let Ok(letters) = self.broker().dead_letters(DLQ_TOPIC, 10_000) else {
+            return; // No dead letter yet.
+        };
+        if letters.is_empty() {
+            return;
+        }
+        let letter = letters[self.rng.below(letters.len() as u64) as usize].clone();
+        let Some(number) = parse_number(&letter.record.value) else {
+            self.fail(format!("an unknown dead letter: {letter:?}"));
+        };
+        let copies = self
+            .read_topic(DLQ_TOPIC)
+            .iter()
+            .filter(|(_, _, dead)| *dead == number)
+            .count();
+        let tracked = self.model.queue.get(&number).cloned().unwrap_or_default();
+        // To the origin only when the model has it settled there as dead. If its dead-letter
+        // append was in doubt, it may be unsettled there still: then what it does next is
+        // checked loosely.
+        let settled_dead =
+            tracked.dead && tracked.dead_stored && !tracked.acked && tracked.in_flight.is_none();
+        let exactly_known =
+            !tracked.dead_append_in_doubt && copies == 1 + self.redriven_to_origin(number);
+        let to_origin = settled_dead && self.rng.chance(75);
+        let target = (!to_origin).then_some(RETRY_TOPIC);
+        self.count(if to_origin {
+            "redrive to origin"
+        } else {
+            "redrive to a topic"
+        });
+        let result = self
+            .broker()
+            .redrive(DLQ_TOPIC, target, Some(&[letter.id()]), 10_000)
+            .await;
+        self.note(format!("redrive m{number} to {target:?}: {result:?}"));
+        match &result {
+            Ok(1) => {
+                self.counts.redriven += 1;
+                let still = self.broker().dead_letters(DLQ_TOPIC, 10_000);
+                if still.is_ok_and(|letters| letters.iter().any(|l| l.id() == letter.id())) {
+                    self.fail(format!("m{number} is still in the DLQ after its redrive"));
+                }
+            }
+            Ok(other) => self.fail(format!("redrive of one letter moved {other}")),
+            Err(error) if !self.faulty => {
+                self.fail(format!("redrive failed with no fault armed: {error}"))
+            }
+            Err(_) => {}
+        }
+        if to_origin {
+            // Every copy in the DLQ's log now is accounted for; a new one is a new dead letter.
+            self.cov.redriven_to_origin.insert(number, copies);
+            // Pending again, at its own place, as if never delivered. A failed redrive may or
+            // may not have done so, and a letter in doubt may still be on its way: counts are
+            // then unknown, and a new dead letter allowed.
+            let in_doubt = result.is_err() || !exactly_known;
+            *self.model.tracked(number) = Tracked {
+                place: tracked.place,
+                crashed: in_doubt,
+                dead_once: in_doubt,
+                dead_append_in_doubt: tracked.dead_append_in_doubt,
+                ..Tracked::default()
+            };
+        } else {
+            let copies = self.cov.retry_copies.entry(number).or_default();
+            copies.0 += usize::from(result.is_ok());
+            copies.1 += 1;
+        }
+    }
+
+    /// A reader without a group reads from a random position: exactly the stored messages
+    /// from there, in order (from the start if the position was deleted).
+    fn read_from_position(&mut self) {
+        self.count("read from a position");
+        let topic = if self.rng.chance(50) {
+            TOPIC
+        } else {
+            VIP_TOPIC
+        };
+        let partition = self.rng.below(u64::from(PARTITIONS)) as u32;
+        let Some(info) = self
+            .broker()
+            .topic(topic)
+            .ok()
+            .and_then(|info| info.partitions.get(partition as usize).cloned())
+        else {
+            self.fail(format!("{topic} has no partition {partition}"));
+        };
+        let from = self.rng.below(info.end_offset + 2);
+        let max = 1 + self.rng.below(5) as usize;
+        let (records, next) =
+            match self
+                .broker()
+                .read_from(topic, partition, StartPosition::Offset(from), max)
+            {
+                Ok(read) => read,
+                Err(error) => self.fail(format!("read {topic}/{partition} from {from}: {error}")),
+            };
+        let first = from.clamp(info.start_offset, info.end_offset);
+        let offsets: Vec<u64> = records.iter().map(|record| record.offset).collect();
+        let expected: Vec<u64> = (first..info.end_offset).take(max).collect();
+        if offsets != expected || next != first + offsets.len() as u64 {
+            self.fail(format!(
+                "read {topic}/{partition} from {from} (log {}..{}): offsets {offsets:?}, next {next}",
+                info.start_offset, info.end_offset
+            ));
+        }
+        for record in &records {
+            let number = parse_number(&record.value);
+            if number.is_none() || self.number_in(topic, (partition, record.offset)) != number {
+                self.fail(format!("read {topic}/{partition} gave {record:?}"));
+            }
+        }
+    }
+
+    fn redriven_to_origin(&self, number: u64) -> usize {
+        self.cov
+            .redriven_to_origin
+            .get(&number)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn number_in(&self, topic: &str, (partition, offset): (u32, u64)) -> Option<u64> {
+        let records = self.broker().read(topic, partition, offset, 1).ok()?;
+        let record = records.first().filter(|record| record.offset == offset)?;
+        parse_number(&record.value)
+    }
+
+    fn start_offset(&self, topic: &str, partition: u32) -> u64 {
+        self.broker()
+            .topic(topic)
+            .ok()
+            .and_then(|info| {
+                info.partitions
+                    .get(partition as usize)
+                    .map(|p| p.start_offset)
+            })
+            .unwrap_or(0)
+    }
+
+    /// `topic` read whole, checking that each partition holds one unbroken run of offsets
+    /// from its start to its end: retention deletes whole segments, oldest first.
+    fn read_retained(&self, topic: &str) -> Vec<(u32, u64, u64)> {
+        let records = self.read_topic(topic);
+        let Ok(info) = self.broker().topic(topic) else {
+            return records;
+        };
+        for partition in info.partitions {
+            let offsets: Vec<u64> = records
+                .iter()
+                .filter(|(p, _, _)| *p == partition.partition)
+                .map(|(_, offset, _)| *offset)
+                .collect();
+            let expected: Vec<u64> = (partition.start_offset..partition.end_offset).collect();
+            if offsets != expected {
+                self.fail(format!(
+                    "{topic}/{} holds offsets {offsets:?}, not {}..{}",
+                    partition.partition, partition.start_offset, partition.end_offset
+                ));
+            }
+        }
+        records
+    }
+
+    /// After every step: routed messages only where they were routed, once each, at their
+    /// confirmed place unless retention deleted it (whole and oldest first); stream positions
+    /// never behind what was committed; the retry topic holds each redriven copy once, clean.
+    fn check_coverage(&mut self, topic_records: &[(u32, u64, u64)]) {
+        if !self.cov.ready {
+            return;
+        }
+        let now = self.now();
+        for topic in [TOPIC, VIP_TOPIC, AUDIT_TOPIC] {
+            let records = match topic {
+                TOPIC => topic_records.to_vec(),
+                _ => self.read_retained(topic),
+            };
+            let mut found: BTreeMap<u64, Vec<(u32, u64)>> = BTreeMap::new();
+            for (partition, offset, number) in records {
+                found.entry(number).or_default().push((partition, offset));
+                match self.cov.routed.get(&number) {
+                    Some(routed) if !routed.allowed.contains(topic) => self.fail(format!(
+                        "m{number} (routing key {}) reached {topic}, routed to {:?}",
+                        routed.routing_key, routed.allowed
+                    )),
+                    None if topic != TOPIC => {
+                        self.fail(format!("m{number} in {topic} was never routed there"))
+                    }
+                    _ => {}
+                }
+            }
+            for (number, routed) in &self.cov.routed {
+                let stored = found.get(number).map_or(&[][..], Vec::as_slice);
+                if stored.len() > 1 {
+                    self.fail(format!("m{number} is stored in {topic} at {stored:?}"));
+                }
+                let Some(&place) = routed.places.get(topic) else {
+                    continue;
+                };
+                if stored.first() == Some(&place) {
+                    continue;
+                }
+                let deleted = topic == VIP_TOPIC
+                    && stored.is_empty()
+                    && place.1 < self.start_offset(topic, place.0);
+                if !deleted {
+                    self.fail(format!(
+                        "m{number} confirmed in {topic} at {place:?} is stored at {stored:?}"
+                    ));
+                }
+                if routed.first_sent_ms >= now - RETENTION_MS {
+                    self.fail(format!(
+                        "m{number} sent at {} was deleted from {topic} at {now}, within retention",
+                        routed.first_sent_ms
+                    ));
+                }
+            }
+        }
+        for (index, (topic, group)) in STREAMS.into_iter().enumerate() {
+            let info = match self.broker().group(topic, group) {
+                Ok(info) => info,
+                Err(error) => self.fail(format!("stream {group}: {error}")),
+            };
+            for partition in info.partitions {
+                let p = partition.partition as usize;
+                let start = self.start_offset(topic, partition.partition);
+                let stream = &self.cov.streams[index];
+                let committed = stream.committed[p];
+                // Only retention moves a committed offset by itself, and only to the start.
+                if partition.committed < committed || partition.committed > committed.max(start) {
+                    self.fail(format!(
+                        "stream {group} is at {p}:{}, committed {committed} (start {start})",
+                        partition.committed
+                    ));
+                }
+                self.cov.streams[index].committed[p] = partition.committed;
+            }
+        }
+        let mut retried: BTreeMap<u64, usize> = BTreeMap::new();
+        for record in self.read_records(RETRY_TOPIC) {
+            let Some(number) = parse_number(&record.value) else {
+                self.fail(format!("unknown record in {RETRY_TOPIC}: {record:?}"));
+            };
+            if record
+                .headers
+                .iter()
+                .any(|(name, _)| name.starts_with(DLQ_HEADER_PREFIX))
+            {
+                self.fail(format!("m{number} redriven with its dead-letter headers"));
+            }
+            *retried.entry(number).or_default() += 1;
+        }
+        for (number, &(at_least, at_most)) in &self.cov.retry_copies {
+            let copies = retried.remove(number).unwrap_or(0);
+            if copies < at_least || copies > at_most {
+                self.fail(format!(
+                    "m{number} is in {RETRY_TOPIC} {copies} times; redriven there {at_least} to {at_most} times"
+                ));
+            }
+        }
+        if let Some((number, _)) = retried.first_key_value() {
+            self.fail(format!(
+                "m{number} in {RETRY_TOPIC} was never redriven there"
+            ));
+        }
+    }
+
+    /// Every record of `topic` (one partition is enough here).
+    fn read_records(&self, topic: &str) -> Vec<weir_core::Record> {
+        match self.broker().read(topic, 0, 0, 10_000) {
+            Ok(records) => records,
+            Err(error) => self.fail(format!("reading {topic}: {error}")),
+        }
+    }
+
+    /// The end of a run: each stream reads on to the end of its log, and each message
+    /// redriven to its origin ended acked or back in the DLQ.
+    async fn drain_coverage(&mut self) {
+        for (index, (topic, group)) in STREAMS.into_iter().enumerate() {
+            for slot in 1..STREAM_SLOTS {
+                self.cov.streams[index].slots[slot].take();
+            }
+            if self.cov.streams[index].slots[0].is_none() {
+                let subscribed = self
+                    .broker()
+                    .subscribe(topic, group, stream_options())
+                    .await;
+                let consumer = match subscribed {
+                    Ok(consumer) => consumer,
+                    Err(error) => self.fail(format!("stream subscribe to drain: {error}")),
+                };
+                self.cov.streams[index].slots[0] = Some(StreamSlot {
+                    consumer,
+                    held: Vec::new(),
+                });
+            }
+            self.stream_rebalance(index);
+            while self.stream_fetch_from(index, 0, 100) > 0 {}
+            let Ok(info) = self.broker().topic(topic) else {
+                self.fail(format!("{topic} is gone"));
+            };
+            for partition in info.partitions {
+                let next = self.cov.streams[index].next[partition.partition as usize];
+                if next.max(partition.start_offset) != partition.end_offset {
+                    self.fail(format!(
+                        "stream {} stopped at {}:{next}, the log ends at {}",
+                        group, partition.partition, partition.end_offset
+                    ));
+                }
+            }
+        }
+        let pending: BTreeSet<u64> = self
+            .broker()
+            .dead_letters(DLQ_TOPIC, 100_000)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|letter| parse_number(&letter.record.value))
+            .collect();
+        for number in self.cov.redriven_to_origin.keys() {
+            let acked = self
+                .model
+                .queue
+                .get(number)
+                .is_some_and(|tracked| tracked.acked);
+            // (A failed redrive leaves it in the DLQ, from where it may go to the retry topic.)
+            let retried = self
+                .cov
+                .retry_copies
+                .get(number)
+                .is_some_and(|&(at_least, _)| at_least > 0);
+            if !acked && !pending.contains(number) && !retried {
+                self.fail(format!(
+                    "m{number}, redriven to its origin, was neither acked nor dead-lettered again"
+                ));
+            }
+        }
+        for routed in self.cov.routed.values() {
+            if let Some(&(partition, offset)) = routed.places.get(VIP_TOPIC)
+                && offset < self.start_offset(VIP_TOPIC, partition)
+            {
+                self.counts.retention_vanished += 1;
+            }
+        }
+    }
+}
+
+fn binding(topic: &str, key: &str) -> Binding {
+    Binding {
+        topic: topic.to_owned(),
+        key: key.to_owned(),
+        headers: Vec::new(),
+        match_all: true,
+    }
+}
+
+fn stream_options() -> SubscribeOptions {
+    SubscribeOptions {
+        kind: SubscriptionKind::Stream,
+        start: StartPosition::Earliest,
+        prefetch: 100,
+        ..SubscribeOptions::default()
     }
 }
 
@@ -1707,13 +2819,18 @@ fn simulation() {
         }
     }
     println!(
-        "simulation: {} seeds, {} steps; published {}, delivered {}, acked {}, dead-lettered {}",
+        "simulation: {} seeds, {} steps; published {}, delivered {}, acked {}, dead-lettered {}; \
+         routed through an exchange {}, stream deliveries {}, redriven {}, deleted by retention {}",
         total.seeds,
         total.steps,
         total.published,
         total.delivered,
         total.acked,
-        total.dead_lettered
+        total.dead_lettered,
+        total.routed,
+        total.stream_delivered,
+        total.redriven,
+        total.retention_vanished
     );
     println!("operations: {:?}", total.operations);
     println!("faults: {:?}", total.faults);

@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use weir_batch::BatchBuilder;
+use weir_batch::{BatchBuilder, MESSAGE_ID_HEADER};
 
 use super::{Broker, read};
 use crate::catalog::{Catalog, DeadLetterMark};
@@ -108,7 +108,13 @@ impl Broker {
             };
             let optional =
                 |value: Option<i64>| value.map(|value| value.to_string()).unwrap_or_default();
-            let facts = [
+            // A dead letter is a new message, not the original again: with the original's id
+            // it would be deduplicated against an earlier dead letter of the same message (one
+            // redriven and dead-lettered again) and lost. The id is kept as information.
+            let message_id = original
+                .header(MESSAGE_ID_HEADER)
+                .map(|id| String::from_utf8_lossy(id).into_owned());
+            let mut facts = vec![
                 ("reason", letter.reason.as_str().to_owned()),
                 ("error", letter.error.clone().unwrap_or_default()),
                 ("topic", record.topic.clone()),
@@ -119,6 +125,7 @@ impl Broker {
                 ("first_delivery_ms", optional(letter.first_delivery_ms)),
                 ("last_delivery_ms", optional(letter.last_delivery_ms)),
             ];
+            facts.extend(message_id.map(|id| ("message_id", id)));
             let names: Vec<String> = facts
                 .iter()
                 .map(|(name, _)| format!("{DLQ_HEADER_PREFIX}{name}"))
@@ -126,7 +133,9 @@ impl Broker {
             let mut headers: Vec<(&str, &[u8])> = original
                 .headers
                 .iter()
-                .filter(|(name, _)| !name.starts_with(DLQ_HEADER_PREFIX))
+                .filter(|(name, _)| {
+                    !name.starts_with(DLQ_HEADER_PREFIX) && name != MESSAGE_ID_HEADER
+                })
                 .map(|(name, value)| (name.as_str(), &value[..]))
                 .collect();
             headers.extend(
