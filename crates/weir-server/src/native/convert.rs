@@ -168,6 +168,31 @@ pub(crate) fn message_ids(ids: &[weir_proto::MessageId]) -> Vec<weir_core::Messa
         .collect()
 }
 
+/// The answer to `AckReporting` and `NackReporting`: `settlements` holds one entry per id of
+/// `ids`, in order.
+pub(crate) fn settled(
+    ids: &[weir_proto::MessageId],
+    settlements: &[weir_core::Settlement],
+) -> Response {
+    let named = |wanted: weir_core::Settlement| {
+        ids.iter()
+            .zip(settlements)
+            .filter(|(_, settlement)| **settlement == wanted)
+            .map(|(id, _)| *id)
+            .collect::<Vec<_>>()
+    };
+    let settled = settlements
+        .iter()
+        .filter(|settlement| **settlement == weir_core::Settlement::Settled)
+        .count();
+    Response::Settled {
+        // At most as many as the ids of one frame.
+        settled: u32::try_from(settled).unwrap_or(u32::MAX),
+        already_settled: named(weir_core::Settlement::AlreadySettled),
+        unknown: named(weir_core::Settlement::Unknown),
+    }
+}
+
 pub(crate) fn queue_settings(settings: weir_proto::QueueSettings) -> QueueSettings {
     QueueSettings {
         max_deliveries: settings.max_deliveries,

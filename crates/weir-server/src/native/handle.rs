@@ -114,6 +114,13 @@ fn fit<T>(mut items: Vec<T>, budget: usize, encoded_len: impl Fn(&T) -> usize) -
     items
 }
 
+/// What a nack asks for, beside its ids.
+struct Nack<'a> {
+    requeue: bool,
+    delay: Duration,
+    error: &'a str,
+}
+
 fn no_such_subscription(subscription: u32) -> Response {
     Response::error_with(
         ErrorCode::NoSuchSubscription,
@@ -332,37 +339,38 @@ impl Session {
                     None => no_such_subscription(subscription),
                 }
             }
-            Request::Ack { subscription, ids } => match self.subscriptions.get(&subscription) {
-                Some(attached) => {
-                    done(attached.consumer.ack(&convert::message_ids(&ids)).map(drop))
-                }
-                None => no_such_subscription(subscription),
-            },
+            Request::Ack { subscription, ids } => self.settle(subscription, &ids, None, false),
+            Request::AckReporting { subscription, ids } => {
+                self.settle(subscription, &ids, None, true)
+            }
             Request::Nack {
                 subscription,
                 ids,
                 requeue,
                 delay_ms,
                 error,
-            } => match self.subscriptions.get(&subscription) {
-                Some(attached) => {
-                    let ids = convert::message_ids(&ids);
-                    let delay = Duration::from_millis(delay_ms);
-                    // The reason travels with the message if it is dead-lettered; an empty one
-                    // means the consumer gave none.
-                    done(
-                        if error.is_empty() {
-                            attached.consumer.nack(&ids, requeue, delay)
-                        } else {
-                            attached
-                                .consumer
-                                .nack_with_error(&ids, requeue, delay, &error)
-                        }
-                        .map(drop),
-                    )
-                }
-                None => no_such_subscription(subscription),
-            },
+            } => {
+                let nack = Nack {
+                    requeue,
+                    delay: Duration::from_millis(delay_ms),
+                    error: &error,
+                };
+                self.settle(subscription, &ids, Some(nack), false)
+            }
+            Request::NackReporting {
+                subscription,
+                ids,
+                requeue,
+                delay_ms,
+                error,
+            } => {
+                let nack = Nack {
+                    requeue,
+                    delay: Duration::from_millis(delay_ms),
+                    error: &error,
+                };
+                self.settle(subscription, &ids, Some(nack), true)
+            }
             Request::ListGroups { topic } => Response::Groups(
                 broker
                     .groups(topic.as_deref())
@@ -596,6 +604,36 @@ impl Session {
             Request::Alerts => Response::Alerts(convert::alerts(broker.alerts())),
         };
         Reply::Now(response)
+    }
+
+    /// Acks (`nack` `None`) or nacks deliveries of one of this connection's subscriptions.
+    /// Answers `Ok`, or with `report` what happened to each id (`Settled`).
+    fn settle(
+        &self,
+        subscription: u32,
+        ids: &[weir_proto::MessageId],
+        nack: Option<Nack<'_>>,
+        report: bool,
+    ) -> Response {
+        let Some(attached) = self.subscriptions.get(&subscription) else {
+            return no_such_subscription(subscription);
+        };
+        let core_ids = convert::message_ids(ids);
+        let consumer = &attached.consumer;
+        let settled = match nack {
+            None => consumer.ack(&core_ids),
+            // The reason travels with the message if it is dead-lettered; an empty one means
+            // the consumer gave none.
+            Some(nack) if nack.error.is_empty() => {
+                consumer.nack(&core_ids, nack.requeue, nack.delay)
+            }
+            Some(nack) => consumer.nack_with_error(&core_ids, nack.requeue, nack.delay, nack.error),
+        };
+        match settled {
+            Ok(settlements) if report => convert::settled(ids, &settlements),
+            Ok(_) => Response::Ok,
+            Err(error) => core_error(&error),
+        }
     }
 
     /// Reads a partition outside any group: as many messages as fit in one frame. One message
