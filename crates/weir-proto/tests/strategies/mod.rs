@@ -750,6 +750,7 @@ pub fn alert_info() -> impl Strategy<Value = AlertInfo> {
             Just(AlertMetric::LatencyP99Ms),
             Just(AlertMetric::Consumers),
             Just(AlertMetric::DeadLettered),
+            Just(AlertMetric::PoisonedPartition),
         ],
         prop_oneof![Just(AlertState::Pending), Just(AlertState::Firing)],
         finite_f64(),

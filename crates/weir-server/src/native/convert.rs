@@ -413,8 +413,13 @@ pub(crate) fn stats(stats: BrokerStats) -> weir_proto::BrokerStats {
 }
 
 /// The pending and firing alerts, in the broker's order (by rule, then scope).
-pub(crate) fn alerts(alerts: Vec<Alert>) -> Vec<weir_proto::AlertInfo> {
-    alerts.into_iter().filter_map(alert).collect()
+/// The active alerts a peer speaking protocol `version` can decode.
+pub(crate) fn alerts(alerts: Vec<Alert>, version: u16) -> Vec<weir_proto::AlertInfo> {
+    alerts
+        .into_iter()
+        .filter_map(alert)
+        .filter(|alert| alert.metric.since_version() <= version)
+        .collect()
 }
 
 /// `None` for a resolved alert: the wire lists only active ones, and the broker's list holds
@@ -445,6 +450,7 @@ fn alert_metric(metric: AlertMetric) -> weir_proto::AlertMetric {
         AlertMetric::LatencyP99Ms => weir_proto::AlertMetric::LatencyP99Ms,
         AlertMetric::Consumers => weir_proto::AlertMetric::Consumers,
         AlertMetric::DeadLettered => weir_proto::AlertMetric::DeadLettered,
+        AlertMetric::PoisonedPartition => weir_proto::AlertMetric::PoisonedPartition,
     }
 }
 
@@ -490,7 +496,7 @@ mod tests {
             state: AlertState::Resolved,
             ..firing.clone()
         };
-        let wire = alerts(vec![firing, resolved]);
+        let wire = alerts(vec![firing, resolved], weir_proto::PROTOCOL_VERSION);
         assert_eq!(wire.len(), 1, "a resolved alert is not listed");
         assert_eq!(wire[0].state, weir_proto::AlertState::Firing);
         assert_eq!(wire[0].metric, weir_proto::AlertMetric::Backlog);
@@ -498,6 +504,31 @@ mod tests {
         assert_eq!(wire[0].threshold, f64::MAX);
         assert_eq!(finite(f64::NEG_INFINITY), f64::MIN);
         assert_eq!(finite(f64::NAN), 0.0);
+    }
+
+    /// A version-1 peer's decoder refuses the poisoned-partition metric's tag, so it is not
+    /// sent one; a version-2 peer gets it.
+    #[test]
+    fn a_peer_is_sent_only_the_alert_metrics_its_version_knows() {
+        let poisoned = Alert {
+            rule: "partition-poisoned".into(),
+            scope: "orders/partition-1".into(),
+            metric: AlertMetric::PoisonedPartition,
+            value: 1.0,
+            threshold: 0.0,
+            state: AlertState::Firing,
+            since_ms: 7,
+            message: "restart the broker".into(),
+        };
+        let backlog = Alert {
+            metric: AlertMetric::Backlog,
+            ..poisoned.clone()
+        };
+        let both = vec![poisoned, backlog];
+        let old = alerts(both.clone(), 1);
+        assert_eq!(old.len(), 1);
+        assert_eq!(old[0].metric, weir_proto::AlertMetric::Backlog);
+        assert_eq!(alerts(both, 2).len(), 2);
     }
 
     #[test]

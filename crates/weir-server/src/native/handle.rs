@@ -65,6 +65,8 @@ pub(crate) struct Session {
     outgoing: Outgoing,
     /// Set by a successful `Hello`; every other request is refused before it.
     greeted: bool,
+    /// The protocol version agreed in `Hello`.
+    version: u16,
     subscriptions: HashMap<u32, Attached>,
     /// The id the next subscription gets. Ids are never reused on a connection, so a late ack
     /// for a closed subscription cannot land on a newer one.
@@ -135,6 +137,7 @@ impl Session {
             limits,
             outgoing,
             greeted: false,
+            version: weir_proto::MIN_PROTOCOL_VERSION,
             subscriptions: HashMap::new(),
             next_subscription: 1,
             checkers: HashMap::new(),
@@ -601,7 +604,7 @@ impl Session {
             } => done(broker.complete_key(&key, &holder, Duration::from_millis(ttl_ms))),
             Request::ReleaseKey { key, holder } => done(broker.release_key(&key, &holder)),
             Request::Stats => Response::Stats(convert::stats(broker.stats())),
-            Request::Alerts => Response::Alerts(convert::alerts(broker.alerts())),
+            Request::Alerts => Response::Alerts(convert::alerts(broker.alerts(), self.version)),
         };
         Reply::Now(response)
     }
@@ -721,6 +724,7 @@ impl Session {
             ));
         };
         self.greeted = true;
+        self.version = version;
         tracing::debug!(client = client_name, version, "handshake");
         Reply::Now(Response::HelloOk {
             version,
