@@ -277,6 +277,7 @@ fn the_environment_overrides_the_config_file() {
         let weir = Weir::start_with(Options {
             arguments: vec!["--config".into(), config.display().to_string()],
             environment,
+            ..Options::default()
         });
         let mut connection = Connection::open(weir.address);
         match connection.call(&Request::Hello {
