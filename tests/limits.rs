@@ -232,3 +232,97 @@ fn stalled_large_frames_reserve_only_what_arrived() {
     );
     drop(stalled);
 }
+
+/// What became of one more native connection.
+enum Knock {
+    /// Answered its `Hello`.
+    Served(Connection),
+    /// Told `quota` and closed: the connection limit.
+    Refused,
+}
+
+/// Connects and says hello. Panics if the server neither answers nor refuses in 5 s: it has
+/// run out of descriptors and cannot even accept.
+fn knock(address: std::net::SocketAddr) -> Knock {
+    let mut connection = Connection::open(address);
+    connection
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("a read timeout");
+    connection.send(&Request::Hello {
+        min_version: 1,
+        max_version: 1,
+        client_name: "fd reserve test".into(),
+    });
+    match connection.receive() {
+        Some((_, Response::HelloOk { .. })) => Knock::Served(connection),
+        Some((_, Response::Error { code, .. })) if code == ErrorCode::Quota.code() => {
+            Knock::Refused
+        }
+        other => panic!("expected HelloOk or quota, got {other:?}"),
+    }
+}
+
+/// Goal (issue 10, defect 18): connections can never take the file descriptors storage
+/// needs, and accepting recovers once they close. Method: `weir serve` under an open-files
+/// limit of 256 (soft and hard, so it cannot raise it); open native connections until one is
+/// refused with `quota`; then, on a connection opened first, create an 8-partition topic and
+/// publish to it (new segment and index files); close the connections and connect again.
+/// Before the reserve, the 1,024-connection limit let connections exhaust the descriptors:
+/// `accept` failed with EMFILE, new peers hung unanswered, and creating the topic failed.
+#[test]
+fn connections_leave_open_files_to_storage_and_accepting_recovers() {
+    let weir = Weir::start_with(Options {
+        open_files_limit: Some(256),
+        ..Options::default()
+    });
+    let mut first = weir.connect();
+    let mut held = Vec::new();
+    loop {
+        assert!(held.len() < 1000, "no connection was refused");
+        match knock(weir.address) {
+            Knock::Served(connection) => held.push(connection),
+            Knock::Refused => break,
+        }
+    }
+    eprintln!("{} connections served, then one refused", held.len());
+    assert!(
+        held.len() < 256,
+        "{} connections under 256 files",
+        held.len()
+    );
+
+    let created = first.call(&Request::CreateTopic {
+        name: "fresh".into(),
+        partitions: 8,
+        fsync: weir_proto::Fsync::Always,
+        retention_ms: None,
+        retention_bytes: None,
+        segment_bytes: None,
+    });
+    assert!(matches!(created, Response::Topic(_)), "{created:?}");
+    let mut batch = BatchBuilder::new();
+    for key in 0..32u32 {
+        batch.push(0, Some(&key.to_le_bytes()), &[], b"still stored");
+    }
+    let published = first.call(&Request::Publish {
+        topic: "fresh".into(),
+        partition: None,
+        batch: batch.finish(),
+    });
+    assert!(
+        matches!(published, Response::Published { .. }),
+        "{published:?}\n{}",
+        weir.log()
+    );
+
+    drop(held);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Knock::Served(_) = knock(weir.address) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "accepting did not recover");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

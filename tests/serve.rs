@@ -129,6 +129,76 @@ fn publish_then_consume_a_queue_and_ack() {
     }
 }
 
+/// Goal: a native client learns per id what an ack or nack did (issue 10, defect 8), and an
+/// old client's plain `Ack` is still answered `Ok`. Method: two messages delivered; ack one
+/// with `AckReporting` together with an offset never delivered, then ack it again; nack both
+/// with `NackReporting`; finally a plain `Ack` of the unknown offset.
+#[test]
+fn reporting_acks_and_nacks_say_per_id_what_happened() {
+    let weir = Weir::start();
+    let mut connection = weir.connect();
+    connection.call(&create_topic("orders"));
+    connection.call(&Request::Publish {
+        topic: "orders".into(),
+        partition: None,
+        batch: batch(&["order 1", "order 2"]),
+    });
+    let Response::Subscribed { subscription } =
+        connection.call(&subscribe("orders", "billing", SubscriptionMode::Queue))
+    else {
+        panic!("expected Subscribed");
+    };
+    let (_, messages) = receive_messages(&mut connection, 2);
+    let (first, second) = (messages[0].id(), messages[1].id());
+    let never_delivered = MessageId {
+        partition: 0,
+        offset: 99,
+    };
+    assert_eq!(
+        connection.call(&Request::AckReporting {
+            subscription,
+            ids: vec![first, never_delivered],
+        }),
+        Response::Settled {
+            settled: 1,
+            already_settled: vec![],
+            unknown: vec![never_delivered],
+        }
+    );
+    assert_eq!(
+        connection.call(&Request::AckReporting {
+            subscription,
+            ids: vec![first],
+        }),
+        Response::Settled {
+            settled: 0,
+            already_settled: vec![first],
+            unknown: vec![],
+        }
+    );
+    assert_eq!(
+        connection.call(&Request::NackReporting {
+            subscription,
+            ids: vec![second, first],
+            requeue: false,
+            delay_ms: 0,
+            error: "bad order".into(),
+        }),
+        Response::Settled {
+            settled: 1,
+            already_settled: vec![first],
+            unknown: vec![],
+        }
+    );
+    assert_eq!(
+        connection.call(&Request::Ack {
+            subscription,
+            ids: vec![never_delivered],
+        }),
+        Response::Ok
+    );
+}
+
 /// Goal: garbage on one connection costs that connection only. Method: send a frame whose
 /// length is shorter than a header, expect `malformed_frame` and a close, then serve a new
 /// connection normally.
@@ -207,6 +277,7 @@ fn the_environment_overrides_the_config_file() {
         let weir = Weir::start_with(Options {
             arguments: vec!["--config".into(), config.display().to_string()],
             environment,
+            ..Options::default()
         });
         let mut connection = Connection::open(weir.address);
         match connection.call(&Request::Hello {

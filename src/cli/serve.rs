@@ -42,6 +42,8 @@ A config file holds any of these keys (flags and WEIR_* variables win over it):
   handshake_timeout_ms = 10000           # a native client must say hello within this
   idle_timeout_ms = 600000               # a native connection with nothing open or in flight
   http_max_connections = 1024
+  reserved_files = 256                   # open files kept from connections for storage
+                                         # [default: a quarter of the limit, at least 64]
   http_header_timeout_ms = 10000         # to send a whole request head
   http_idle_timeout_ms = 60000           # a keep-alive connection between requests
   http_allowed_hosts = [\"weir.example.com\"]  # Host/Origin names besides IPs and localhost
@@ -122,6 +124,12 @@ pub struct ServeArguments {
     #[arg(long, env = "WEIR_HTTP_MAX_CONNECTIONS", value_name = "N")]
     http_max_connections: Option<usize>,
 
+    /// Open files kept free of connections, for storage (segments, indexes, the metadata
+    /// store): each listener's connection limit is lowered to fit the rest of the open-files
+    /// limit [default: a quarter of that limit, at least 64]
+    #[arg(long, env = "WEIR_RESERVED_FILES", value_name = "N")]
+    reserved_files: Option<u64>,
+
     /// Close an HTTP connection whose request head is not complete this long after it began
     /// [default: 10000]
     #[arg(long, env = "WEIR_HTTP_HEADER_TIMEOUT_MS", value_name = "MS")]
@@ -171,6 +179,7 @@ struct FileConfig {
     handshake_timeout_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
     http_max_connections: Option<usize>,
+    reserved_files: Option<u64>,
     http_header_timeout_ms: Option<u64>,
     http_idle_timeout_ms: Option<u64>,
     http_allowed_hosts: Option<Vec<String>>,
@@ -241,6 +250,8 @@ fn alert_rules(rules: Vec<FileAlertRule>) -> anyhow::Result<Vec<AlertRule>> {
 struct Settings {
     broker: BrokerConfig,
     server: ServerConfig,
+    /// Open files kept free of connections; `None`: derived from the limit.
+    reserved_files: Option<u64>,
 }
 
 /// Smallest frame limit accepted: a handshake and an error frame must fit with room to spare.
@@ -424,30 +435,78 @@ fn resolve(arguments: &ServeArguments, file: FileConfig) -> anyhow::Result<Setti
     // A batch travels in one publish frame, so a batch limit above the frame limit could never
     // be reached; keeping them consistent makes the frame limit the one knob.
     broker.max_batch_bytes = broker.max_batch_bytes.min(server.max_frame_bytes);
-    Ok(Settings { broker, server })
+    Ok(Settings {
+        broker,
+        server,
+        reserved_files: arguments.reserved_files.or(file.reserved_files),
+    })
 }
 
 /// Raises the soft limit on open files to the hard limit: every partition, connection and
 /// segment being read holds a descriptor, and many systems start processes at a soft 1,024.
-fn raise_open_files_limit() {
+/// Returns the limit now in force; `None` when unlimited.
+fn raise_open_files_limit() -> Option<u64> {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let limit = getrlimit(Resource::Nofile);
     // `None` is unlimited.
     let (Some(current), maximum) = (limit.current, limit.maximum) else {
-        return;
+        return None;
     };
     if maximum.is_some_and(|maximum| current >= maximum) {
         tracing::info!(open_files = current, "open files limit");
-        return;
+        return Some(current);
     }
     let raised = rustix::process::Rlimit {
         current: maximum,
         maximum,
     };
     match setrlimit(Resource::Nofile, raised) {
-        Ok(()) => tracing::info!(from = current, to = ?maximum, "raised the open files limit"),
+        Ok(()) => {
+            tracing::info!(from = current, to = ?maximum, "raised the open files limit");
+            maximum
+        }
         Err(error) => {
-            tracing::warn!(limit = current, %error, "cannot raise the open files limit")
+            tracing::warn!(limit = current, %error, "cannot raise the open files limit");
+            Some(current)
+        }
+    }
+}
+
+/// The default of `--reserved-files`: a quarter of the open-files limit, at least 64.
+fn default_reserved_files(open_files: u64) -> u64 {
+    (open_files / 4).max(64)
+}
+
+/// Lowers the listeners' connection limits so that connections alone can never take the
+/// open files storage needs: together they get what the limit leaves after `reserved`,
+/// shared equally (at least one connection each). With the descriptors exhausted, a segment
+/// roll or a new topic fails and `accept` spins on EMFILE, which is what the reserve prevents.
+fn fit_connections_to_open_files(
+    server: &mut ServerConfig,
+    open_files: Option<u64>,
+    reserved: Option<u64>,
+) {
+    let Some(open_files) = open_files else {
+        return;
+    };
+    let reserved = reserved.unwrap_or_else(|| default_reserved_files(open_files));
+    let listeners = if server.http_addr.is_some() { 2 } else { 1 };
+    let share = usize::try_from(open_files.saturating_sub(reserved) / listeners)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    for (name, limit) in [
+        ("native", &mut server.max_connections),
+        ("http", &mut server.http.max_connections),
+    ] {
+        if *limit > share {
+            tracing::warn!(
+                listener = name,
+                configured = *limit,
+                open_files,
+                reserved,
+                "connection limit lowered to {share} so that {reserved} open files stay free for storage"
+            );
+            *limit = share;
         }
     }
 }
@@ -457,7 +516,7 @@ pub async fn run(arguments: ServeArguments) -> anyhow::Result<()> {
         Some(path) => load_file(path)?,
         None => FileConfig::default(),
     };
-    let settings = resolve(&arguments, file)?;
+    let mut settings = resolve(&arguments, file)?;
 
     // Handlers first: from here on a signal means "shut down gracefully", never the default
     // action of dying on the spot, even if it arrives while the broker is still opening.
@@ -466,7 +525,8 @@ pub async fn run(arguments: ServeArguments) -> anyhow::Result<()> {
     let mut terminate =
         signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
 
-    raise_open_files_limit();
+    let open_files = raise_open_files_limit();
+    fit_connections_to_open_files(&mut settings.server, open_files, settings.reserved_files);
     let data_dir = settings.broker.data_dir.clone();
     let broker = Broker::open(settings.broker)
         .await
@@ -524,6 +584,36 @@ mod tests {
 
     fn file(text: &str) -> FileConfig {
         toml::from_str(text).unwrap()
+    }
+
+    /// Issue 10 #18: connections alone cannot take the open files storage needs.
+    #[test]
+    fn connection_limits_leave_the_reserved_open_files_to_storage() {
+        let mut server = ServerConfig {
+            http_addr: Some("127.0.0.1:0".parse().unwrap()),
+            ..ServerConfig::default()
+        };
+        fit_connections_to_open_files(&mut server, Some(1024), None);
+        // A quarter (256) kept, the rest shared by the two listeners.
+        assert_eq!(server.max_connections, 384);
+        assert_eq!(server.http.max_connections, 384);
+        fit_connections_to_open_files(&mut server, Some(1024), Some(1000));
+        assert_eq!(
+            (server.max_connections, server.http.max_connections),
+            (12, 12)
+        );
+
+        let mut native_only = ServerConfig::default();
+        fit_connections_to_open_files(&mut native_only, Some(200), None);
+        assert_eq!(native_only.max_connections, 136, "at least 64 kept");
+        // A limit high enough leaves the configured limits alone, and so does no limit.
+        let mut roomy = ServerConfig::default();
+        fit_connections_to_open_files(&mut roomy, Some(1 << 20), None);
+        fit_connections_to_open_files(&mut roomy, None, Some(10));
+        assert_eq!(roomy.max_connections, 1024);
+        // Never below one connection.
+        fit_connections_to_open_files(&mut roomy, Some(10), None);
+        assert_eq!(roomy.max_connections, 1);
     }
 
     #[test]

@@ -395,6 +395,8 @@ async fn consume(
     tokio::pin!(interrupted);
     let closed = stdout_closed();
     tokio::pin!(closed);
+    // Whether the broker says per id what an ack did (one that predates it does not).
+    let mut reporting = true;
     loop {
         let batch = tokio::select! {
             batch = consumer.next_batch() => batch
@@ -414,8 +416,7 @@ async fn consume(
         print(&mut output, arguments, printed)?;
         if acking {
             let ids: Vec<MessageId> = printed.iter().map(Delivery::id).collect();
-            consumer
-                .ack(&ids)
+            ack(consumer, &ids, &mut reporting)
                 .await
                 .with_context(|| format!("cannot ack messages of '{}'", arguments.topic))?;
         }
@@ -426,6 +427,39 @@ async fn consume(
             }
         }
     }
+}
+
+/// Acks what was printed and says on stderr when an ack did nothing: an id settled before
+/// was acked by another consumer too (its ack timeout ran out while this one worked on it), so
+/// it was processed twice. An id the broker never delivered fails the command: that is a bug.
+async fn ack(
+    consumer: &mut Consumer,
+    ids: &[MessageId],
+    reporting: &mut bool,
+) -> anyhow::Result<()> {
+    if *reporting {
+        match consumer.ack_reporting(ids).await {
+            Ok(settlements) => {
+                for id in &settlements.already_settled {
+                    eprintln!(
+                        "warning: message {}:{} was already settled (acked by another consumer after its ack timeout ran out?)",
+                        id.partition, id.offset
+                    );
+                }
+                if let Some(id) = settlements.unknown.first() {
+                    bail!(
+                        "the broker says message {}:{} was never delivered to this group",
+                        id.partition,
+                        id.offset
+                    );
+                }
+                return Ok(());
+            }
+            Err(error) if error.code() == Some(ErrorCode::UnsupportedRequest) => *reporting = false,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(consumer.ack(ids).await?)
 }
 
 /// Prints `deliveries`, each on a line of its own, and flushes.

@@ -41,6 +41,8 @@ pub struct Weir {
     extra_arguments: Vec<String>,
     /// Extra environment, kept for restarts.
     environment: Vec<(String, String)>,
+    /// The open-files limit (soft and hard) the process starts with, kept for restarts.
+    open_files_limit: Option<u64>,
     /// Everything the process wrote to stderr so far.
     log: Arc<Mutex<String>>,
     /// Owns the data directory when the harness made it; removed when the last user is done.
@@ -54,6 +56,9 @@ pub struct Options {
     pub arguments: Vec<String>,
     /// Environment variables to set.
     pub environment: Vec<(String, String)>,
+    /// Start under this open-files limit, soft and hard (`ulimit -n` in a shell that then
+    /// execs the binary, so the pid is the server's), so `serve` cannot raise it.
+    pub open_files_limit: Option<u64>,
 }
 
 impl Weir {
@@ -70,6 +75,7 @@ impl Weir {
             ANY_PORT,
             options.arguments,
             options.environment,
+            options.open_files_limit,
             Some(temporary),
         )
     }
@@ -79,9 +85,20 @@ impl Weir {
         native_address: &str,
         extra_arguments: Vec<String>,
         environment: Vec<(String, String)>,
+        open_files_limit: Option<u64>,
         temporary: Option<Arc<tempfile::TempDir>>,
     ) -> Weir {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
+        let mut command = match open_files_limit {
+            Some(limit) => {
+                let mut shell = Command::new("sh");
+                shell
+                    .arg("-c")
+                    .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                    .arg(env!("CARGO_BIN_EXE_weir"));
+                shell
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_weir")),
+        };
         command
             .arg("serve")
             .arg("--native-addr")
@@ -142,6 +159,7 @@ impl Weir {
             data_dir,
             extra_arguments,
             environment,
+            open_files_limit,
             log,
             _temporary: temporary,
         };
@@ -168,6 +186,7 @@ impl Weir {
             ANY_PORT,
             self.extra_arguments.clone(),
             self.environment.clone(),
+            self.open_files_limit,
             self._temporary.clone(),
         );
         *self = next;
@@ -185,6 +204,7 @@ impl Weir {
             &address,
             self.extra_arguments.clone(),
             self.environment.clone(),
+            self.open_files_limit,
             self._temporary.clone(),
         );
         *self = next;

@@ -211,6 +211,18 @@ impl SubscribeOptions {
     }
 }
 
+/// What an ack or nack did, per id ([`Consumer::ack_reporting`], [`Consumer::nack_reporting`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Settlements {
+    /// How many ids it settled.
+    pub settled: u32,
+    /// Ids settled before (acked; for a nack also timed out, given back or dead-lettered):
+    /// nothing was done. An ack of one usually means another consumer has it too.
+    pub already_settled: Vec<MessageId>,
+    /// Ids never delivered to the group: nothing was done.
+    pub unknown: Vec<MessageId>,
+}
+
 /// One connection's membership of the group.
 struct Session {
     connection: Connection,
@@ -382,6 +394,73 @@ impl Consumer {
             error: error.to_owned(),
         };
         self.send_detached(&request, ids.len(), "nack").await
+    }
+
+    /// Acknowledges messages as [`Consumer::ack`] does, and says what happened to each id:
+    /// sent at once (after any coalesced acks), and waits for the answer, taking deliveries
+    /// that arrive meanwhile for `next`. Ids settled before or never delivered to the group
+    /// are listed and left alone. A broker that predates it (`AckReporting`) answers
+    /// [`ErrorCode::UnsupportedRequest`] and acks nothing; [`Consumer::ack`] works with any.
+    pub async fn ack_reporting(&mut self, ids: &[MessageId]) -> Result<Settlements> {
+        self.take_error()?;
+        self.send_acks().await?;
+        let request = Request::AckReporting {
+            subscription: self.session.subscription,
+            ids: ids.to_vec(),
+        };
+        self.settle_reporting(&request).await
+    }
+
+    /// Refuses messages as [`Consumer::nack`] does, and says what happened to each id, as
+    /// [`Consumer::ack_reporting`] does.
+    pub async fn nack_reporting(
+        &mut self,
+        ids: &[MessageId],
+        requeue: bool,
+        delay: Duration,
+        error: &str,
+    ) -> Result<Settlements> {
+        self.take_error()?;
+        self.send_acks().await?;
+        let request = Request::NackReporting {
+            subscription: self.session.subscription,
+            ids: ids.to_vec(),
+            requeue,
+            delay_ms: milliseconds(delay),
+            error: error.to_owned(),
+        };
+        self.settle_reporting(&request).await
+    }
+
+    /// Sends an `AckReporting` or `NackReporting` and waits for its `Settled`.
+    async fn settle_reporting(&mut self, request: &Request) -> Result<Settlements> {
+        let Session {
+            connection,
+            deliveries,
+            ..
+        } = &mut self.session;
+        let answer = connection.request(request);
+        tokio::pin!(answer);
+        // Keep taking deliveries while waiting: in stream mode the reader may be waiting for
+        // room in the channel before it can read the answer.
+        let answer = loop {
+            tokio::select! {
+                answer = &mut answer => break answer?,
+                Some(batch) = deliveries.recv() => self.buffered.extend(batch),
+            }
+        };
+        match answer {
+            Response::Settled {
+                settled,
+                already_settled,
+                unknown,
+            } => Ok(Settlements {
+                settled,
+                already_settled,
+                unknown,
+            }),
+            other => Err(unexpected("Settled", &other)),
+        }
     }
 
     /// Gives messages back because this consumer is stopping (or cannot take them now): they

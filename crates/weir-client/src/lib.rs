@@ -76,7 +76,7 @@ mod transaction;
 
 pub use client::{Client, ClientOptions, TopicOptions};
 pub use confirm::ConfirmFuture;
-pub use consumer::{Consumer, SubscribeOptions};
+pub use consumer::{Consumer, Settlements, SubscribeOptions};
 pub use dead_letter::{
     DEAD_LETTER_DELIVERY_COUNT_HEADER, DEAD_LETTER_ERROR_HEADER, DEAD_LETTER_FIRST_DELIVERY_HEADER,
     DEAD_LETTER_LAST_DELIVERY_HEADER, DEAD_LETTER_OFFSET_HEADER, DEAD_LETTER_PARTITION_HEADER,

@@ -257,6 +257,71 @@ async fn a_nacked_message_is_delivered_again() {
     server.stop().await;
 }
 
+/// Goal: the reporting ack and nack say per id what happened over the native protocol
+/// (issue 10, defect 8): settled, settled before, or never delivered; the plain ack still
+/// answers as before. Method: two messages published, one delivered (prefetch 1); ack it
+/// with an id never delivered, then ack it again, then nack both; a plain ack of the unknown
+/// id is still accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reporting_acks_and_nacks_say_per_id_what_happened() {
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start(data.path(), "127.0.0.1:0".parse().unwrap()).await;
+    let client = connect(&server).await;
+    client.create_topic("orders", os_topic(1)).await.unwrap();
+    let producer = client.producer(ProducerOptions::default());
+    for value in ["order-1", "order-2"] {
+        producer
+            .send_confirmed("orders", Message::new(value))
+            .await
+            .unwrap();
+    }
+    let options = SubscribeOptions {
+        prefetch: 1,
+        ..SubscribeOptions::queue()
+    };
+    let mut consumer = client
+        .subscribe("orders", "billing", options)
+        .await
+        .unwrap();
+    let first = within(consumer.next()).await.unwrap();
+    assert_eq!(first.offset, 0);
+    let never_delivered = weir_client::MessageId {
+        partition: 0,
+        offset: 7,
+    };
+    let report = within(consumer.ack_reporting(&[first.id(), never_delivered]))
+        .await
+        .unwrap();
+    assert_eq!(report.settled, 1);
+    assert!(report.already_settled.is_empty());
+    assert_eq!(report.unknown, vec![never_delivered]);
+
+    let again = within(consumer.ack_reporting(&[first.id()])).await.unwrap();
+    assert_eq!(
+        (again.settled, again.already_settled),
+        (0, vec![first.id()])
+    );
+
+    let second = within(consumer.next()).await.unwrap();
+    assert_eq!(second.offset, 1);
+    let nacked = within(consumer.nack_reporting(
+        &[second.id(), first.id(), never_delivered],
+        true,
+        Duration::ZERO,
+        "",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(nacked.settled, 1);
+    assert_eq!(nacked.already_settled, vec![first.id()]);
+    assert_eq!(nacked.unknown, vec![never_delivered]);
+
+    // The plain kinds answer as they always did: no report, no error.
+    consumer.ack(&[never_delivered]).await.unwrap();
+    consumer.flush_acks().await.unwrap();
+    server.stop().await;
+}
+
 /// Goal: admin calls do what they say and server errors carry their public code.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_calls_round_trip_and_errors_carry_their_code() {

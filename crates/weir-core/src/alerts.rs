@@ -1,8 +1,8 @@
 //! Alert rules, evaluated by the broker itself on its own metrics (the guide's §6.4: "backlog
 //! too high, add consumers"; "success rate too low, check the business logic").
 //!
-//! A rule names a metric, a scope pattern (`topic/subscription`, `*` matching any run of
-//! characters), a comparison, a threshold and a `for` duration: the condition must hold that
+//! A rule names a metric, a scope pattern (`topic/subscription`, or `topic/partition-N` for
+//! the partition metric; `*` matching any run of characters), a comparison, a threshold and a `for` duration: the condition must hold that
 //! long before the alert fires, and it resolves as soon as it stops holding. Evaluation is a
 //! pure function of the stats snapshot and the time, so tests drive it with a manual clock.
 
@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::metrics::{BrokerStats, SubscriptionStats};
 
-/// What a rule measures, per subscription.
+/// What a rule measures, per subscription (`PoisonedPartition`: per partition).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertMetric {
@@ -25,6 +25,9 @@ pub enum AlertMetric {
     LatencyP99Ms,
     Consumers,
     DeadLettered,
+    /// 1 while a partition's storage failed (a writer panic or a failed fsync): it refuses
+    /// writes until the broker restarts. Scoped `topic/partition-N`.
+    PoisonedPartition,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,7 +60,8 @@ fn everything() -> String {
 }
 
 impl AlertRule {
-    /// The two rules from the guide, active unless the configuration replaces them.
+    /// The two rules from the guide and `partition-poisoned`, active unless the configuration
+    /// replaces them.
     pub fn defaults() -> Vec<AlertRule> {
         vec![
             AlertRule {
@@ -78,6 +82,18 @@ impl AlertRule {
                 for_ms: 0,
                 message:
                     "成功率过低，请检查业务逻辑 / success rate too low, check the business logic"
+                        .into(),
+            },
+            AlertRule {
+                name: "partition-poisoned".into(),
+                metric: AlertMetric::PoisonedPartition,
+                scope: everything(),
+                comparison: Comparison::Above,
+                threshold: 0.0,
+                for_ms: 0,
+                message:
+                    "分区存储故障，修复磁盘后重启 broker / the partition's storage failed and it \
+                          refuses writes: fix the disk, then restart the broker"
                         .into(),
             },
         ]
@@ -141,6 +157,8 @@ pub fn scope_matches(pattern: &str, scope: &str) -> bool {
     true
 }
 
+/// The metric's value for one subscription; `None` when it has none (idle, or a metric of
+/// partitions).
 fn value(metric: AlertMetric, subscription: &SubscriptionStats) -> Option<f64> {
     Some(match metric {
         AlertMetric::Backlog => subscription.backlog as f64,
@@ -154,7 +172,34 @@ fn value(metric: AlertMetric, subscription: &SubscriptionStats) -> Option<f64> {
         }
         AlertMetric::Consumers => subscription.consumers.len() as f64,
         AlertMetric::DeadLettered => subscription.counters.dead_lettered as f64,
+        AlertMetric::PoisonedPartition => return None,
     })
+}
+
+/// Every `(scope, value)` a rule on `metric` is checked against.
+fn measurements(metric: AlertMetric, stats: &BrokerStats) -> Vec<(String, f64)> {
+    if metric == AlertMetric::PoisonedPartition {
+        return stats
+            .topics
+            .iter()
+            .flat_map(|topic| {
+                topic.partitions.iter().map(|partition| {
+                    (
+                        format!("{}/partition-{}", topic.name, partition.partition),
+                        if partition.poisoned { 1.0 } else { 0.0 },
+                    )
+                })
+            })
+            .collect();
+    }
+    stats
+        .subscriptions
+        .iter()
+        .filter_map(|subscription| {
+            let scope = format!("{}/{}", subscription.topic, subscription.group);
+            Some((scope, value(metric, subscription)?))
+        })
+        .collect()
 }
 
 /// The live alerts of every rule, keyed by (rule, scope).
@@ -170,15 +215,8 @@ impl AlertBook {
         let mut changes = Vec::new();
         let mut seen = Vec::new();
         for rule in rules {
-            for subscription in &stats.subscriptions {
-                let scope = format!("{}/{}", subscription.topic, subscription.group);
-                if !scope_matches(&rule.scope, &scope) {
-                    continue;
-                }
-                let Some(value) = value(rule.metric, subscription) else {
-                    continue;
-                };
-                if !rule.holds(value) {
+            for (scope, value) in measurements(rule.metric, stats) {
+                if !scope_matches(&rule.scope, &scope) || !rule.holds(value) {
                     continue;
                 }
                 let key = (rule.name.clone(), scope.clone());

@@ -144,10 +144,10 @@ async fn the_backlog_alert_fires_and_resolves_and_edited_rules_persist() {
 
     let broker = open(clock).await.unwrap();
     let rules = broker.alert_rules();
-    assert_eq!(rules.len(), 2);
+    assert_eq!(rules.len(), 3, "the three built-in rules");
     assert_eq!(rules[0].threshold, 5.0, "the edit survived the restart");
     broker.delete_alert_rule("backlog-high").unwrap();
-    assert_eq!(broker.alert_rules().len(), 1);
+    assert_eq!(broker.alert_rules().len(), 2);
     broker.shutdown().await;
 }
 

@@ -23,6 +23,9 @@ pub enum AlertMetric {
     Consumers,
     /// Messages moved to the dead-letter topic since the broker started. Tag 5.
     DeadLettered,
+    /// 1 while a partition refuses writes until the broker restarts (its storage failed);
+    /// scoped `topic/partition-N`. Tag 6, since protocol version 2.
+    PoisonedPartition,
 }
 
 impl AlertMetric {
@@ -35,6 +38,16 @@ impl AlertMetric {
             AlertMetric::LatencyP99Ms => "latency_p99_ms",
             AlertMetric::Consumers => "consumers",
             AlertMetric::DeadLettered => "dead_lettered",
+            AlertMetric::PoisonedPartition => "poisoned_partition",
+        }
+    }
+
+    /// The first protocol version whose decoders know this metric's tag: an alert of a
+    /// newer metric is left out of the answer to an older peer, which would refuse it.
+    pub const fn since_version(self) -> u16 {
+        match self {
+            AlertMetric::PoisonedPartition => 2,
+            _ => 1,
         }
     }
 
@@ -46,22 +59,24 @@ impl AlertMetric {
             AlertMetric::LatencyP99Ms => 3,
             AlertMetric::Consumers => 4,
             AlertMetric::DeadLettered => 5,
+            AlertMetric::PoisonedPartition => 6,
         });
     }
 
     pub(crate) fn read(reader: &mut Reader) -> Result<AlertMetric, DecodeError> {
         Ok(
             match reader.tag(
-                5,
+                6,
                 "alert metric (0 backlog, 1 success_rate, 2 in_flight, 3 latency_p99_ms, \
-                 4 consumers, 5 dead_lettered)",
+                 4 consumers, 5 dead_lettered, 6 poisoned_partition)",
             )? {
                 0 => AlertMetric::Backlog,
                 1 => AlertMetric::SuccessRate,
                 2 => AlertMetric::InFlight,
                 3 => AlertMetric::LatencyP99Ms,
                 4 => AlertMetric::Consumers,
-                _ => AlertMetric::DeadLettered,
+                5 => AlertMetric::DeadLettered,
+                _ => AlertMetric::PoisonedPartition,
             },
         )
     }

@@ -118,6 +118,10 @@ kind_table! {
         0x35 => Release, "message.release";
         /// [`crate::Request::Read`]: read a partition by position, outside any group.
         0x36 => Read, "consumer.read";
+        /// [`crate::Request::AckReporting`]: `Ack` answered with what happened to each id.
+        0x37 => AckReporting, "message.ack_reporting";
+        /// [`crate::Request::NackReporting`]: `Nack` answered with what happened to each id.
+        0x38 => NackReporting, "message.nack_reporting";
         /// [`crate::Request::ListGroups`].
         0x40 => ListGroups, "group.list";
         /// [`crate::Request::DescribeGroup`].
@@ -211,6 +215,8 @@ kind_table! {
         0xb1 => Deliver, "consumer.deliver";
         /// [`crate::Response::Messages`]: the answer to `Read`.
         0xb6 => Messages, "consumer.messages";
+        /// [`crate::Response::Settled`]: the answer to `AckReporting` and `NackReporting`.
+        0xb7 => Settled, "message.settled";
         /// [`crate::Response::Groups`]: a list of group descriptions.
         0xc0 => Groups, "group.infos";
         /// [`crate::Response::Exchange`]: one exchange with its bindings.
@@ -461,6 +467,8 @@ mod tests {
             (0x34, "consumer.subscribe_with_settings"),
             (0x35, "message.release"),
             (0x36, "consumer.read"),
+            (0x37, "message.ack_reporting"),
+            (0x38, "message.nack_reporting"),
             (0x50, "exchange.create"),
             (0x51, "exchange.delete"),
             (0x52, "exchange.list"),
@@ -504,6 +512,7 @@ mod tests {
             (0xb0, "consumer.subscribed"),
             (0xb1, "consumer.deliver"),
             (0xb6, "consumer.messages"),
+            (0xb7, "message.settled"),
             (0xc0, "group.infos"),
             (0x84, "count"),
             (0xa1, "message.published_with_duplicates"),

@@ -41,7 +41,7 @@
 //!
 //! // Client: say hello as correlation id 1.
 //! let mut wire = BytesMut::new();
-//! Request::Hello { min_version: 1, max_version: 1, client_name: "example".into() }
+//! Request::Hello { min_version: 1, max_version: PROTOCOL_VERSION, client_name: "example".into() }
 //!     .encode(1, &mut wire);
 //!
 //! // Server: cut a frame off the connection buffer, decode it, answer it.
@@ -105,8 +105,9 @@ pub use types::{
     SubscriptionMode, TopicConfirm, TopicInfo,
 };
 
-/// The newest protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The newest protocol version this build speaks. Version 2 adds alert metric tag 6
+/// (`poisoned_partition`); a version-1 peer is never sent it.
+pub const PROTOCOL_VERSION: u16 = 2;
 /// The oldest protocol version this build still speaks.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 
@@ -130,7 +131,7 @@ mod tests {
 
     #[test]
     fn no_common_version_is_refused() {
-        assert_eq!(negotiate_version(2, 9), None);
+        assert_eq!(negotiate_version(PROTOCOL_VERSION + 1, 9), None);
         assert_eq!(negotiate_version(0, 0), None);
         assert_eq!(negotiate_version(5, 3), None);
     }

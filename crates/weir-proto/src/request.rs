@@ -115,6 +115,28 @@ pub enum Request {
         /// Why the consumer failed, kept with a dead letter.
         error: String,
     },
+    /// `Ack`, answered with `Settled` instead of `Ok`: which ids were settled before and
+    /// which were never delivered to the subscription (both left alone). A separate kind, so
+    /// that a client that does not know the richer answer never gets it.
+    AckReporting {
+        /// The id `Subscribed` gave.
+        subscription: u32,
+        /// The messages.
+        ids: Vec<MessageId>,
+    },
+    /// `Nack`, answered with `Settled` instead of `Ok`, as `AckReporting` is.
+    NackReporting {
+        /// As in `Nack`.
+        subscription: u32,
+        /// As in `Nack`.
+        ids: Vec<MessageId>,
+        /// As in `Nack`.
+        requeue: bool,
+        /// As in `Nack`.
+        delay_ms: u64,
+        /// As in `Nack`.
+        error: String,
+    },
     /// Answered with `Groups`.
     ListGroups {
         /// Only this topic's groups; `None` for all.
@@ -407,6 +429,8 @@ impl Request {
             Request::Unsubscribe { .. } => RequestKind::Unsubscribe,
             Request::Ack { .. } => RequestKind::Ack,
             Request::Nack { .. } => RequestKind::Nack,
+            Request::AckReporting { .. } => RequestKind::AckReporting,
+            Request::NackReporting { .. } => RequestKind::NackReporting,
             Request::ListGroups { .. } => RequestKind::ListGroups,
             Request::DescribeGroup { .. } => RequestKind::DescribeGroup,
             Request::ResetGroup { .. } => RequestKind::ResetGroup,
@@ -540,7 +564,8 @@ impl Request {
                 put_subscribe(buf, topic, group, *mode, *start, *prefetch, *ack_timeout_ms);
                 settings.put(buf);
             }
-            Request::Release { subscription, ids } => {
+            Request::Release { subscription, ids }
+            | Request::AckReporting { subscription, ids } => {
                 buf.put_u32_le(*subscription);
                 put_list(buf, ids, |buf, id| id.put(buf));
             }
@@ -688,6 +713,13 @@ impl Request {
             }
             Request::Unsubscribe { subscription } => buf.put_u32_le(*subscription),
             Request::Nack {
+                subscription,
+                ids,
+                requeue,
+                delay_ms,
+                error,
+            }
+            | Request::NackReporting {
                 subscription,
                 ids,
                 requeue,
@@ -856,6 +888,17 @@ impl Request {
                 ids: reader.list("message id list", MessageId::MINIMUM_BYTES, MessageId::read)?,
             },
             RequestKind::Nack => Request::Nack {
+                subscription: reader.u32("subscription id")?,
+                ids: reader.list("message id list", MessageId::MINIMUM_BYTES, MessageId::read)?,
+                requeue: reader.bool("requeue flag (0 or 1)")?,
+                delay_ms: reader.u64("redelivery delay in milliseconds")?,
+                error: reader.string("error text")?,
+            },
+            RequestKind::AckReporting => Request::AckReporting {
+                subscription: reader.u32("subscription id")?,
+                ids: reader.list("message id list", MessageId::MINIMUM_BYTES, MessageId::read)?,
+            },
+            RequestKind::NackReporting => Request::NackReporting {
                 subscription: reader.u32("subscription id")?,
                 ids: reader.list("message id list", MessageId::MINIMUM_BYTES, MessageId::read)?,
                 requeue: reader.bool("requeue flag (0 or 1)")?,

@@ -119,6 +119,15 @@ pub enum Response {
         /// The messages.
         messages: Vec<Delivery>,
     },
+    /// The answer to `AckReporting` and `NackReporting`: what the request did to each id.
+    Settled {
+        /// How many ids it settled.
+        settled: u32,
+        /// Ids settled before (acked; for a nack also timed out or given back): nothing done.
+        already_settled: Vec<MessageId>,
+        /// Ids never delivered to the subscription: nothing done.
+        unknown: Vec<MessageId>,
+    },
     /// Scheduled batches, in due order (one entry for `CancelScheduled`).
     ScheduledList(Vec<ScheduledInfo>),
     /// One scheduled batch and its messages.
@@ -204,6 +213,7 @@ impl Response {
             Response::DeadLetterQueues(_) => ResponseKind::DeadLetterQueues,
             Response::DeadLetters(_) => ResponseKind::DeadLetters,
             Response::Messages { .. } => ResponseKind::Messages,
+            Response::Settled { .. } => ResponseKind::Settled,
             Response::ScheduledList(_) => ResponseKind::ScheduledList,
             Response::ScheduledMessage { .. } => ResponseKind::ScheduledMessage,
             Response::TransactionBegun { .. } => ResponseKind::TransactionBegun,
@@ -223,6 +233,10 @@ impl Response {
     ///
     /// # Panics
     /// If the frame would reach 4 GiB; the server keeps frames under its maximum.
+    #[allow(
+        clippy::too_many_lines,
+        reason = "one arm per response kind, in table order: splitting the match would only hide that"
+    )]
     pub fn encode(&self, correlation_id: u64, buf: &mut BytesMut) {
         if let Response::Deliver {
             subscription,
@@ -295,6 +309,15 @@ impl Response {
             } => {
                 buf.put_u64_le(*next_offset);
                 put_list(buf, messages, put_whole_delivery);
+            }
+            Response::Settled {
+                settled,
+                already_settled,
+                unknown,
+            } => {
+                buf.put_u32_le(*settled);
+                put_list(buf, already_settled, |buf, id| id.put(buf));
+                put_list(buf, unknown, |buf, id| id.put(buf));
             }
             Response::ScheduledList(entries) => put_list(buf, entries, |buf, entry| entry.put(buf)),
             Response::ScheduledMessage { info, messages } => {
@@ -428,6 +451,19 @@ impl Response {
             ResponseKind::Messages => Response::Messages {
                 next_offset: reader.u64("next offset")?,
                 messages: reader.list("message list", Delivery::MINIMUM_BYTES, Delivery::read)?,
+            },
+            ResponseKind::Settled => Response::Settled {
+                settled: reader.u32("settled count")?,
+                already_settled: reader.list(
+                    "already settled id list",
+                    MessageId::MINIMUM_BYTES,
+                    MessageId::read,
+                )?,
+                unknown: reader.list(
+                    "unknown id list",
+                    MessageId::MINIMUM_BYTES,
+                    MessageId::read,
+                )?,
             },
             ResponseKind::ScheduledList => Response::ScheduledList(reader.list(
                 "scheduled message list",

@@ -791,10 +791,10 @@ fn alerts_refuse_unknown_tags_non_finite_numbers_and_lying_counts() {
     ));
     // The metric tag sits after the count and two strings: 4 + (4 + 12) + (4 + 15).
     assert!(matches!(
-        Response::decode(kind, alert(6, 1, 12_000.0)),
+        Response::decode(kind, alert(7, 1, 12_000.0)),
         Err(DecodeError::InvalidValue {
             offset: 39,
-            found: 6,
+            found: 7,
             ..
         })
     ));

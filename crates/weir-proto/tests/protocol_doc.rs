@@ -58,6 +58,17 @@ fn the_byte_examples_are_what_the_codec_writes() {
         .encode(9, buf);
     });
     encode(&|buf| {
+        Response::Settled {
+            settled: 0,
+            already_settled: Vec::new(),
+            unknown: vec![MessageId {
+                partition: 0,
+                offset: 42,
+            }],
+        }
+        .encode(9, buf);
+    });
+    encode(&|buf| {
         let mut writer = DeliverWriter::new(buf, 3);
         writer.push_parts(0, 42, 1, 1_700_000_000_000, Some(b"k"), &[], b"hi");
     });

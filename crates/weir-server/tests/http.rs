@@ -1356,7 +1356,10 @@ async fn an_alert_rule_set_over_http_fires_and_is_streamed() {
         .iter()
         .filter_map(|rule| rule["name"].as_str())
         .collect();
-    assert_eq!(names, ["backlog-high", "success-rate-low"]);
+    assert_eq!(
+        names,
+        ["backlog-high", "success-rate-low", "partition-poisoned"]
+    );
     let (_, quiet) = harness.get("/v1/alerts").await;
     assert_eq!(quiet, json!({"alerts": []}));
 

@@ -645,7 +645,12 @@ async fn alert_rules_are_listed_set_replaced_and_deleted_over_http() {
         .collect();
     assert_eq!(
         names,
-        ["backlog-high", "success-rate-low", "orders-backlog"]
+        [
+            "backlog-high",
+            "success-rate-low",
+            "partition-poisoned",
+            "orders-backlog"
+        ]
     );
 
     // Error paths: each a 4xx with the API's error shape, and nothing changed.

@@ -99,3 +99,49 @@ impl Broker {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::alerts::{AlertMetric, AlertState};
+    use crate::{Broker, BrokerConfig, ManualClock, TopicConfig};
+
+    /// Issue 10 #14: a poisoned partition refuses every write until the broker restarts, so
+    /// the built-in rule `partition-poisoned` fires for it, naming the partition.
+    #[tokio::test]
+    async fn a_poisoned_partition_fires_the_built_in_alert() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = BrokerConfig::new(dir.path());
+        config.clock = Arc::new(ManualClock::new(1_000_000));
+        let broker = Broker::open(config).await.unwrap();
+        let topic_config = TopicConfig {
+            partitions: 3,
+            ..TopicConfig::default()
+        };
+        broker.create_topic("orders", topic_config).await.unwrap();
+        broker.evaluate_alerts();
+        assert!(broker.alerts().is_empty(), "{:?}", broker.alerts());
+
+        let topic = broker.find_topic("orders").unwrap();
+        topic.partitions[1].inject_panic().await;
+        // The writer thread poisons the partition as it unwinds.
+        for _ in 0..200 {
+            if topic.partitions[1].health.is_poisoned() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        broker.evaluate_alerts();
+        let alerts = broker.alerts();
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        let alert = &alerts[0];
+        assert_eq!(alert.rule, "partition-poisoned");
+        assert_eq!(alert.scope, "orders/partition-1");
+        assert_eq!(alert.metric, AlertMetric::PoisonedPartition);
+        assert_eq!(alert.state, AlertState::Firing);
+        assert!(alert.message.contains("restart the broker"), "{alert:?}");
+        drop(topic);
+        broker.shutdown().await;
+    }
+}

@@ -236,6 +236,24 @@ pub fn request() -> impl Strategy<Value = Request> {
                     error,
                 }
             ),
+        (any::<u32>(), message_ids())
+            .prop_map(|(subscription, ids)| Request::AckReporting { subscription, ids }),
+        (
+            any::<u32>(),
+            message_ids(),
+            any::<bool>(),
+            any::<u64>(),
+            text()
+        )
+            .prop_map(|(subscription, ids, requeue, delay_ms, error)| {
+                Request::NackReporting {
+                    subscription,
+                    ids,
+                    requeue,
+                    delay_ms,
+                    error,
+                }
+            }),
         proptest::option::of(text()).prop_map(|topic| Request::ListGroups { topic }),
         (text(), text()).prop_map(|(topic, group)| Request::DescribeGroup { topic, group }),
         (text(), text()).prop_map(|(topic, group)| Request::DeleteGroup { topic, group }),
@@ -732,6 +750,7 @@ pub fn alert_info() -> impl Strategy<Value = AlertInfo> {
             Just(AlertMetric::LatencyP99Ms),
             Just(AlertMetric::Consumers),
             Just(AlertMetric::DeadLettered),
+            Just(AlertMetric::PoisonedPartition),
         ],
         prop_oneof![Just(AlertState::Pending), Just(AlertState::Firing)],
         finite_f64(),
@@ -819,6 +838,13 @@ pub fn response() -> impl Strategy<Value = Response> {
             |(next_offset, messages)| Response::Messages {
                 next_offset,
                 messages
+            }
+        ),
+        (any::<u32>(), message_ids(), message_ids()).prop_map(
+            |(settled, already_settled, unknown)| Response::Settled {
+                settled,
+                already_settled,
+                unknown
             }
         ),
         proptest::collection::vec(scheduled_info(), 0..3).prop_map(Response::ScheduledList),

@@ -39,6 +39,9 @@ pub enum AlertMetricView {
     Consumers,
     /// Messages moved to the dead-letter topic since the broker started.
     DeadLettered,
+    /// 1 while a partition refuses writes until the broker restarts (its storage failed);
+    /// scoped `topic/partition-N` rather than `topic/subscription`.
+    PoisonedPartition,
 }
 
 impl From<AlertMetric> for AlertMetricView {
@@ -50,6 +53,7 @@ impl From<AlertMetric> for AlertMetricView {
             AlertMetric::LatencyP99Ms => AlertMetricView::LatencyP99Ms,
             AlertMetric::Consumers => AlertMetricView::Consumers,
             AlertMetric::DeadLettered => AlertMetricView::DeadLettered,
+            AlertMetric::PoisonedPartition => AlertMetricView::PoisonedPartition,
         }
     }
 }
@@ -63,6 +67,7 @@ impl From<AlertMetricView> for AlertMetric {
             AlertMetricView::LatencyP99Ms => AlertMetric::LatencyP99Ms,
             AlertMetricView::Consumers => AlertMetric::Consumers,
             AlertMetricView::DeadLettered => AlertMetric::DeadLettered,
+            AlertMetricView::PoisonedPartition => AlertMetric::PoisonedPartition,
         }
     }
 }

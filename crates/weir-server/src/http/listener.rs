@@ -60,13 +60,19 @@ pub(crate) async fn serve(
     let permits = Arc::new(Semaphore::new(config.max_connections));
     let (stop, stopped) = watch::channel(false);
     let mut connections = JoinSet::new();
+    // Whether accepting fails now: logged once per run of failures, not every pause.
+    let mut accept_failing = false;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => match permits.clone().try_acquire_owned() {
+                Ok((stream, peer)) => {
+                    if std::mem::take(&mut accept_failing) {
+                        tracing::info!("http: accepting connections again");
+                    }
+                    match permits.clone().try_acquire_owned() {
                     Ok(permit) => {
                         let stream = CountedStream::new(stream, metrics.connection_opened());
                         let router = router.clone();
@@ -82,9 +88,14 @@ pub(crate) async fn serve(
                         metrics.connection_refused();
                         refuse(&stream, config.max_connections, &metrics);
                     }
-                },
+                }},
                 Err(error) => {
-                    tracing::warn!(%error, "http accept failed");
+                    if accept_failing {
+                        tracing::debug!(%error, "http accept failed");
+                    } else {
+                        tracing::warn!(%error, "http accept failed; retrying every {ACCEPT_RETRY_PAUSE:?}");
+                        accept_failing = true;
+                    }
                     tokio::time::sleep(ACCEPT_RETRY_PAUSE).await;
                 }
             },

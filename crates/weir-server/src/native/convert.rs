@@ -168,6 +168,31 @@ pub(crate) fn message_ids(ids: &[weir_proto::MessageId]) -> Vec<weir_core::Messa
         .collect()
 }
 
+/// The answer to `AckReporting` and `NackReporting`: `settlements` holds one entry per id of
+/// `ids`, in order.
+pub(crate) fn settled(
+    ids: &[weir_proto::MessageId],
+    settlements: &[weir_core::Settlement],
+) -> Response {
+    let named = |wanted: weir_core::Settlement| {
+        ids.iter()
+            .zip(settlements)
+            .filter(|(_, settlement)| **settlement == wanted)
+            .map(|(id, _)| *id)
+            .collect::<Vec<_>>()
+    };
+    let settled = settlements
+        .iter()
+        .filter(|settlement| **settlement == weir_core::Settlement::Settled)
+        .count();
+    Response::Settled {
+        // At most as many as the ids of one frame.
+        settled: u32::try_from(settled).unwrap_or(u32::MAX),
+        already_settled: named(weir_core::Settlement::AlreadySettled),
+        unknown: named(weir_core::Settlement::Unknown),
+    }
+}
+
 pub(crate) fn queue_settings(settings: weir_proto::QueueSettings) -> QueueSettings {
     QueueSettings {
         max_deliveries: settings.max_deliveries,
@@ -388,8 +413,13 @@ pub(crate) fn stats(stats: BrokerStats) -> weir_proto::BrokerStats {
 }
 
 /// The pending and firing alerts, in the broker's order (by rule, then scope).
-pub(crate) fn alerts(alerts: Vec<Alert>) -> Vec<weir_proto::AlertInfo> {
-    alerts.into_iter().filter_map(alert).collect()
+/// The active alerts a peer speaking protocol `version` can decode.
+pub(crate) fn alerts(alerts: Vec<Alert>, version: u16) -> Vec<weir_proto::AlertInfo> {
+    alerts
+        .into_iter()
+        .filter_map(alert)
+        .filter(|alert| alert.metric.since_version() <= version)
+        .collect()
 }
 
 /// `None` for a resolved alert: the wire lists only active ones, and the broker's list holds
@@ -420,6 +450,7 @@ fn alert_metric(metric: AlertMetric) -> weir_proto::AlertMetric {
         AlertMetric::LatencyP99Ms => weir_proto::AlertMetric::LatencyP99Ms,
         AlertMetric::Consumers => weir_proto::AlertMetric::Consumers,
         AlertMetric::DeadLettered => weir_proto::AlertMetric::DeadLettered,
+        AlertMetric::PoisonedPartition => weir_proto::AlertMetric::PoisonedPartition,
     }
 }
 
@@ -465,7 +496,7 @@ mod tests {
             state: AlertState::Resolved,
             ..firing.clone()
         };
-        let wire = alerts(vec![firing, resolved]);
+        let wire = alerts(vec![firing, resolved], weir_proto::PROTOCOL_VERSION);
         assert_eq!(wire.len(), 1, "a resolved alert is not listed");
         assert_eq!(wire[0].state, weir_proto::AlertState::Firing);
         assert_eq!(wire[0].metric, weir_proto::AlertMetric::Backlog);
@@ -473,6 +504,31 @@ mod tests {
         assert_eq!(wire[0].threshold, f64::MAX);
         assert_eq!(finite(f64::NEG_INFINITY), f64::MIN);
         assert_eq!(finite(f64::NAN), 0.0);
+    }
+
+    /// A version-1 peer's decoder refuses the poisoned-partition metric's tag, so it is not
+    /// sent one; a version-2 peer gets it.
+    #[test]
+    fn a_peer_is_sent_only_the_alert_metrics_its_version_knows() {
+        let poisoned = Alert {
+            rule: "partition-poisoned".into(),
+            scope: "orders/partition-1".into(),
+            metric: AlertMetric::PoisonedPartition,
+            value: 1.0,
+            threshold: 0.0,
+            state: AlertState::Firing,
+            since_ms: 7,
+            message: "restart the broker".into(),
+        };
+        let backlog = Alert {
+            metric: AlertMetric::Backlog,
+            ..poisoned.clone()
+        };
+        let both = vec![poisoned, backlog];
+        let old = alerts(both.clone(), 1);
+        assert_eq!(old.len(), 1);
+        assert_eq!(old[0].metric, weir_proto::AlertMetric::Backlog);
+        assert_eq!(alerts(both, 2).len(), 2);
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub(crate) struct Session {
     outgoing: Outgoing,
     /// Set by a successful `Hello`; every other request is refused before it.
     greeted: bool,
+    /// The protocol version agreed in `Hello`.
+    version: u16,
     subscriptions: HashMap<u32, Attached>,
     /// The id the next subscription gets. Ids are never reused on a connection, so a late ack
     /// for a closed subscription cannot land on a newer one.
@@ -114,6 +116,13 @@ fn fit<T>(mut items: Vec<T>, budget: usize, encoded_len: impl Fn(&T) -> usize) -
     items
 }
 
+/// What a nack asks for, beside its ids.
+struct Nack<'a> {
+    requeue: bool,
+    delay: Duration,
+    error: &'a str,
+}
+
 fn no_such_subscription(subscription: u32) -> Response {
     Response::error_with(
         ErrorCode::NoSuchSubscription,
@@ -128,6 +137,7 @@ impl Session {
             limits,
             outgoing,
             greeted: false,
+            version: weir_proto::MIN_PROTOCOL_VERSION,
             subscriptions: HashMap::new(),
             next_subscription: 1,
             checkers: HashMap::new(),
@@ -332,37 +342,38 @@ impl Session {
                     None => no_such_subscription(subscription),
                 }
             }
-            Request::Ack { subscription, ids } => match self.subscriptions.get(&subscription) {
-                Some(attached) => {
-                    done(attached.consumer.ack(&convert::message_ids(&ids)).map(drop))
-                }
-                None => no_such_subscription(subscription),
-            },
+            Request::Ack { subscription, ids } => self.settle(subscription, &ids, None, false),
+            Request::AckReporting { subscription, ids } => {
+                self.settle(subscription, &ids, None, true)
+            }
             Request::Nack {
                 subscription,
                 ids,
                 requeue,
                 delay_ms,
                 error,
-            } => match self.subscriptions.get(&subscription) {
-                Some(attached) => {
-                    let ids = convert::message_ids(&ids);
-                    let delay = Duration::from_millis(delay_ms);
-                    // The reason travels with the message if it is dead-lettered; an empty one
-                    // means the consumer gave none.
-                    done(
-                        if error.is_empty() {
-                            attached.consumer.nack(&ids, requeue, delay)
-                        } else {
-                            attached
-                                .consumer
-                                .nack_with_error(&ids, requeue, delay, &error)
-                        }
-                        .map(drop),
-                    )
-                }
-                None => no_such_subscription(subscription),
-            },
+            } => {
+                let nack = Nack {
+                    requeue,
+                    delay: Duration::from_millis(delay_ms),
+                    error: &error,
+                };
+                self.settle(subscription, &ids, Some(nack), false)
+            }
+            Request::NackReporting {
+                subscription,
+                ids,
+                requeue,
+                delay_ms,
+                error,
+            } => {
+                let nack = Nack {
+                    requeue,
+                    delay: Duration::from_millis(delay_ms),
+                    error: &error,
+                };
+                self.settle(subscription, &ids, Some(nack), true)
+            }
             Request::ListGroups { topic } => Response::Groups(
                 broker
                     .groups(topic.as_deref())
@@ -593,9 +604,39 @@ impl Session {
             } => done(broker.complete_key(&key, &holder, Duration::from_millis(ttl_ms))),
             Request::ReleaseKey { key, holder } => done(broker.release_key(&key, &holder)),
             Request::Stats => Response::Stats(convert::stats(broker.stats())),
-            Request::Alerts => Response::Alerts(convert::alerts(broker.alerts())),
+            Request::Alerts => Response::Alerts(convert::alerts(broker.alerts(), self.version)),
         };
         Reply::Now(response)
+    }
+
+    /// Acks (`nack` `None`) or nacks deliveries of one of this connection's subscriptions.
+    /// Answers `Ok`, or with `report` what happened to each id (`Settled`).
+    fn settle(
+        &self,
+        subscription: u32,
+        ids: &[weir_proto::MessageId],
+        nack: Option<Nack<'_>>,
+        report: bool,
+    ) -> Response {
+        let Some(attached) = self.subscriptions.get(&subscription) else {
+            return no_such_subscription(subscription);
+        };
+        let core_ids = convert::message_ids(ids);
+        let consumer = &attached.consumer;
+        let settled = match nack {
+            None => consumer.ack(&core_ids),
+            // The reason travels with the message if it is dead-lettered; an empty one means
+            // the consumer gave none.
+            Some(nack) if nack.error.is_empty() => {
+                consumer.nack(&core_ids, nack.requeue, nack.delay)
+            }
+            Some(nack) => consumer.nack_with_error(&core_ids, nack.requeue, nack.delay, nack.error),
+        };
+        match settled {
+            Ok(settlements) if report => convert::settled(ids, &settlements),
+            Ok(_) => Response::Ok,
+            Err(error) => core_error(&error),
+        }
     }
 
     /// Reads a partition outside any group: as many messages as fit in one frame. One message
@@ -683,6 +724,7 @@ impl Session {
             ));
         };
         self.greeted = true;
+        self.version = version;
         tracing::debug!(client = client_name, version, "handshake");
         Reply::Now(Response::HelloOk {
             version,

@@ -59,6 +59,8 @@ impl Listener {
     pub(crate) async fn run(self, shutdown: impl Future<Output = ()>, drain_timeout: Duration) {
         let (stop, stopped) = watch::channel(false);
         let mut connections = JoinSet::new();
+        // Whether accepting fails now: logged once per run of failures, not every pause.
+        let mut accept_failing = false;
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -72,7 +74,11 @@ impl Listener {
                     }
                 }
                 accepted = self.listener.accept() => match accepted {
-                    Ok((stream, peer)) => match self.permits.clone().try_acquire_owned() {
+                    Ok((stream, peer)) => {
+                        if std::mem::take(&mut accept_failing) {
+                            tracing::info!("accepting connections again");
+                        }
+                        match self.permits.clone().try_acquire_owned() {
                         Ok(permit) => {
                             let broker = self.broker.clone();
                             let stopped = stopped.clone();
@@ -90,9 +96,14 @@ impl Listener {
                             self.metrics.connection_refused();
                             refuse(stream, self.max_connections, &self.metrics);
                         }
-                    },
+                    }},
                     Err(error) => {
-                        tracing::warn!(%error, "accept failed");
+                        if accept_failing {
+                            tracing::debug!(%error, "accept failed");
+                        } else {
+                            tracing::warn!(%error, "accept failed; retrying every {ACCEPT_RETRY_PAUSE:?}");
+                            accept_failing = true;
+                        }
                         tokio::time::sleep(ACCEPT_RETRY_PAUSE).await;
                     }
                 },
