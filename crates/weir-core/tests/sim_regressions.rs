@@ -35,6 +35,7 @@ async fn a_reject_just_before_a_clean_shutdown_reaches_the_dead_letter_topic() {
     let delivery = consumer.try_next(1).unwrap().pop().unwrap();
     consumer
         .nack(&[delivery.id()], false, Duration::ZERO)
+        .await
         .unwrap();
     drop(consumer);
     broker.shutdown().await;

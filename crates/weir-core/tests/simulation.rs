@@ -34,8 +34,11 @@ use weir_storage::io::sim::{CrashMode, SimStorage};
 /// consumer loss or a restart (so dead-lettering may need more deliveries).
 const KNOWN_DEFECT_4_FIXED: bool = true;
 /// #22: an ack is answered before it is durable. While false, a message acked before a crash
-/// may be delivered again after it (once per crash; it must then be acked again).
-const KNOWN_DEFECT_22_FIXED: bool = false;
+/// may be delivered again after it (once per crash; it must then be acked again). Once true,
+/// only a settlement answered with an error may be forgotten by a crash, and delivery counts
+/// (saved with every settlement and by the timer, not before a hand-out) are at least what
+/// the last successful settlement saved.
+const KNOWN_DEFECT_22_FIXED: bool = true;
 
 /// #11: dedup state is recorded before the commit, so after a failed write the retry of a
 /// message with an id can be confirmed as a duplicate of whatever later took its offset. While
@@ -156,6 +159,15 @@ struct Tracked {
     acked: bool,
     /// Acked, but a crash since then may have forgotten it (`KNOWN_DEFECT_22_FIXED`).
     ack_may_be_lost: bool,
+    /// Deliveries counted when a settlement last answered success: its save wrote every count
+    /// taken before it, so after a crash the broker's count is at least this.
+    durable_counted: u32,
+    /// Acked, but the answer was an error (its save failed): not durable until a later save
+    /// succeeds.
+    ack_unsaved: bool,
+    /// Dead (rejected or out of deliveries) and not saved as such by a successful settlement
+    /// since: a crash may forget it, so it may be delivered again.
+    dead_unsaved: bool,
     /// Rejected or out of deliveries: must reach the dead-letter topic, and never come back.
     dead: bool,
     /// Seen in the dead-letter topic.
@@ -254,6 +266,22 @@ struct Model {
 impl Model {
     fn tracked(&mut self, number: u64) -> &mut Tracked {
         self.queue.entry(number).or_default()
+    }
+
+    /// A settlement was answered with success: its save covered every change made before
+    /// it, and wrote whatever an earlier failed save could not.
+    fn settlements_saved(&mut self) {
+        if !KNOWN_DEFECT_22_FIXED {
+            return;
+        }
+        for tracked in self.queue.values_mut() {
+            // After a crash the broker's count is its own until the next delivery shows it.
+            if !tracked.crashed {
+                tracked.durable_counted = tracked.counted;
+            }
+            tracked.ack_unsaved = false;
+            tracked.dead_unsaved = false;
+        }
     }
 }
 
@@ -436,7 +464,7 @@ impl Sim {
             24 => self.decide_transaction().await,
             25..=34 => self.attach().await,
             35..=54 => self.fetch(),
-            55..=69 => self.settle(),
+            55..=69 => self.settle().await,
             70..=74 => self.lose_consumer(),
             75..=86 => self.advance().await,
             87..=92 => self.inject_fault(),
@@ -1088,9 +1116,10 @@ impl Sim {
             // The broker may forget deliveries, never invent them.
             count <= expected || tracked.crashed
         } else if tracked.crashed {
-            // Counts are saved with the acks: until acks are durable before their answer
-            // (#22), a crash may forget the last save of both.
-            count >= expected || !KNOWN_DEFECT_22_FIXED
+            // Counts are saved with every settlement (and by the timer), not before a
+            // hand-out: a crash may forget the hand-outs since the last successful settlement.
+            // Until acks are durable before their answer (#22) it may forget more.
+            count > tracked.durable_counted || !KNOWN_DEFECT_22_FIXED
         } else {
             count == expected
         };
@@ -1119,7 +1148,7 @@ impl Sim {
     }
 
     /// A consumer acks, nacks, rejects or releases some of what it holds.
-    fn settle(&mut self) {
+    async fn settle(&mut self) {
         let slot = self.rng.below(CONSUMERS as u64) as usize;
         let now = self.now();
         let Some(consumer) = &mut self.consumers[slot] else {
@@ -1155,29 +1184,44 @@ impl Sim {
             }
         };
         let (name, result) = match action {
-            0..=59 => ("ack", known(consumer.ack(&[id]))),
+            0..=59 => ("ack", known(consumer.ack(&[id]).await)),
             60..=79 => {
                 let delay = if self.rng.chance(50) {
                     0
                 } else {
                     1 + self.rng.below(3_000)
                 };
-                let result = known(consumer.nack(&[id], true, Duration::from_millis(delay)));
+                let result = known(
+                    consumer
+                        .nack(&[id], true, Duration::from_millis(delay))
+                        .await,
+                );
                 if result.is_ok() {
                     let tracked = self.model.tracked(number);
                     tracked.not_before_ms = now + delay as i64;
                 }
                 ("nack", result)
             }
-            80..=89 => ("reject", known(consumer.nack(&[id], false, Duration::ZERO))),
+            80..=89 => (
+                "reject",
+                known(consumer.nack(&[id], false, Duration::ZERO).await),
+            ),
             _ => (
                 "release",
-                consumer.release(&[id]).map_err(|error| error.to_string()),
+                consumer
+                    .release(&[id])
+                    .await
+                    .map_err(|error| error.to_string()),
             ),
         };
         self.count(name);
         self.note(format!("consumer {slot} {name} m{number}: {result:?}"));
-        if let Err(error) = result {
+        // The change takes effect in memory either way; an error says it is not durable, and
+        // only a fault may cause one (a failed save, or the store poisoned by one).
+        let saved = result.is_ok();
+        if let Err(error) = result
+            && !self.faulty
+        {
             self.fail(format!("{name} of a held delivery failed: {error}"));
         }
         let tracked = self.model.tracked(number);
@@ -1185,19 +1229,27 @@ impl Sim {
         match name {
             "ack" => {
                 tracked.acked = true;
+                tracked.ack_unsaved = !saved;
                 self.counts.acked += 1;
             }
             "nack" => {
                 if tracked.last_count >= MAX_DELIVERIES {
                     tracked.dead = true;
+                    tracked.dead_unsaved = !saved;
                 }
             }
-            "reject" => tracked.dead = true,
+            "reject" => {
+                tracked.dead = true;
+                tracked.dead_unsaved = !saved;
+            }
             _ => {
                 // Released: that delivery does not count.
                 tracked.counted -= 1;
                 tracked.last_count -= 1;
             }
+        }
+        if saved {
+            self.model.settlements_saved();
         }
     }
 
@@ -1217,8 +1269,11 @@ impl Sim {
             if tracked.in_flight.is_some_and(|(holder, _)| holder == slot) {
                 tracked.in_flight = None;
                 if KNOWN_DEFECT_4_FIXED {
-                    // A lost consumer's delivery counts like a failed one.
-                    tracked.dead |= tracked.last_count >= MAX_DELIVERIES;
+                    // A lost consumer's delivery counts like a failed one (saved later).
+                    if !tracked.dead && tracked.last_count >= MAX_DELIVERIES {
+                        tracked.dead = true;
+                        tracked.dead_unsaved = true;
+                    }
                 } else {
                     // The broker may or may not count it (defect 4).
                     tracked.dead_once |= tracked.last_count >= MAX_DELIVERIES;
@@ -1263,7 +1318,10 @@ impl Sim {
                 .is_some_and(|(_, deadline)| now >= deadline)
             {
                 tracked.in_flight = None;
-                tracked.dead |= tracked.last_count >= MAX_DELIVERIES;
+                if !tracked.dead && tracked.last_count >= MAX_DELIVERIES {
+                    tracked.dead = true;
+                    tracked.dead_unsaved = true;
+                }
             }
         }
     }
@@ -1364,9 +1422,14 @@ impl Sim {
         }
         for tracked in self.model.queue.values_mut() {
             if tracked.in_flight.take().is_some() {
-                // A delivery cut short by a restart counts like a lost consumer's.
+                // A delivery cut short by a restart counts like a lost consumer's: dead-lettered
+                // once the broker reads its count, if that count was saved.
                 if KNOWN_DEFECT_4_FIXED {
-                    tracked.dead |= tracked.last_count >= MAX_DELIVERIES;
+                    if !tracked.dead && tracked.last_count >= MAX_DELIVERIES {
+                        tracked.dead = true;
+                        tracked.dead_unsaved =
+                            crashed && tracked.durable_counted < tracked.last_count;
+                    }
                 } else {
                     tracked.dead_once |= tracked.last_count >= MAX_DELIVERIES;
                 }
@@ -1376,7 +1439,11 @@ impl Sim {
             }
             // Nack delays live in memory: a restart may redeliver at once (at least once).
             tracked.not_before_ms = 0;
-            if crashed && tracked.dead && !tracked.dead_stored && !KNOWN_DEFECT_22_FIXED {
+            if crashed
+                && tracked.dead
+                && !tracked.dead_stored
+                && (tracked.dead_unsaved || !KNOWN_DEFECT_22_FIXED)
+            {
                 // A reject (or exhaustion) not stored yet is a settlement like an ack.
                 tracked.dead = false;
                 tracked.dead_once = true;
@@ -1386,7 +1453,7 @@ impl Sim {
                 // may come back and be dead-lettered again.
                 tracked.dead_append_in_doubt = true;
             }
-            if crashed && tracked.acked && !KNOWN_DEFECT_22_FIXED {
+            if crashed && tracked.acked && (tracked.ack_unsaved || !KNOWN_DEFECT_22_FIXED) {
                 tracked.ack_may_be_lost = true;
                 // Its last delivery then looks interrupted: out of deliveries, it may be
                 // dead-lettered instead of delivered.
@@ -1632,7 +1699,7 @@ impl Sim {
             let ids: Vec<_> = deliveries.iter().map(Delivery::id).collect();
             if !ids.is_empty() {
                 let consumer = &self.consumers[0].as_ref().expect("drainer").consumer;
-                if let Err(error) = consumer.ack(&ids) {
+                if let Err(error) = consumer.ack(&ids).await {
                     self.fail(format!("drain ack: {error}"));
                 }
                 for delivery in &deliveries {

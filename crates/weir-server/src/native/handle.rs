@@ -332,9 +332,15 @@ impl Session {
                     None => no_such_subscription(subscription),
                 }
             }
+            // Settlements take effect at once and are answered once durable (a save shared
+            // with every settlement meanwhile); the connection keeps reading while they wait.
             Request::Ack { subscription, ids } => match self.subscriptions.get(&subscription) {
                 Some(attached) => {
-                    done(attached.consumer.ack(&convert::message_ids(&ids)).map(drop))
+                    let consumer = attached.consumer.clone();
+                    return Reply::Later(Box::pin(async move {
+                        let acked = consumer.ack(&convert::message_ids(&ids)).await;
+                        (correlation_id, done(acked.map(drop)))
+                    }));
                 }
                 None => no_such_subscription(subscription),
             },
@@ -346,20 +352,19 @@ impl Session {
                 error,
             } => match self.subscriptions.get(&subscription) {
                 Some(attached) => {
-                    let ids = convert::message_ids(&ids);
-                    let delay = Duration::from_millis(delay_ms);
-                    // The reason travels with the message if it is dead-lettered; an empty one
-                    // means the consumer gave none.
-                    done(
-                        if error.is_empty() {
-                            attached.consumer.nack(&ids, requeue, delay)
+                    let consumer = attached.consumer.clone();
+                    return Reply::Later(Box::pin(async move {
+                        let ids = convert::message_ids(&ids);
+                        let delay = Duration::from_millis(delay_ms);
+                        // The reason travels with the message if it is dead-lettered; an empty
+                        // one means the consumer gave none.
+                        let nacked = if error.is_empty() {
+                            consumer.nack(&ids, requeue, delay).await
                         } else {
-                            attached
-                                .consumer
-                                .nack_with_error(&ids, requeue, delay, &error)
-                        }
-                        .map(drop),
-                    )
+                            consumer.nack_with_error(&ids, requeue, delay, &error).await
+                        };
+                        (correlation_id, done(nacked.map(drop)))
+                    }));
                 }
                 None => no_such_subscription(subscription),
             },
@@ -377,11 +382,19 @@ impl Session {
             Request::DeleteGroup { topic, group } => {
                 done(broker.delete_group(&topic, &group).await)
             }
-            Request::ResetGroup { topic, group, to } => {
-                done(broker.reset_group(&topic, &group, convert::start_position(to)))
-            }
+            Request::ResetGroup { topic, group, to } => done(
+                broker
+                    .reset_group(&topic, &group, convert::start_position(to))
+                    .await,
+            ),
             Request::Release { subscription, ids } => match self.subscriptions.get(&subscription) {
-                Some(attached) => done(attached.consumer.release(&convert::message_ids(&ids))),
+                Some(attached) => {
+                    let consumer = attached.consumer.clone();
+                    return Reply::Later(Box::pin(async move {
+                        let released = consumer.release(&convert::message_ids(&ids)).await;
+                        (correlation_id, done(released))
+                    }));
+                }
                 None => no_such_subscription(subscription),
             },
             Request::CreateExchange {
@@ -470,7 +483,7 @@ impl Session {
                 }
                 Err(refused) => refused,
             },
-            Request::PurgeDeadLetters { topic } => match broker.purge_dead_letters(&topic) {
+            Request::PurgeDeadLetters { topic } => match broker.purge_dead_letters(&topic).await {
                 Ok(count) => Response::Count { count },
                 Err(error) => core_error(&error),
             },
