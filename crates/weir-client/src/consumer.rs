@@ -514,7 +514,8 @@ impl Consumer {
     }
 
     /// Sends coalesced acks and waits until the broker has answered every ack and nack sent
-    /// so far; fails with the first one it refused. Messages arriving meanwhile are kept for
+    /// so far (the broker answers one once it is durable); fails with the first one it
+    /// refused. Messages arriving meanwhile are kept for
     /// `next`. If the connection is lost, fails with [`Error::Closed`]: acks not yet sent stay
     /// queued and go out once `next` has reconnected; those sent and unanswered may be lost,
     /// and their messages delivered again.

@@ -19,7 +19,7 @@
 //! let consumer = broker.subscribe("orders", "notifier", SubscribeOptions::default()).await.unwrap();
 //! let deliveries = consumer.next(10).await.unwrap();
 //! assert_eq!(&deliveries[0].record.value[..], b"order 1 created");
-//! consumer.ack(&[deliveries[0].id()]).unwrap();
+//! consumer.ack(&[deliveries[0].id()]).await.unwrap();
 //! broker.shutdown().await;
 //! # });
 //! ```

@@ -172,7 +172,7 @@ async fn queue_consumers_compete_and_each_message_goes_to_one() {
             per_consumer[index] += deliveries.len();
             let ids: Vec<MessageId> = deliveries.iter().map(|delivery| delivery.id()).collect();
             seen.extend(ids.iter().map(|id| id.offset));
-            consumer.ack(&ids).unwrap();
+            consumer.ack(&ids).await.unwrap();
         }
     }
     let unique: BTreeSet<u64> = seen.iter().copied().collect();
@@ -199,7 +199,7 @@ async fn prefetch_stops_deliveries_until_acks_free_credit() {
     let first = consumer.try_next(100).unwrap();
     assert_eq!(first.len(), 3);
     assert!(consumer.try_next(100).unwrap().is_empty());
-    consumer.ack(&[first[0].id()]).unwrap();
+    consumer.ack(&[first[0].id()]).await.unwrap();
     assert_eq!(consumer.try_next(100).unwrap().len(), 1);
     broker.shutdown().await;
 }
@@ -220,9 +220,11 @@ async fn nack_requeues_now_or_after_a_delay() {
     assert_eq!(first.len(), 2);
     consumer
         .nack(&[first[0].id()], true, Duration::ZERO)
+        .await
         .unwrap();
     consumer
         .nack(&[first[1].id()], true, Duration::from_secs(2))
+        .await
         .unwrap();
     let again = consumer.try_next(10).unwrap();
     assert_eq!(again.len(), 1);
@@ -240,8 +242,9 @@ async fn nack_requeues_now_or_after_a_delay() {
     // Reject without requeue: gone for good.
     consumer
         .nack(&[delayed[0].id()], false, Duration::ZERO)
+        .await
         .unwrap();
-    consumer.ack(&[again[0].id()]).unwrap();
+    consumer.ack(&[again[0].id()]).await.unwrap();
     fixture.clock.advance(Duration::from_secs(60));
     broker.tick().await;
     assert!(consumer.try_next(10).unwrap().is_empty());
@@ -418,10 +421,11 @@ async fn streams_replay_from_earliest_an_offset_or_a_time() {
         .await
         .unwrap();
     let all = consumer.try_next(100).unwrap();
-    consumer.ack(&[all.last().unwrap().id()]).unwrap();
+    consumer.ack(&[all.last().unwrap().id()]).await.unwrap();
     assert!(consumer.try_next(100).unwrap().is_empty());
     broker
         .reset_group("log", "replayer", StartPosition::Earliest)
+        .await
         .unwrap();
     assert_eq!(
         consumer.try_next(100).unwrap().len(),
@@ -451,13 +455,13 @@ async fn acks_and_messages_survive_a_restart() {
             .filter(|delivery| delivery.record.offset % 2 == 0)
             .map(|delivery| delivery.id())
             .collect();
-        consumer.ack(&acked).unwrap();
+        consumer.ack(&acked).await.unwrap();
         let streamer = broker
             .subscribe("jobs", "audit", stream(StartPosition::Earliest))
             .await
             .unwrap();
         let streamed = streamer.try_next(4).unwrap();
-        streamer.ack(&[streamed[3].id()]).unwrap();
+        streamer.ack(&[streamed[3].id()]).await.unwrap();
         broker.shutdown().await;
     }
     let broker = fixture.open().await;
@@ -687,7 +691,7 @@ async fn a_failing_dead_letter_topic_is_retried_with_backoff_and_counted() {
         .map(|delivery| delivery.id())
         .collect();
     assert_eq!(ids.len(), 1);
-    consumer.nack(&ids, false, Duration::ZERO).unwrap();
+    consumer.nack(&ids, false, Duration::ZERO).await.unwrap();
 
     // One second of the timer, every 10 ms: attempts at 0, 100, 300 and 700 ms.
     for _ in 0..100 {
@@ -731,13 +735,14 @@ async fn acks_and_nacks_say_per_id_what_they_settled() {
         offset,
     };
     assert_eq!(
-        consumer.ack(&[id(0), id(1), id(99)]).unwrap(),
+        consumer.ack(&[id(0), id(1), id(99)]).await.unwrap(),
         [Settled, Unknown, Unknown]
     );
-    assert_eq!(consumer.ack(&[id(0)]).unwrap(), [AlreadySettled]);
+    assert_eq!(consumer.ack(&[id(0)]).await.unwrap(), [AlreadySettled]);
     assert_eq!(
         consumer
             .nack(&[id(0), id(2)], true, Duration::ZERO)
+            .await
             .unwrap(),
         [AlreadySettled, Unknown]
     );
@@ -747,7 +752,7 @@ async fn acks_and_nacks_say_per_id_what_they_settled() {
         "the unknown ack did not settle offset 1"
     );
     assert_eq!(
-        consumer.nack(&[id(1)], true, Duration::ZERO).unwrap(),
+        consumer.nack(&[id(1)], true, Duration::ZERO).await.unwrap(),
         [Settled]
     );
 
@@ -757,8 +762,11 @@ async fn acks_and_nacks_say_per_id_what_they_settled() {
         .unwrap();
     let read = reader.try_next(1).unwrap();
     assert_eq!(read.len(), 1);
-    assert_eq!(reader.ack(&[id(2), id(0)]).unwrap(), [Unknown, Settled]);
-    assert_eq!(reader.ack(&[id(0)]).unwrap(), [AlreadySettled]);
+    assert_eq!(
+        reader.ack(&[id(2), id(0)]).await.unwrap(),
+        [Unknown, Settled]
+    );
+    assert_eq!(reader.ack(&[id(0)]).await.unwrap(), [AlreadySettled]);
     assert_eq!(
         broker.group("jobs", "audit").unwrap().partitions[0].committed,
         1

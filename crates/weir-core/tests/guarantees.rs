@@ -185,6 +185,7 @@ async fn a_poison_message_is_dead_lettered_after_max_deliveries_then_redriven() 
         assert_eq!(deliveries[0].delivery_count, attempt);
         consumer
             .nack_with_error(&[deliveries[0].id()], true, Duration::ZERO, "card declined")
+            .await
             .unwrap();
     }
     assert!(
@@ -233,7 +234,7 @@ async fn a_poison_message_is_dead_lettered_after_max_deliveries_then_redriven() 
     assert_eq!(again.len(), 1);
     assert_eq!(&again[0].record.value[..], b"poison");
     assert!(again[0].record.header("weir.dlq.reason").is_none());
-    consumer.ack(&[again[0].id()]).unwrap();
+    consumer.ack(&[again[0].id()]).await.unwrap();
     broker.shutdown().await;
 }
 
@@ -282,6 +283,7 @@ async fn redrive_to_origin_reaches_only_the_origin_subscription_at_the_same_plac
                 .map(|delivery| delivery.id())
                 .collect::<Vec<_>>(),
         )
+        .await
         .unwrap();
     let delivered = billing.try_next(100).unwrap();
     let poison = delivered
@@ -294,8 +296,11 @@ async fn redrive_to_origin_reaches_only_the_origin_subscription_at_the_same_plac
         .map(|delivery| delivery.id())
         .filter(|id| *id != poison.id())
         .collect();
-    billing.ack(&others).unwrap();
-    billing.nack(&[poison.id()], false, Duration::ZERO).unwrap();
+    billing.ack(&others).await.unwrap();
+    billing
+        .nack(&[poison.id()], false, Duration::ZERO)
+        .await
+        .unwrap();
     broker.tick().await;
     assert_eq!(
         broker.dead_letters("orders.billing.dlq", 10).unwrap().len(),
@@ -355,7 +360,7 @@ async fn redrive_to_origin_reaches_only_the_origin_subscription_at_the_same_plac
     assert_eq!(again[0].record.value, poison.record.value);
     assert!(again[0].record.header("weir.dlq.reason").is_none());
     assert_eq!(again[0].delivery_count, 1, "a fresh delivery count");
-    billing.ack(&[again[0].id()]).unwrap();
+    billing.ack(&[again[0].id()]).await.unwrap();
     let audit = broker
         .subscribe("orders", "audit", queue_with(QueueSettings::default(), 100))
         .await
@@ -381,6 +386,7 @@ async fn redrive_to_a_deleted_origin_is_refused_and_a_target_still_works() {
     let deliveries = consumer.try_next(10).unwrap();
     consumer
         .nack(&[deliveries[0].id()], false, Duration::ZERO)
+        .await
         .unwrap();
     broker.tick().await;
     drop(consumer);
@@ -434,6 +440,7 @@ async fn reject_and_expiry_dead_letter_and_purge_empties_the_dlq() {
     assert_eq!(&deliveries[0].record.value[..], b"fresh");
     consumer
         .nack(&[deliveries[0].id()], false, Duration::ZERO)
+        .await
         .unwrap();
     broker.tick().await;
     let dead = broker.dead_letters("tasks.workers.dlq", 10).unwrap();
@@ -444,7 +451,13 @@ async fn reject_and_expiry_dead_letter_and_purge_empties_the_dlq() {
         })
         .collect();
     assert_eq!(reasons, vec!["expired", "rejected"]);
-    assert_eq!(broker.purge_dead_letters("tasks.workers.dlq").unwrap(), 2);
+    assert_eq!(
+        broker
+            .purge_dead_letters("tasks.workers.dlq")
+            .await
+            .unwrap(),
+        2
+    );
     assert!(
         broker
             .dead_letters("tasks.workers.dlq", 10)
@@ -478,7 +491,7 @@ async fn release_does_not_count_towards_max_deliveries() {
         let deliveries = consumer.try_next(10).unwrap();
         assert_eq!(deliveries.len(), 1);
         assert_eq!(deliveries[0].delivery_count, 1);
-        consumer.release(&[deliveries[0].id()]).unwrap();
+        consumer.release(&[deliveries[0].id()]).await.unwrap();
     }
     broker.shutdown().await;
 }
@@ -603,7 +616,7 @@ async fn reject_publish_overflow_refuses_a_burst_past_max_backlog() {
     // Consumers catch up: publishing works again.
     let deliveries = consumer.try_next(1000).unwrap();
     let ids: Vec<MessageId> = deliveries.iter().map(|delivery| delivery.id()).collect();
-    consumer.ack(&ids).unwrap();
+    consumer.ack(&ids).await.unwrap();
     broker
         .publish_messages("orders", None, &[Message::new("after")])
         .await
@@ -717,6 +730,7 @@ async fn ordered_by_key_never_has_two_of_a_key_in_flight() {
                     1 => {
                         consumer
                             .nack(&[delivery.id()], true, Duration::ZERO)
+                            .await
                             .unwrap();
                     }
                     _ => {
@@ -728,7 +742,7 @@ async fn ordered_by_key_never_has_two_of_a_key_in_flight() {
                         let expected = next_expected.entry(key).or_insert(0);
                         assert_eq!(sequence, *expected, "per-key order");
                         *expected += 1;
-                        consumer.ack(&[delivery.id()]).unwrap();
+                        consumer.ack(&[delivery.id()]).await.unwrap();
                         done += 1;
                     }
                 }
@@ -861,6 +875,7 @@ async fn nacked_messages_back_off_by_the_subscriptions_schedule() {
         assert_eq!(deliveries.len(), 1);
         consumer
             .nack(&[deliveries[0].id()], true, Duration::ZERO)
+            .await
             .unwrap();
         fixture.clock.advance(Duration::from_millis(wait_ms - 1));
         assert!(
@@ -897,7 +912,7 @@ async fn a_message_with_an_id_dead_lettered_again_after_a_redrive_is_not_lost() 
         .publish_messages("orders", None, &[message])
         .await
         .unwrap();
-    let reject = |expected: usize| {
+    async fn reject(consumer: &weir_core::Consumer, expected: usize) {
         let delivered = consumer.try_next(10).unwrap();
         assert_eq!(
             delivered.len(),
@@ -905,9 +920,9 @@ async fn a_message_with_an_id_dead_lettered_again_after_a_redrive_is_not_lost() 
             "delivered again after the redrive"
         );
         let ids: Vec<MessageId> = delivered.iter().map(|delivery| delivery.id()).collect();
-        consumer.nack(&ids, false, Duration::ZERO).unwrap();
-    };
-    reject(1);
+        consumer.nack(&ids, false, Duration::ZERO).await.unwrap();
+    }
+    reject(&consumer, 1).await;
     broker.tick().await;
     let letters = broker.dead_letters("orders.billing.dlq", 10).unwrap();
     assert_eq!(letters.len(), 1);
@@ -922,7 +937,7 @@ async fn a_message_with_an_id_dead_lettered_again_after_a_redrive_is_not_lost() 
         .redrive("orders.billing.dlq", None, None, 10)
         .await
         .unwrap();
-    reject(1);
+    reject(&consumer, 1).await;
     broker.tick().await;
     let letters = broker.dead_letters("orders.billing.dlq", 10).unwrap();
     assert_eq!(letters.len(), 1, "dead-lettered again, so in the DLQ again");
@@ -932,6 +947,6 @@ async fn a_message_with_an_id_dead_lettered_again_after_a_redrive_is_not_lost() 
         .redrive("orders.billing.dlq", Some("orders"), None, 10)
         .await
         .unwrap();
-    reject(1);
+    reject(&consumer, 1).await;
     broker.shutdown().await;
 }

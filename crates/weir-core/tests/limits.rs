@@ -118,7 +118,7 @@ async fn durations_past_the_maximum_are_refused_where_they_enter() {
     let consumer = broker.subscribe("jobs", "c", queue()).await.unwrap();
     let delivered = consumer.try_next(10).unwrap();
     invalid(
-        consumer.nack(&[delivered[0].id()], true, HUGE),
+        consumer.nack(&[delivered[0].id()], true, HUGE).await,
         "nack delay",
     );
     assert!(consumer.try_next(10).unwrap().is_empty());
@@ -129,6 +129,7 @@ async fn durations_past_the_maximum_are_refused_where_they_enter() {
             true,
             Duration::from_millis(MAX_DURATION_MS),
         )
+        .await
         .unwrap();
     assert!(
         consumer.try_next(10).unwrap().is_empty(),

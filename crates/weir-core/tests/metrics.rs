@@ -49,9 +49,15 @@ async fn stats_count_publishes_deliveries_acks_failures_and_dead_letters() {
     let deliveries = consumer.try_next(100).unwrap();
     assert_eq!(deliveries.len(), 10);
     let ids: Vec<_> = deliveries.iter().map(|delivery| delivery.id()).collect();
-    consumer.ack(&ids[..8]).unwrap();
-    consumer.nack(&ids[8..9], true, Duration::ZERO).unwrap();
-    consumer.nack(&ids[9..], false, Duration::ZERO).unwrap();
+    consumer.ack(&ids[..8]).await.unwrap();
+    consumer
+        .nack(&ids[8..9], true, Duration::ZERO)
+        .await
+        .unwrap();
+    consumer
+        .nack(&ids[9..], false, Duration::ZERO)
+        .await
+        .unwrap();
     broker.tick().await;
 
     let stats = broker.stats();
@@ -130,7 +136,7 @@ async fn the_backlog_alert_fires_and_resolves_and_edited_rules_persist() {
         .iter()
         .map(|delivery| delivery.id())
         .collect();
-    consumer.ack(&ids).unwrap();
+    consumer.ack(&ids).await.unwrap();
     clock.advance(Duration::from_secs(1));
     broker.tick().await;
     assert_eq!(

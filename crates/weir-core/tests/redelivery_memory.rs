@@ -134,7 +134,7 @@ async fn measure_redelivery_and_large_batch_consumption() {
         assert!(!deliveries.is_empty(), "stalled at {consumed}");
         consumed += deliveries.len();
         let ids: Vec<MessageId> = deliveries.iter().map(|delivery| delivery.id()).collect();
-        consumer.ack(&ids).unwrap();
+        consumer.ack(&ids).await.unwrap();
     }
     println!(
         "100,000 records in one batch, prefetch 100: consumed in {:?}",

@@ -35,6 +35,7 @@ async fn a_reject_just_before_a_clean_shutdown_reaches_the_dead_letter_topic() {
     let delivery = consumer.try_next(1).unwrap().pop().unwrap();
     consumer
         .nack(&[delivery.id()], false, Duration::ZERO)
+        .await
         .unwrap();
     drop(consumer);
     broker.shutdown().await;
@@ -227,6 +228,7 @@ async fn a_dead_letter_whose_settlement_was_lost_is_stored_once() {
         let delivery = consumer.try_next(1).unwrap().pop().unwrap();
         consumer
             .nack(&[delivery.id()], false, Duration::ZERO)
+            .await
             .unwrap();
         if value == "second" {
             // Every metadata write fails from now on; the DLQ's log still takes the letter.

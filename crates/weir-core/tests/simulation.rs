@@ -37,8 +37,11 @@ use weir_storage::io::sim::{CrashMode, SimStorage};
 /// consumer loss or a restart (so dead-lettering may need more deliveries).
 const KNOWN_DEFECT_4_FIXED: bool = true;
 /// #22: an ack is answered before it is durable. While false, a message acked before a crash
-/// may be delivered again after it (once per crash; it must then be acked again).
-const KNOWN_DEFECT_22_FIXED: bool = false;
+/// may be delivered again after it (once per crash; it must then be acked again). Once true,
+/// only a settlement answered with an error may be forgotten by a crash, and delivery counts
+/// (saved with every settlement and by the timer, not before a hand-out) are at least what
+/// the last successful settlement saved.
+const KNOWN_DEFECT_22_FIXED: bool = true;
 
 /// #11: dedup state is recorded before the commit, so after a failed write the retry of a
 /// message with an id can be confirmed as a duplicate of whatever later took its offset. While
@@ -152,6 +155,15 @@ struct Tracked {
     acked: bool,
     /// Acked, but a crash since then may have forgotten it (`KNOWN_DEFECT_22_FIXED`).
     ack_may_be_lost: bool,
+    /// Deliveries counted when a settlement last answered success: its save wrote every count
+    /// taken before it, so after a crash the broker's count is at least this.
+    durable_counted: u32,
+    /// Acked, but the answer was an error (its save failed): not durable until a later save
+    /// succeeds.
+    ack_unsaved: bool,
+    /// Dead (rejected or out of deliveries) and not saved as such by a successful settlement
+    /// since: a crash may forget it, so it may be delivered again.
+    dead_unsaved: bool,
     /// Rejected or out of deliveries: must reach the dead-letter topic, and never come back.
     dead: bool,
     /// Seen in the dead-letter topic.
@@ -252,6 +264,22 @@ struct Model {
 impl Model {
     fn tracked(&mut self, number: u64) -> &mut Tracked {
         self.queue.entry(number).or_default()
+    }
+
+    /// A settlement was answered with success: its save covered every change made before
+    /// it, and wrote whatever an earlier failed save could not.
+    fn settlements_saved(&mut self) {
+        if !KNOWN_DEFECT_22_FIXED {
+            return;
+        }
+        for tracked in self.queue.values_mut() {
+            // After a crash the broker's count is its own until the next delivery shows it.
+            if !tracked.crashed {
+                tracked.durable_counted = tracked.counted;
+            }
+            tracked.ack_unsaved = false;
+            tracked.dead_unsaved = false;
+        }
     }
 }
 
@@ -444,7 +472,7 @@ impl Sim {
             24 => self.decide_transaction().await,
             25..=34 => self.attach().await,
             35..=54 => self.fetch(),
-            55..=69 => self.settle(),
+            55..=69 => self.settle().await,
             70..=74 => self.lose_consumer(),
             75..=86 => self.advance().await,
             87..=92 => self.inject_fault(),
@@ -1087,9 +1115,10 @@ impl Sim {
             // The broker may forget deliveries, never invent them.
             count <= expected || tracked.crashed
         } else if tracked.crashed {
-            // Counts are saved with the acks: until acks are durable before their answer
-            // (#22), a crash may forget the last save of both.
-            count >= expected || !KNOWN_DEFECT_22_FIXED
+            // Counts are saved with every settlement (and by the timer), not before a
+            // hand-out: a crash may forget the hand-outs since the last successful settlement.
+            // Until acks are durable before their answer (#22) it may forget more.
+            count > tracked.durable_counted || !KNOWN_DEFECT_22_FIXED
         } else {
             count == expected
         };
@@ -1118,7 +1147,7 @@ impl Sim {
     }
 
     /// A consumer acks, nacks, rejects or releases some of what it holds.
-    fn settle(&mut self) {
+    async fn settle(&mut self) {
         let slot = self.rng.below(CONSUMERS as u64) as usize;
         let now = self.now();
         let Some(consumer) = &mut self.consumers[slot] else {
@@ -1154,29 +1183,44 @@ impl Sim {
             }
         };
         let (name, result) = match action {
-            0..=59 => ("ack", known(consumer.ack(&[id]))),
+            0..=59 => ("ack", known(consumer.ack(&[id]).await)),
             60..=79 => {
                 let delay = if self.rng.chance(50) {
                     0
                 } else {
                     1 + self.rng.below(3_000)
                 };
-                let result = known(consumer.nack(&[id], true, Duration::from_millis(delay)));
+                let result = known(
+                    consumer
+                        .nack(&[id], true, Duration::from_millis(delay))
+                        .await,
+                );
                 if result.is_ok() {
                     let tracked = self.model.tracked(number);
                     tracked.not_before_ms = now + delay as i64;
                 }
                 ("nack", result)
             }
-            80..=89 => ("reject", known(consumer.nack(&[id], false, Duration::ZERO))),
+            80..=89 => (
+                "reject",
+                known(consumer.nack(&[id], false, Duration::ZERO).await),
+            ),
             _ => (
                 "release",
-                consumer.release(&[id]).map_err(|error| error.to_string()),
+                consumer
+                    .release(&[id])
+                    .await
+                    .map_err(|error| error.to_string()),
             ),
         };
         self.count(name);
         self.note(format!("consumer {slot} {name} m{number}: {result:?}"));
-        if let Err(error) = result {
+        // The change takes effect in memory either way; an error says it is not durable, and
+        // only a fault may cause one (a failed save, or the store poisoned by one).
+        let saved = result.is_ok();
+        if let Err(error) = result
+            && !self.faulty
+        {
             self.fail(format!("{name} of a held delivery failed: {error}"));
         }
         let tracked = self.model.tracked(number);
@@ -1184,20 +1228,28 @@ impl Sim {
         match name {
             "ack" => {
                 tracked.acked = true;
+                tracked.ack_unsaved = !saved;
                 self.counts.acked += 1;
             }
             "nack" => {
                 if tracked.last_count >= MAX_DELIVERIES {
                     tracked.dead = true;
+                    tracked.dead_unsaved = !saved;
                 }
             }
-            "reject" => tracked.dead = true,
+            "reject" => {
+                tracked.dead = true;
+                tracked.dead_unsaved = !saved;
+            }
             _ => {
                 // Released: that delivery does not count.
                 tracked.released_count = tracked.released_count.max(tracked.last_count);
                 tracked.counted -= 1;
                 tracked.last_count -= 1;
             }
+        }
+        if saved {
+            self.model.settlements_saved();
         }
     }
 
@@ -1217,8 +1269,11 @@ impl Sim {
             if tracked.in_flight.is_some_and(|(holder, _)| holder == slot) {
                 tracked.in_flight = None;
                 if KNOWN_DEFECT_4_FIXED {
-                    // A lost consumer's delivery counts like a failed one.
-                    tracked.dead |= tracked.last_count >= MAX_DELIVERIES;
+                    // A lost consumer's delivery counts like a failed one (saved later).
+                    if !tracked.dead && tracked.last_count >= MAX_DELIVERIES {
+                        tracked.dead = true;
+                        tracked.dead_unsaved = true;
+                    }
                 } else {
                     // The broker may or may not count it (defect 4).
                     tracked.dead_once |= tracked.last_count >= MAX_DELIVERIES;
@@ -1252,7 +1307,10 @@ impl Sim {
                 .is_some_and(|(_, deadline)| now >= deadline)
             {
                 tracked.in_flight = None;
-                tracked.dead |= tracked.last_count >= MAX_DELIVERIES;
+                if !tracked.dead && tracked.last_count >= MAX_DELIVERIES {
+                    tracked.dead = true;
+                    tracked.dead_unsaved = true;
+                }
             }
         }
     }
@@ -1343,9 +1401,14 @@ impl Sim {
         }
         for tracked in self.model.queue.values_mut() {
             if tracked.in_flight.take().is_some() {
-                // A delivery cut short by a restart counts like a lost consumer's.
+                // A delivery cut short by a restart counts like a lost consumer's: dead-lettered
+                // once the broker reads its count, if that count was saved.
                 if KNOWN_DEFECT_4_FIXED {
-                    tracked.dead |= tracked.last_count >= MAX_DELIVERIES;
+                    if !tracked.dead && tracked.last_count >= MAX_DELIVERIES {
+                        tracked.dead = true;
+                        tracked.dead_unsaved =
+                            crashed && tracked.durable_counted < tracked.last_count;
+                    }
                 } else {
                     tracked.dead_once |= tracked.last_count >= MAX_DELIVERIES;
                 }
@@ -1355,7 +1418,11 @@ impl Sim {
             }
             // Nack delays live in memory: a restart may redeliver at once (at least once).
             tracked.not_before_ms = 0;
-            if crashed && tracked.dead && !tracked.dead_stored && !KNOWN_DEFECT_22_FIXED {
+            if crashed
+                && tracked.dead
+                && !tracked.dead_stored
+                && (tracked.dead_unsaved || !KNOWN_DEFECT_22_FIXED)
+            {
                 // A reject (or exhaustion) not stored yet is a settlement like an ack.
                 tracked.dead = false;
                 tracked.dead_once = true;
@@ -1365,7 +1432,7 @@ impl Sim {
                 // (seeds 1915, 8793, 8892, 9655).
                 tracked.dead_once = true;
             }
-            if crashed && tracked.acked && !KNOWN_DEFECT_22_FIXED {
+            if crashed && tracked.acked && (tracked.ack_unsaved || !KNOWN_DEFECT_22_FIXED) {
                 tracked.ack_may_be_lost = true;
                 // Its last delivery then looks interrupted: out of deliveries, it may be
                 // dead-lettered instead of delivered.
@@ -1594,7 +1661,7 @@ impl Sim {
             let ids: Vec<_> = deliveries.iter().map(Delivery::id).collect();
             if !ids.is_empty() {
                 let consumer = &self.consumers[0].as_ref().expect("drainer").consumer;
-                if let Err(error) = consumer.ack(&ids) {
+                if let Err(error) = consumer.ack(&ids).await {
                     self.fail(format!("drain ack: {error}"));
                 }
                 for delivery in &deliveries {
@@ -1827,10 +1894,10 @@ impl Sim {
             0..=29 => self.publish_to_exchange().await,
             30..=34 => self.toggle_audit_binding().await,
             35..=54 => self.stream_fetch().await,
-            55..=69 => self.stream_settle(),
+            55..=69 => self.stream_settle().await,
             70..=74 => self.stream_lose(),
             75..=80 => self.retention_queue_fetch().await,
-            81..=86 => self.reject_held(),
+            81..=86 => self.reject_held().await,
             87..=96 => self.redrive().await,
             _ => self.read_from_position(),
         }
@@ -2216,7 +2283,7 @@ impl Sim {
     }
 
     /// A stream consumer commits (acks), rewinds (nack with requeue) or skips (nack without).
-    fn stream_settle(&mut self) {
+    async fn stream_settle(&mut self) {
         let holding: Vec<(usize, usize)> = (0..STREAMS.len())
             .flat_map(|index| (0..STREAM_SLOTS).map(move |slot| (index, slot)))
             .filter(|&(index, slot)| {
@@ -2230,11 +2297,11 @@ impl Sim {
         }
         let (index, slot) = holding[self.rng.below(holding.len() as u64) as usize];
         for _ in 0..1 + self.rng.below(3) {
-            self.stream_settle_one(index, slot);
+            self.stream_settle_one(index, slot).await;
         }
     }
 
-    fn stream_settle_one(&mut self, index: usize, slot: usize) {
+    async fn stream_settle_one(&mut self, index: usize, slot: usize) {
         let stream_slot = self.cov.streams[index].slots[slot]
             .as_mut()
             .expect("attached");
@@ -2252,14 +2319,14 @@ impl Sim {
             .expect("attached")
             .consumer;
         let (name, result) = match action {
-            0..=69 => ("stream commit", consumer.ack(&[delivery.id()])),
+            0..=69 => ("stream commit", consumer.ack(&[delivery.id()]).await),
             70..=84 => (
                 "stream rewind",
-                consumer.nack(&[delivery.id()], true, Duration::ZERO),
+                consumer.nack(&[delivery.id()], true, Duration::ZERO).await,
             ),
             _ => (
                 "stream skip",
-                consumer.nack(&[delivery.id()], false, Duration::ZERO),
+                consumer.nack(&[delivery.id()], false, Duration::ZERO).await,
             ),
         };
         self.count(name);
@@ -2342,14 +2409,14 @@ impl Sim {
         }
         let ids: Vec<_> = deliveries.iter().map(Delivery::id).collect();
         let consumer = self.cov.vip_queue.as_ref().expect("attached");
-        match consumer.ack(&ids) {
+        match consumer.ack(&ids).await {
             Ok(settlements) if !settlements.contains(&Settlement::Unknown) => {}
             other => self.fail(format!("{VIP_QUEUE_GROUP} ack of {ids:?}: {other:?}")),
         }
     }
 
     /// A queue consumer rejects a message it holds (so the DLQ has letters to redrive).
-    fn reject_held(&mut self) {
+    async fn reject_held(&mut self) {
         let now = self.now();
         let holding: Vec<(usize, usize)> = (0..CONSUMERS)
             .filter_map(|slot| Some((slot, self.consumers[slot].as_ref()?)))
@@ -2371,7 +2438,8 @@ impl Sim {
         let number = parse_number(&delivery.record.value).expect("checked on delivery");
         let result = consumer
             .consumer
-            .nack(&[delivery.id()], false, Duration::ZERO);
+            .nack(&[delivery.id()], false, Duration::ZERO)
+            .await;
         self.note(format!("consumer {slot} reject m{number}: {result:?}"));
         match result {
             Ok(settlements) if settlements == [Settlement::Settled] => {}
@@ -2407,8 +2475,7 @@ impl Sim {
         // checked loosely.
         let settled_dead =
             tracked.dead && tracked.dead_stored && !tracked.acked && tracked.in_flight.is_none();
-        let exactly_known =
-            !tracked.dead_append_in_doubt && copies == 1 + self.redriven_to_origin(number);
+        let exactly_known = copies == 1 + self.redriven_to_origin(number);
         let to_origin = settled_dead && self.rng.chance(75);
         let target = (!to_origin).then_some(RETRY_TOPIC);
         self.count(if to_origin {
@@ -2446,7 +2513,6 @@ impl Sim {
                 place: tracked.place,
                 crashed: in_doubt,
                 dead_once: in_doubt,
-                dead_append_in_doubt: tracked.dead_append_in_doubt,
                 ..Tracked::default()
             };
         } else {

@@ -80,6 +80,9 @@ struct Client {
     /// The largest frame this client accepts, as a real client refuses a frame over the
     /// limit the server announced.
     max_frame_bytes: usize,
+    /// Deliveries pushed while `call` waited for its answer (a settlement is answered once
+    /// durable, so a redelivery it caused may arrive first), for `delivery`.
+    pushed: std::collections::VecDeque<(u32, Vec<weir_proto::Delivery>)>,
 }
 
 impl Client {
@@ -89,6 +92,7 @@ impl Client {
             buffer: BytesMut::new(),
             next_correlation_id: 1,
             max_frame_bytes: MAX_FRAME_BYTES,
+            pushed: std::collections::VecDeque::new(),
         }
     }
 
@@ -149,7 +153,7 @@ impl Client {
         .expect("a frame or the end of the stream in time")
     }
 
-    /// Sends a request and returns its answer, skipping pushed deliveries.
+    /// Sends a request and returns its answer, keeping pushed deliveries for `delivery`.
     async fn call(&mut self, request: Request) -> Response {
         let correlation_id = self.send(&request).await;
         loop {
@@ -161,11 +165,21 @@ impl Client {
                 answered, 0,
                 "an answer to a request not asked: {response:?}"
             );
+            if let Response::Deliver {
+                subscription,
+                messages,
+            } = response
+            {
+                self.pushed.push_back((subscription, messages));
+            }
         }
     }
 
     /// The next delivery push, as (subscription, messages).
     async fn delivery(&mut self) -> (u32, Vec<weir_proto::Delivery>) {
+        if let Some(pushed) = self.pushed.pop_front() {
+            return pushed;
+        }
         match self.receive().await {
             Some((
                 0,

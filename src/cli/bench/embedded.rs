@@ -537,6 +537,7 @@ async fn receive_all(
         if let Some(last) = batch.last() {
             consumer
                 .ack(&[last.id()])
+                .await
                 .context("committing the stream position")?;
         }
         if new > 0 {

@@ -84,7 +84,14 @@ impl Broker {
             &result,
             now_ms,
         );
-        subscription.dead_letters_done(letters, result.is_ok(), self.inner.config.clock.now_ms());
+        let stored = result.is_ok();
+        subscription.dead_letters_done(letters, stored, self.inner.config.clock.now_ms());
+        if stored {
+            // Settled in the queue durably now: saved on their way out, letters found unsettled
+            // after a crash would be stored a second time. A failure is retried by the next
+            // save (logged there); at shutdown the final save does it.
+            let _ = self.sync_positions().await;
+        }
     }
 
     async fn append_dead_letters(
@@ -290,7 +297,7 @@ impl Broker {
                 },
                 // The stored mark still precedes them; the positions go with the next save.
                 Err(_) => {
-                    super::lock(&self.inner.positions_save).extend(positions);
+                    super::lock(&self.inner.positions_unsaved).extend(positions);
                     MarkState {
                         durable: true,
                         unsettled: found,
@@ -377,12 +384,10 @@ impl Broker {
         let redriven: Vec<MessageId> = letters.iter().map(Delivery::id).collect();
         match target {
             Some(target) => self.republish(target, &letters).await?,
-            None => self.return_to_origins(&letters)?,
+            None => self.return_to_origins(&letters).await?,
         }
         subscription.discard(&redriven)?;
-        self.inner
-            .catalog
-            .save_positions(&subscription.take_dirty_positions())?;
+        self.sync_positions().await?;
         Ok(redriven.len() as u64)
     }
 
@@ -414,7 +419,7 @@ impl Broker {
 
     /// Makes each letter's original message pending again in the subscription it came from,
     /// durably. Checks every letter first, so an unreachable origin moves nothing.
-    fn return_to_origins(&self, letters: &[Delivery]) -> Result<()> {
+    async fn return_to_origins(&self, letters: &[Delivery]) -> Result<()> {
         let mut origins = Vec::with_capacity(letters.len());
         for letter in letters {
             let (subscription, id) = self.origin(letter)?;
@@ -428,20 +433,13 @@ impl Broker {
             }
             origins.push((subscription, id));
         }
-        let mut touched: BTreeMap<(String, String), Arc<Subscription>> = BTreeMap::new();
         for (subscription, id) in origins {
             // Checked above; retention racing this call can only make it a no-op.
             subscription.redeliver_settled(id)?;
-            let record = &subscription.record;
-            touched.insert((record.topic.clone(), record.group.clone()), subscription);
         }
         // Durable in the origin before the letters leave the DLQ: a crash in between leaves a
         // message in both (delivered again), never in neither.
-        let ops: Vec<_> = touched
-            .values()
-            .flat_map(|subscription| subscription.take_dirty_positions())
-            .collect();
-        self.inner.catalog.save_positions(&ops)
+        self.sync_positions().await
     }
 
     /// The queue subscription and message a dead letter came from, from its `weir.dlq.*`
@@ -478,13 +476,11 @@ impl Broker {
     }
 
     /// Empties a DLQ: every dead letter in it now is dropped. Returns how many.
-    pub fn purge_dead_letters(&self, dlq_topic: &str) -> Result<u64> {
+    pub async fn purge_dead_letters(&self, dlq_topic: &str) -> Result<u64> {
         let subscription = self.dlq(dlq_topic)?;
         let pending = subscription.backlog().unwrap_or(0);
         subscription.reset(StartPosition::Latest)?;
-        self.inner
-            .catalog
-            .save_positions(&subscription.take_dirty_positions())?;
+        self.sync_positions().await?;
         Ok(pending)
     }
 

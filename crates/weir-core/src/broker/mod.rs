@@ -6,12 +6,14 @@ mod background;
 mod dead_letters;
 mod exchanges;
 mod idempotency;
+mod positions;
 mod schedule;
 mod transactions;
 
 pub use dead_letters::{DLQ_GROUP, DLQ_HEADER_PREFIX, DeadLetterQueueInfo};
 pub use exchanges::RoutedConfirm;
 pub use idempotency::Claim;
+pub(crate) use positions::PositionSync;
 pub use schedule::{MAX_DELAY, ScheduleRequest, ScheduledMessage};
 pub use transactions::{Decision, TransactionChecker, TransactionInfo, TransactionState};
 
@@ -149,13 +151,14 @@ struct Timers {
     interval_synced_ms: HashMap<String, i64>,
 }
 
-/// Unacked progress is saved this often; after a crash, at most this much of consumers'
-/// acknowledgements is forgotten (and those messages are delivered again).
 /// Most headers one message may carry when published. Each header costs more in a delivery
 /// than in the batch (lengths as `u32`s), so unbounded empty headers could make a delivery of
 /// one message larger than a protocol frame; with this bound, a message of a batch within
 /// `max_batch_bytes` always fits one.
 pub const MAX_RECORD_HEADERS: u32 = 1024;
+/// What changes without a settlement (delivery counts taken at hand-out, timeouts) is saved
+/// this often; after a crash, at most this much of it is forgotten. Settlements are durable
+/// before they are answered.
 const SAVE_POSITIONS_MS: i64 = 100;
 const RETENTION_MS: i64 = 1_000;
 const EXPIRE_KEYS_MS: i64 = 60_000;
@@ -178,9 +181,12 @@ struct Inner {
     /// One lock per transaction being worked on: serialises the decisions on that transaction
     /// only, so one transaction's commit waiting for its partitions holds up no other.
     transaction_locks: transactions::TransactionLocks,
-    /// Serialises saving consumer positions (taking the dirty ones and writing them), so an
-    /// older save never lands after a newer one.
-    positions_save: Mutex<Vec<weir_storage::MetaOp>>,
+    /// The group commit of consumer positions (`positions.rs`).
+    position_saves: positions::PositionSaves,
+    /// Positions a failed save could not write, written first by the next. Its lock also
+    /// serialises taking dirty positions with writing them, so an older save never lands
+    /// after a newer one.
+    positions_unsaved: Mutex<Vec<weir_storage::MetaOp>>,
     checkers: Mutex<transactions::Checkers>,
     /// Where each queue subscription's dead letters stand (`dead_letters.rs`).
     dead_letter_marks: dead_letters::DeadLetterMarks,
@@ -296,7 +302,8 @@ impl Broker {
                 alert_book: Mutex::new(AlertBook::default()),
                 alert_events: tokio::sync::broadcast::channel(256).0,
                 transaction_locks: transactions::TransactionLocks::default(),
-                positions_save: Mutex::new(Vec::new()),
+                position_saves: positions::PositionSaves::default(),
+                positions_unsaved: Mutex::new(Vec::new()),
                 checkers: Mutex::new(HashMap::new()),
                 dead_letter_marks: Default::default(),
                 next_consumer: AtomicU64::new(1),
@@ -577,6 +584,7 @@ impl Broker {
             id,
             options.prefetch,
             self.inner.config.clock.clone(),
+            PositionSync::of(self),
         ))
     }
 
@@ -641,13 +649,12 @@ impl Broker {
         Ok(self.find_subscription(topic, group)?.info())
     }
 
-    /// Moves a subscription to `to` while it runs (replay, or skip ahead).
-    pub fn reset_group(&self, topic: &str, group: &str, to: StartPosition) -> Result<()> {
+    /// Moves a subscription to `to` while it runs (replay, or skip ahead). Returns once the
+    /// new position is durable.
+    pub async fn reset_group(&self, topic: &str, group: &str, to: StartPosition) -> Result<()> {
         let subscription = self.find_subscription(topic, group)?;
         subscription.reset(to)?;
-        self.inner
-            .catalog
-            .save_positions(&subscription.take_dirty_positions())
+        self.sync_positions().await
     }
 
     /// Deletes a subscription; its consumers get an error.
@@ -833,7 +840,10 @@ impl Broker {
             self.evaluate_alerts();
         }
         if save_positions {
-            self.save_positions(subscriptions.clone()).await;
+            // Settlements save their own changes before they are answered; this saves what
+            // changes unasked: delivery counts taken at hand-out, ack timeouts, dead letters
+            // due, floors raised by retention. A failure is logged by the save and retried.
+            let _ = self.sync_positions().await;
         }
         if self.background_due("transactions", String::new, now_ms) {
             let result = self.check_transactions(now_ms).await;
@@ -892,32 +902,6 @@ impl Broker {
         }
     }
 
-    /// Saves consumers' progress durably, on a blocking thread (it fsyncs). Positions a failed
-    /// save could not write are kept and written first by the next save, so a full disk delays
-    /// them but does not drop them.
-    async fn save_positions(&self, subscriptions: Vec<Arc<Subscription>>) {
-        let saved = self
-            .run_blocking(move |broker| {
-                let mut unsaved = lock(&broker.inner.positions_save);
-                // Later ops on a key win, so the retried ones go first.
-                unsaved.extend(
-                    subscriptions
-                        .iter()
-                        .flat_map(|subscription| subscription.take_dirty_positions()),
-                );
-                if unsaved.is_empty() {
-                    return Ok(());
-                }
-                broker.inner.catalog.save_positions(&unsaved)?;
-                unsaved.clear();
-                Ok(())
-            })
-            .await;
-        if let Err(error) = saved {
-            tracing::error!(%error, "saving consumer positions failed; retrying with the next save");
-        }
-    }
-
     /// Removes a topic's directory if it exists.
     fn remove_topic_dir(&self, dir: &std::path::Path, topic: &str) -> Result<()> {
         self.inner
@@ -969,7 +953,9 @@ impl Broker {
             subscription.close();
         }
         self.store_all_dead_letters().await;
-        self.save_positions(subscriptions).await;
+        // Logged by the save if it fails: the settlements it covers are answered with its
+        // error, and nothing else is lost that a crash would not lose.
+        let _ = self.save_positions_at_shutdown().await;
         self.finish_schedule().await;
         let topics: Vec<Arc<Topic>> = read(&self.inner.topics).values().cloned().collect();
         for topic in topics {

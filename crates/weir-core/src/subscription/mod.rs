@@ -25,6 +25,7 @@ use weir_storage::{LogReader, MetaOp};
 pub use ack_state::AckState;
 pub use queue::{DeadLetter, DeadLetterReason};
 
+use crate::broker::PositionSync;
 use crate::catalog::{Catalog, SubscriptionRecord};
 use crate::clock::Clock;
 use crate::config::{StartPosition, SubscriptionKind};
@@ -563,6 +564,8 @@ pub struct Consumer {
     subscription: Arc<Subscription>,
     id: ConsumerId,
     clock: Arc<dyn Clock>,
+    /// Settlements are answered once this says they are durable.
+    positions: PositionSync,
 }
 
 impl Consumer {
@@ -571,12 +574,14 @@ impl Consumer {
         id: ConsumerId,
         prefetch: u32,
         clock: Arc<dyn Clock>,
+        positions: PositionSync,
     ) -> Consumer {
         subscription.join(id, prefetch.max(1));
         Consumer {
             subscription,
             id,
             clock,
+            positions,
         }
     }
 
@@ -622,42 +627,59 @@ impl Consumer {
     /// Acknowledges deliveries. Queue: each message is done. Stream: commits the partition
     /// up to and including the highest offset given. Says per id what happened; an id never
     /// delivered changes nothing.
-    pub fn ack(&self, ids: &[MessageId]) -> Result<Vec<Settlement>> {
-        self.subscription.ack(ids)
+    ///
+    /// The change takes effect at once (credit is freed, the message is not handed out
+    /// again); the call returns once it is durable, sharing one save with every settlement
+    /// made meanwhile. An error after the change (a full disk: `StorageFull`) means it is
+    /// not durable yet: a crash may bring the messages back (the next save retries it).
+    pub async fn ack(&self, ids: &[MessageId]) -> Result<Vec<Settlement>> {
+        let settlements = self.subscription.ack(ids)?;
+        self.positions.wait().await?;
+        Ok(settlements)
     }
 
     /// Gives deliveries back as failed. Queue: `requeue` redelivers after `delay` (to any
     /// consumer) until `max_deliveries` is reached; without `requeue` the message is rejected
-    /// and dead-lettered at once. Stream: `requeue` rewinds the partition to the message, so it
-    /// and everything after it is delivered again; without, it is skipped.
-    /// Says per id what happened, as `ack` does.
-    pub fn nack(
+    /// and dead-lettered (it is settled in the queue once it is stored in the dead-letter
+    /// topic). Stream: `requeue` rewinds the partition to the message, so it and everything
+    /// after it is delivered again; without, it is skipped.
+    /// Says per id what happened, and returns once durable, as `ack` does.
+    pub async fn nack(
         &self,
         ids: &[MessageId],
         requeue: bool,
         delay: Duration,
     ) -> Result<Vec<Settlement>> {
-        self.subscription
-            .nack(ids, requeue, delay, None, self.clock.now_ms())
+        let settlements = self
+            .subscription
+            .nack(ids, requeue, delay, None, self.clock.now_ms())?;
+        self.positions.wait().await?;
+        Ok(settlements)
     }
 
     /// `nack` that records why processing failed; the text travels with the message if it is
     /// dead-lettered.
-    pub fn nack_with_error(
+    pub async fn nack_with_error(
         &self,
         ids: &[MessageId],
         requeue: bool,
         delay: Duration,
         error: &str,
     ) -> Result<Vec<Settlement>> {
-        self.subscription
-            .nack(ids, requeue, delay, Some(error), self.clock.now_ms())
+        let settlements =
+            self.subscription
+                .nack(ids, requeue, delay, Some(error), self.clock.now_ms())?;
+        self.positions.wait().await?;
+        Ok(settlements)
     }
 
     /// Gives deliveries back because this consumer is stopping, not because they failed: they
-    /// are redelivered now and the delivery does not count towards `max_deliveries`.
-    pub fn release(&self, ids: &[MessageId]) -> Result<()> {
-        self.subscription.release_messages(ids, self.clock.now_ms())
+    /// are redelivered now and the delivery does not count towards `max_deliveries`. Returns
+    /// once durable, as `ack` does.
+    pub async fn release(&self, ids: &[MessageId]) -> Result<()> {
+        self.subscription
+            .release_messages(ids, self.clock.now_ms())?;
+        self.positions.wait().await
     }
 }
 

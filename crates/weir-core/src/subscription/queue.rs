@@ -34,7 +34,7 @@ use crate::topic::Topic;
 const DEFERRED_MAX: usize = 10_000;
 
 /// Why a message was dead-lettered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DeadLetterReason {
     MaxDeliveries,
     Rejected,
@@ -54,8 +54,9 @@ impl DeadLetterReason {
 }
 
 /// A message on its way to the dead-letter topic. It is acked in the queue only once the
-/// dead-letter topic has durably stored it, so a crash in between loses nothing.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// dead-letter topic has durably stored it, and it is saved with the positions (so a reject,
+/// once answered, is not forgotten by a crash before the letter is stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetter {
     pub partition: u32,
     pub offset: u64,
@@ -84,6 +85,9 @@ struct DeliveryRecord {
 struct StoredPosition {
     acks: AckState,
     deliveries: Vec<(u64, DeliveryRecord)>,
+    /// On their way to the dead-letter topic: stored there after a restart.
+    #[serde(default)]
+    dead_letters: Vec<DeadLetter>,
 }
 
 struct InFlight {
@@ -110,7 +114,7 @@ struct QueuePartition {
     key_holders: HashMap<Bytes, u64>,
     held_keys: HashMap<u64, Bytes>,
     /// Handed to the dead-letter outbox, not yet stored there.
-    dead_lettering: BTreeSet<u64>,
+    dead_lettering: BTreeMap<u64, DeadLetter>,
     dirty: bool,
 }
 
@@ -134,7 +138,7 @@ enum Decision {
 impl QueuePartition {
     fn decide(&self, record: &Record, now_ms: i64, settings: &QueueSettings) -> Decision {
         let offset = record.offset;
-        if self.acks.is_acked(offset) || self.dead_lettering.contains(&offset) {
+        if self.acks.is_acked(offset) || self.dead_lettering.contains_key(&offset) {
             return Decision::Skip;
         }
         if let Some(ttl_ms) = settings.message_ttl_ms
@@ -211,7 +215,7 @@ impl QueuePartition {
         self.unlock_key(offset);
         self.deferred.remove(&offset);
         let history = self.deliveries.get(&offset);
-        outbox.push(DeadLetter {
+        let letter = DeadLetter {
             partition,
             offset,
             reason,
@@ -219,8 +223,10 @@ impl QueuePartition {
             delivery_count: history.map_or(0, |history| history.count),
             first_delivery_ms: history.map(|history| history.first_ms),
             last_delivery_ms: history.map(|history| history.last_ms),
-        });
-        self.dead_lettering.insert(offset);
+        };
+        self.dead_lettering.insert(offset, letter.clone());
+        self.dirty = true;
+        outbox.push(letter);
     }
 
     /// Whether `offset` has been delivered `max_deliveries` times.
@@ -236,9 +242,9 @@ impl QueuePartition {
     fn complete(&mut self, offset: u64) -> bool {
         self.unlock_key(offset);
         self.deliveries.remove(&offset);
-        self.dead_lettering.remove(&offset);
+        let was_leaving = self.dead_lettering.remove(&offset).is_some();
         let newly = self.acks.ack(offset);
-        self.dirty |= newly;
+        self.dirty |= newly || was_leaving;
         newly
     }
 
@@ -268,22 +274,36 @@ pub(super) struct QueueState {
 impl QueueState {
     pub fn open(topic: &Topic, record: &SubscriptionRecord, catalog: &Catalog) -> Result<Self> {
         let mut partitions = Vec::with_capacity(topic.partitions.len());
+        let mut outbox = Vec::new();
         for partition in &topic.partitions {
             let stored: Option<StoredPosition> =
                 catalog.position(&record.topic, &record.group, partition.id)?;
             let dirty = stored.is_none();
-            let (mut acks, deliveries) = match stored {
-                Some(stored) => (stored.acks, stored.deliveries.into_iter().collect()),
+            let (mut acks, deliveries, dead_letters) = match stored {
+                Some(stored) => (
+                    stored.acks,
+                    stored.deliveries.into_iter().collect(),
+                    stored.dead_letters,
+                ),
                 None => (
                     AckState::new(resolve_start(&partition.reader, record.start)?),
                     HashMap::new(),
+                    Vec::new(),
                 ),
             };
             acks.raise_floor(partition.reader.start_offset());
+            // Letters saved on their way out go out again (stored once: the outbox acks them).
+            let dead_lettering: BTreeMap<u64, DeadLetter> = dead_letters
+                .into_iter()
+                .filter(|letter| !acks.is_acked(letter.offset))
+                .map(|letter| (letter.offset, letter))
+                .collect();
+            outbox.extend(dead_lettering.values().cloned());
             partitions.push(QueuePartition {
                 next_fresh: acks.floor(),
                 acks,
                 deliveries,
+                dead_lettering,
                 dirty,
                 ..QueuePartition::default()
             });
@@ -292,7 +312,7 @@ impl QueueState {
             partitions,
             consumers: HashMap::new(),
             settings: record.queue.clone(),
-            outbox: Vec::new(),
+            outbox,
             rotation: 0,
             metrics: SubscriptionMetrics::default(),
         })
@@ -563,7 +583,7 @@ impl QueueState {
         let partition = &mut self.partitions[index];
         // Not settled (still on its way to the dead-letter topic, or pending again after a
         // reset): it is delivered anyway.
-        if partition.dead_lettering.contains(&id.offset) || !partition.acks.unack(id.offset) {
+        if partition.dead_lettering.contains_key(&id.offset) || !partition.acks.unack(id.offset) {
             return Ok(true);
         }
         partition.deliveries.remove(&id.offset);
@@ -769,7 +789,7 @@ impl QueueState {
                     break;
                 }
                 if !partition.in_flight.contains_key(&offset)
-                    && !partition.dead_lettering.contains(&offset)
+                    && !partition.dead_lettering.contains_key(&offset)
                 {
                     partition
                         .redeliver
@@ -920,6 +940,7 @@ impl QueueState {
                         .iter()
                         .map(|(&offset, history)| (offset, history.clone()))
                         .collect(),
+                    dead_letters: partition.dead_lettering.values().cloned().collect(),
                 };
                 ops.push(Catalog::position_op(topic, group, index as u32, &stored));
             }

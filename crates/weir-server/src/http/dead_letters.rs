@@ -182,6 +182,6 @@ pub async fn purge(
     State(state): State<HttpState>,
     Path(topic): Path<String>,
 ) -> Result<Json<CountResponse>, ApiError> {
-    let count = state.broker.purge_dead_letters(&topic)?;
+    let count = state.broker.purge_dead_letters(&topic).await?;
     Ok(Json(CountResponse { count }))
 }

@@ -313,7 +313,10 @@ pub async fn reset_subscription(
     JsonBody(request): JsonBody<ResetRequest>,
 ) -> Result<Json<SubscriptionView>, ApiError> {
     refuse_internal(&name)?;
-    state.broker.reset_group(&topic, &name, request.to.into())?;
+    state
+        .broker
+        .reset_group(&topic, &name, request.to.into())
+        .await?;
     Ok(Json(state.broker.group(&topic, &name)?.into()))
 }
 
@@ -456,9 +459,10 @@ impl SettledResponse {
     params(("topic" = Name, Path, description = "Topic name"), ("name" = Name, Path, description = "Subscription name")),
     request_body = AckRequest,
     responses(
-        (status = 200, description = "Acknowledged; ids already settled or never delivered are listed and left alone", body = SettledResponse),
+        (status = 200, description = "Acknowledged durably; ids already settled or never delivered are listed and left alone", body = SettledResponse),
         (status = 400, description = "Bad delivery ids", body = ErrorBody),
         (status = 404, description = "No such subscription", body = ErrorBody),
+        (status = 507, description = "The disk is full: acknowledged but not durable yet (saved with the next save; a crash before it may redeliver)", body = ErrorBody),
     ))]
 pub async fn ack(
     State(state): State<HttpState>,
@@ -468,7 +472,7 @@ pub async fn ack(
     refuse_internal(&name)?;
     let ids = parse_delivery_ids(&request.delivery_ids)?;
     let consumer = state.consumers.get(&topic, &name, Attach::Existing).await?;
-    let settlements = consumer.ack(&ids)?;
+    let settlements = consumer.ack(&ids).await?;
     Ok(Json(SettledResponse::new(&ids, &settlements)))
 }
 
@@ -494,9 +498,10 @@ pub struct NackRequest {
     params(("topic" = Name, Path, description = "Topic name"), ("name" = Name, Path, description = "Subscription name")),
     request_body = NackRequest,
     responses(
-        (status = 200, description = "Given back; ids not in flight (settled before, or never delivered) are listed and left alone", body = SettledResponse),
+        (status = 200, description = "Given back durably; ids not in flight (settled before, or never delivered) are listed and left alone", body = SettledResponse),
         (status = 400, description = "Bad delivery ids or options", body = ErrorBody),
         (status = 404, description = "No such subscription", body = ErrorBody),
+        (status = 507, description = "The disk is full: given back but not durable yet", body = ErrorBody),
     ))]
 pub async fn nack(
     State(state): State<HttpState>,
@@ -532,8 +537,12 @@ pub async fn nack(
     let delay = Duration::from_millis(delay_ms);
     let consumer = state.consumers.get(&topic, &name, Attach::Existing).await?;
     let settlements = match &request.error {
-        Some(error) => consumer.nack_with_error(&ids, requeue, delay, error)?,
-        None => consumer.nack(&ids, requeue, delay)?,
+        Some(error) => {
+            consumer
+                .nack_with_error(&ids, requeue, delay, error)
+                .await?
+        }
+        None => consumer.nack(&ids, requeue, delay).await?,
     };
     Ok(Json(SettledResponse::new(&ids, &settlements)))
 }

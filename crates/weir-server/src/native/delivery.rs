@@ -90,7 +90,8 @@ pub(crate) async fn deliver(
                 delivery,
                 empty_frame,
                 max_frame_bytes,
-            );
+            )
+            .await;
         }
         let mut rest = &deliveries[..];
         while !rest.is_empty() {
@@ -120,7 +121,7 @@ pub(crate) async fn deliver(
 
 /// Takes a delivery that cannot fit in a frame out of the subscription (dead-lettered, or
 /// skipped on a stream) and logs why.
-fn refuse(
+async fn refuse(
     consumer: &Consumer,
     subscription: u32,
     delivery: &Delivery,
@@ -136,7 +137,10 @@ fn refuse(
         record.headers.len(),
         empty_frame + encoded_len(delivery),
     );
-    let outcome = match consumer.nack_with_error(&[delivery.id()], false, Duration::ZERO, &reason) {
+    let refused = consumer
+        .nack_with_error(&[delivery.id()], false, Duration::ZERO, &reason)
+        .await;
+    let outcome = match refused {
         Ok(_) => match consumer.kind() {
             SubscriptionKind::Queue => {
                 "rejected (dead-lettered if the subscription has a dead-letter topic)"

@@ -117,10 +117,10 @@ fn fit<T>(mut items: Vec<T>, budget: usize, encoded_len: impl Fn(&T) -> usize) -
 }
 
 /// What a nack asks for, beside its ids.
-struct Nack<'a> {
+struct Nack {
     requeue: bool,
     delay: Duration,
-    error: &'a str,
+    error: String,
 }
 
 fn no_such_subscription(subscription: u32) -> Response {
@@ -342,9 +342,13 @@ impl Session {
                     None => no_such_subscription(subscription),
                 }
             }
-            Request::Ack { subscription, ids } => self.settle(subscription, &ids, None, false),
+            // Settlements take effect at once and are answered once durable (a save shared
+            // with every settlement meanwhile); the connection keeps reading while they wait.
+            Request::Ack { subscription, ids } => {
+                return self.settle(correlation_id, subscription, ids, None, false);
+            }
             Request::AckReporting { subscription, ids } => {
-                self.settle(subscription, &ids, None, true)
+                return self.settle(correlation_id, subscription, ids, None, true);
             }
             Request::Nack {
                 subscription,
@@ -356,9 +360,9 @@ impl Session {
                 let nack = Nack {
                     requeue,
                     delay: Duration::from_millis(delay_ms),
-                    error: &error,
+                    error,
                 };
-                self.settle(subscription, &ids, Some(nack), false)
+                return self.settle(correlation_id, subscription, ids, Some(nack), false);
             }
             Request::NackReporting {
                 subscription,
@@ -370,9 +374,9 @@ impl Session {
                 let nack = Nack {
                     requeue,
                     delay: Duration::from_millis(delay_ms),
-                    error: &error,
+                    error,
                 };
-                self.settle(subscription, &ids, Some(nack), true)
+                return self.settle(correlation_id, subscription, ids, Some(nack), true);
             }
             Request::ListGroups { topic } => Response::Groups(
                 broker
@@ -388,11 +392,19 @@ impl Session {
             Request::DeleteGroup { topic, group } => {
                 done(broker.delete_group(&topic, &group).await)
             }
-            Request::ResetGroup { topic, group, to } => {
-                done(broker.reset_group(&topic, &group, convert::start_position(to)))
-            }
+            Request::ResetGroup { topic, group, to } => done(
+                broker
+                    .reset_group(&topic, &group, convert::start_position(to))
+                    .await,
+            ),
             Request::Release { subscription, ids } => match self.subscriptions.get(&subscription) {
-                Some(attached) => done(attached.consumer.release(&convert::message_ids(&ids))),
+                Some(attached) => {
+                    let consumer = attached.consumer.clone();
+                    return Reply::Later(Box::pin(async move {
+                        let released = consumer.release(&convert::message_ids(&ids)).await;
+                        (correlation_id, done(released))
+                    }));
+                }
                 None => no_such_subscription(subscription),
             },
             Request::CreateExchange {
@@ -481,7 +493,7 @@ impl Session {
                 }
                 Err(refused) => refused,
             },
-            Request::PurgeDeadLetters { topic } => match broker.purge_dead_letters(&topic) {
+            Request::PurgeDeadLetters { topic } => match broker.purge_dead_letters(&topic).await {
                 Ok(count) => Response::Count { count },
                 Err(error) => core_error(&error),
             },
@@ -609,34 +621,43 @@ impl Session {
         Reply::Now(response)
     }
 
-    /// Acks (`nack` `None`) or nacks deliveries of one of this connection's subscriptions.
-    /// Answers `Ok`, or with `report` what happened to each id (`Settled`).
+    /// Acks (`nack` `None`) or nacks deliveries of one of this connection's subscriptions,
+    /// answering once the settlement is durable: `Ok`, or with `report` what happened to each
+    /// id (`Settled`).
     fn settle(
         &self,
+        correlation_id: u64,
         subscription: u32,
-        ids: &[weir_proto::MessageId],
-        nack: Option<Nack<'_>>,
+        ids: Vec<weir_proto::MessageId>,
+        nack: Option<Nack>,
         report: bool,
-    ) -> Response {
+    ) -> Reply {
         let Some(attached) = self.subscriptions.get(&subscription) else {
-            return no_such_subscription(subscription);
+            return Reply::Now(no_such_subscription(subscription));
         };
-        let core_ids = convert::message_ids(ids);
-        let consumer = &attached.consumer;
-        let settled = match nack {
-            None => consumer.ack(&core_ids),
-            // The reason travels with the message if it is dead-lettered; an empty one means
-            // the consumer gave none.
-            Some(nack) if nack.error.is_empty() => {
-                consumer.nack(&core_ids, nack.requeue, nack.delay)
-            }
-            Some(nack) => consumer.nack_with_error(&core_ids, nack.requeue, nack.delay, nack.error),
-        };
-        match settled {
-            Ok(settlements) if report => convert::settled(ids, &settlements),
-            Ok(_) => Response::Ok,
-            Err(error) => core_error(&error),
-        }
+        let consumer = attached.consumer.clone();
+        Reply::Later(Box::pin(async move {
+            let core_ids = convert::message_ids(&ids);
+            let settled = match nack {
+                None => consumer.ack(&core_ids).await,
+                // The reason travels with the message if it is dead-lettered; an empty one
+                // means the consumer gave none.
+                Some(nack) if nack.error.is_empty() => {
+                    consumer.nack(&core_ids, nack.requeue, nack.delay).await
+                }
+                Some(nack) => {
+                    consumer
+                        .nack_with_error(&core_ids, nack.requeue, nack.delay, &nack.error)
+                        .await
+                }
+            };
+            let response = match settled {
+                Ok(settlements) if report => convert::settled(&ids, &settlements),
+                Ok(_) => Response::Ok,
+                Err(error) => core_error(&error),
+            };
+            (correlation_id, response)
+        }))
     }
 
     /// Reads a partition outside any group: as many messages as fit in one frame. One message
