@@ -794,7 +794,13 @@ async fn work(
             continue;
         }
         tokio::time::sleep(PROCESSING).await;
-        if consumer.ack_one(&delivery).await.is_ok() && consumer.flush_acks().await.is_ok() {
+        // Recorded only when the broker that delivered it answered the ack: an ack queued
+        // across a kill is sent again to the next broker, which may have handed the message
+        // out again before it took the ack (that delivery precedes the ack; it is no undo).
+        if consumer.ack_one(&delivery).await.is_ok()
+            && consumer.flush_acks().await.is_ok()
+            && work.kills.load(Ordering::SeqCst) == kills
+        {
             lock(&work.acked).entry(payload).or_insert(kills);
         }
     }

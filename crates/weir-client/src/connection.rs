@@ -116,7 +116,8 @@ impl Shared {
                 return;
             }
             state.closed = Some(reason.clone());
-            let unanswered = std::mem::take(&mut state.detached);
+            // Left as it is: a flush waiting for these answers must fail, not see none owed.
+            let unanswered = state.detached;
             (
                 std::mem::take(&mut state.pending),
                 std::mem::take(&mut state.routes),

@@ -72,6 +72,7 @@ impl Broker {
         if !self.background_due("dead_letters", scope, now_ms) {
             return;
         }
+        let _round = self.inner.dead_letter_round.lock().await;
         let letters = subscription.take_dead_letters();
         if letters.is_empty() {
             return;

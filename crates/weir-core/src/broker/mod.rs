@@ -190,6 +190,10 @@ struct Inner {
     checkers: Mutex<transactions::Checkers>,
     /// Where each queue subscription's dead letters stand (`dead_letters.rs`).
     dead_letter_marks: dead_letters::DeadLetterMarks,
+    /// Held across one subscription's round of storing its dead letters (take, append,
+    /// settle), so a `tick` that finds the letters taken by a concurrent round returns only
+    /// once that round is done.
+    dead_letter_round: tokio::sync::Mutex<()>,
     metrics: Arc<BrokerMetrics>,
     /// Background steps failing now, backing off (`background.rs`).
     background: Mutex<background::Background>,
@@ -306,6 +310,7 @@ impl Broker {
                 positions_unsaved: Mutex::new(Vec::new()),
                 checkers: Mutex::new(HashMap::new()),
                 dead_letter_marks: Default::default(),
+                dead_letter_round: tokio::sync::Mutex::new(()),
                 next_consumer: AtomicU64::new(1),
                 closed: AtomicBool::new(false),
             }),
