@@ -486,10 +486,16 @@ impl Subscription {
     /// Catalog writes for whatever changed since the last call.
     pub fn take_dirty_positions(&self) -> Vec<MetaOp> {
         let record = &self.record;
-        match &mut *self.state() {
-            State::Stream(stream) => stream.take_dirty(&record.topic, &record.group),
-            State::Queue(queue) => queue.take_dirty(&record.topic, &record.group),
-        }
+        let changed = match &mut *self.state() {
+            State::Stream(stream) => return stream.take_dirty(&record.topic, &record.group),
+            State::Queue(queue) => queue.take_dirty(),
+        };
+        changed
+            .iter()
+            .map(|(partition, stored)| {
+                Catalog::position_op(&record.topic, &record.group, *partition, stored)
+            })
+            .collect()
     }
 
     pub fn info(&self) -> GroupInfo {

@@ -18,7 +18,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use weir_batch::Record;
-use weir_storage::MetaOp;
 
 use super::{
     AckState, BatchCursor, ConsumerId, Delivery, GroupPartitionInfo, MessageId, Settlement, detach,
@@ -82,7 +81,7 @@ struct DeliveryRecord {
 /// is kept (counted at hand-out, saved with the acks), so a delivery in flight at a restart or
 /// crash still counts towards `max_deliveries`.
 #[derive(Debug, Serialize, Deserialize)]
-struct StoredPosition {
+pub(super) struct StoredPosition {
     acks: AckState,
     deliveries: Vec<(u64, DeliveryRecord)>,
     /// On their way to the dead-letter topic: stored there after a restart.
@@ -929,8 +928,11 @@ impl QueueState {
         Ok(pending)
     }
 
-    pub fn take_dirty(&mut self, topic: &str, group: &str) -> Vec<MetaOp> {
-        let mut ops = Vec::new();
+    /// The stored form of each partition changed since the last call. Only copies: the
+    /// caller encodes them after letting go of the subscription's lock, which every fetch and
+    /// ack of the subscription needs meanwhile.
+    pub fn take_dirty(&mut self) -> Vec<(u32, StoredPosition)> {
+        let mut changed = Vec::new();
         for (index, partition) in self.partitions.iter_mut().enumerate() {
             if std::mem::take(&mut partition.dirty) {
                 let stored = StoredPosition {
@@ -942,10 +944,10 @@ impl QueueState {
                         .collect(),
                     dead_letters: partition.dead_lettering.values().cloned().collect(),
                 };
-                ops.push(Catalog::position_op(topic, group, index as u32, &stored));
+                changed.push((index as u32, stored));
             }
         }
-        ops
+        changed
     }
 
     pub fn info(&self, topic: &Topic) -> Vec<GroupPartitionInfo> {
