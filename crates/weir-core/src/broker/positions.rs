@@ -12,12 +12,14 @@
 //! lock finds its ticket covered by a save that ran while it waited, or runs the next save
 //! itself, covering everyone who queued behind it meanwhile.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use super::{Broker, Inner, lock, read};
 use crate::error::{Error, Result};
 use crate::subscription::Subscription;
+use weir_storage::MetaOp;
 
 /// The tickets and what the saves so far made of them.
 #[derive(Default)]
@@ -103,10 +105,31 @@ impl Broker {
         if unsaved.is_empty() {
             return Ok(());
         }
+        // While saves fail (a full disk) every attempt adds the positions changed since;
+        // only the newest op of a key is worth keeping, so the backlog stays one per key.
+        keep_newest_per_key(&mut unsaved);
         self.inner.catalog.save_positions(&unsaved)?;
         unsaved.clear();
         Ok(())
     }
+}
+
+/// Drops every op that a later op on the same table and key replaces, keeping the order of
+/// the rest.
+fn keep_newest_per_key(ops: &mut Vec<MetaOp>) {
+    let mut seen = HashSet::new();
+    let mut newest: Vec<MetaOp> = ops
+        .drain(..)
+        .rev()
+        .filter(|op| {
+            let (table, key) = match op {
+                MetaOp::Put { table, key, .. } | MetaOp::Delete { table, key } => (*table, key),
+            };
+            seen.insert((table, key.clone()))
+        })
+        .collect();
+    newest.reverse();
+    *ops = newest;
 }
 
 /// What a [`Consumer`](crate::Consumer) holds to wait for its settlements' save, without
@@ -123,5 +146,40 @@ impl PositionSync {
     pub(crate) async fn wait(&self) -> Result<()> {
         let inner = self.0.upgrade().ok_or(Error::ShuttingDown)?;
         Broker { inner }.sync_positions().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(key: &[u8], value: &[u8]) -> MetaOp {
+        MetaOp::Put {
+            table: "positions",
+            key: key.to_vec(),
+            value: value.to_vec(),
+        }
+    }
+
+    #[test]
+    fn failed_saves_keep_one_op_per_key_the_newest() {
+        let mut ops = vec![put(b"a", b"1"), put(b"b", b"1"), put(b"a", b"2")];
+        ops.push(MetaOp::Delete {
+            table: "positions",
+            key: b"b".to_vec(),
+        });
+        ops.push(put(b"c", b"1"));
+        keep_newest_per_key(&mut ops);
+        assert_eq!(
+            ops,
+            vec![
+                put(b"a", b"2"),
+                MetaOp::Delete {
+                    table: "positions",
+                    key: b"b".to_vec()
+                },
+                put(b"c", b"1"),
+            ]
+        );
     }
 }
